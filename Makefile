@@ -1,0 +1,147 @@
+# weft -- goroutines for C.   make | make test | make demo | make bench | make install PREFIX=...
+# Variables: SAN=address|undefined|thread  DEBUG=1  CC=clang  PREFIX=/usr/local
+.SUFFIXES:
+.DELETE_ON_ERROR:
+
+CC      ?= cc
+PREFIX  ?= /usr/local
+SAN     ?=
+DEBUG   ?=
+SOVER   := 0
+VERSION := 0.1.0
+
+# Each build flavour gets its own object tree so that `make test SAN=address`
+# never mixes objects with a plain build.
+FLAVOUR := $(if $(SAN),san-$(SAN),$(if $(DEBUG),debug,release))
+B       := build/$(FLAVOUR)
+
+WARN     := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wno-unused-parameter
+CPPFLAGS += -Iinclude -I. -D_GNU_SOURCE
+CFLAGS   ?= $(if $(DEBUG),-O0 -g3 -DWEFT_DEBUG_LEVEL=3,-O2 -g)
+CFLAGS   += -std=gnu11 -fPIC -fvisibility=hidden -pthread $(WARN) -MMD -MP
+ifneq ($(SAN),)
+CFLAGS   += -fsanitize=$(SAN) -fno-omit-frame-pointer -O1 -DWEFT_SAN=1
+LDFLAGS  += -fsanitize=$(SAN)
+endif
+LDLIBS   += -pthread
+
+CORE_SRC := $(wildcard mem/*.c)
+CORE_SRC := $(filter-out mem/mksizeclass.c mem/preload.c,$(CORE_SRC))
+CORE_OBJ := $(CORE_SRC:%.c=$(B)/%.o)
+
+.PHONY: all lib test bench demo install deps clean check-deps
+all: lib
+lib: $(B)/lib/libweft.a $(B)/lib/libweft.so lib/libweft.a lib/libweft.so lib/libweft-malloc.so lib/weft.pc
+
+# ---- the size-class table is generated (Go's mksizeclasses.go idea) --------
+mem/sizeclass_table.h: mem/mksizeclass.c
+	$(CC) -O1 -std=gnu11 -Wall -Wextra -o build/mksizeclass $< && build/mksizeclass > $@.tmp && mv $@.tmp $@
+$(CORE_OBJ): | mem/sizeclass_table.h
+build/mksizeclass: | build
+build:
+	@mkdir -p build
+
+$(B)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -c -o $@ $<
+$(B)/%.o: %.S
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -c -o $@ $<
+
+$(B)/lib/libweft.a: $(CORE_OBJ)
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+$(B)/lib/libweft.so: $(CORE_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) -shared -Wl,-soname,libweft.so.$(SOVER) $(LDFLAGS) -o $@.$(VERSION) $^ $(LDLIBS)
+	ln -sf libweft.so.$(VERSION) $@.$(SOVER) && ln -sf libweft.so.$(VERSION) $@
+
+PRELOAD_ALIASES := $(foreach f,malloc free calloc realloc malloc_usable_size,-Wl,--defsym=$(f)=weft_$(subst malloc_usable_size,usable_size,$(f)))
+# lib/ holds the release flavour: what install and pkg-config see.
+ifeq ($(FLAVOUR),release)
+lib/libweft.a lib/libweft.so: lib/%: $(B)/lib/%
+	@mkdir -p lib
+	cp -P $(B)/lib/$*$(if $(filter %.so,$*),*,) lib/
+lib/libweft-malloc.so: $(CORE_OBJ) $(B)/mem/preload.o
+	@mkdir -p lib
+	$(CC) -shared -Wl,-soname,libweft-malloc.so $(PRELOAD_ALIASES) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+else
+lib/libweft.a lib/libweft.so lib/libweft-malloc.so:
+	$(MAKE) --no-print-directory SAN= DEBUG= $@
+endif
+$(B)/mem/preload.o: | mem/sizeclass_table.h
+lib/weft.pc: Makefile
+	@mkdir -p lib
+	printf 'prefix=%s\nlibdir=$${prefix}/lib\nincludedir=$${prefix}/include\n\nName: weft\nDescription: goroutines for C\nVersion: %s\nLibs: -L$${libdir} -lweft\nLibs.private: -pthread\nCflags: -I$${includedir}\n' \
+	    '$(PREFIX)' '$(VERSION)' > $@
+
+# ---- deps: install what pkg-config cannot find, with apt-get ----------------
+DEP_PKGS := liburing:liburing-dev libuv:libuv1-dev criterion:libcriterion-dev
+deps:
+	@missing=""; \
+	command -v pkg-config >/dev/null 2>&1 || missing="pkg-config"; \
+	for d in $(DEP_PKGS); do \
+	    pc=$${d%%:*}; deb=$${d#*:}; \
+	    pkg-config --exists $$pc 2>/dev/null || missing="$$missing $$deb"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	    sudo=""; [ "$$(id -u)" -eq 0 ] || sudo="sudo"; \
+	    echo "make deps: installing$$missing with apt-get"; \
+	    $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing >/dev/null || \
+	    { $$sudo apt-get update -q >/dev/null && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing >/dev/null; } || \
+	    { echo "make deps: apt-get install$$missing failed" >&2; exit 1; }; \
+	fi
+
+# ---- tests ----------------------------------------------------------------
+TEST_SRC := $(wildcard tests/test_*.c tests/stress_*.c)
+TEST_BIN := $(TEST_SRC:tests/%.c=$(B)/tests/%)
+TEST_HELPERS := $(wildcard tests/helpers/*.c)
+TEST_HELPER_BIN := $(TEST_HELPERS:tests/helpers/%.c=$(B)/tests/helpers/%)
+
+$(B)/tests/%: tests/%.c $(B)/lib/libweft.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) -I. $(CFLAGS) $(shell pkg-config --cflags criterion 2>/dev/null) -o $@ $< \
+	    $(B)/lib/libweft.a $(LDFLAGS) $(shell pkg-config --libs criterion 2>/dev/null) $(LDLIBS)
+$(B)/tests/helpers/%: tests/helpers/%.c $(B)/lib/libweft.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) -I. $(CFLAGS) -o $@ $< $(B)/lib/libweft.a $(LDFLAGS) $(LDLIBS)
+
+test: deps
+	@$(MAKE) --no-print-directory test-run
+.PHONY: test-run
+test-run: lib $(TEST_BIN) $(TEST_HELPER_BIN)
+	@fail=0; for t in $(TEST_BIN); do \
+	    echo "== $$t"; \
+	    WEFT_TEST_BUILD=$(B) WEFT_TEST_SAN=$(SAN) $$t --jobs 2 || fail=1; \
+	done; exit $$fail
+
+# ---- benchmarks and demos -------------------------------------------------
+BENCH_SRC := $(wildcard tests/bench/*.c)
+BENCH_BIN := $(BENCH_SRC:tests/bench/%.c=$(B)/bench/%)
+$(B)/bench/%: tests/bench/%.c $(B)/lib/libweft.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) -I. $(CFLAGS) -o $@ $< $(B)/lib/libweft.a $(LDFLAGS) $(LDLIBS)
+bench: deps lib $(BENCH_BIN)
+	@B=$(B) sh tests/bench/run.sh
+
+DEMO_SRC := $(wildcard demos/*.c)
+DEMO_BIN := $(DEMO_SRC:demos/%.c=$(B)/demos/%)
+$(B)/demos/%: demos/%.c $(B)/lib/libweft.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ $< $(B)/lib/libweft.a $(LDFLAGS) $(LDLIBS)
+demo: deps
+	@$(MAKE) --no-print-directory lib $(B)/demos/tour && $(B)/demos/tour
+
+install: lib
+	install -d $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig
+	install -m 644 include/weft.h $(DESTDIR)$(PREFIX)/include/
+	install -m 644 lib/libweft.a lib/libweft-malloc.so $(DESTDIR)$(PREFIX)/lib/
+	install -m 755 lib/libweft.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/
+	ln -sf libweft.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/libweft.so.$(SOVER)
+	ln -sf libweft.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/libweft.so
+	install -m 644 lib/weft.pc $(DESTDIR)$(PREFIX)/lib/pkgconfig/
+
+clean:
+	rm -rf build lib
+
+-include $(shell find build -name '*.d' 2>/dev/null)

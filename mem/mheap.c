@@ -1,0 +1,456 @@
+/*
+ * mem/mheap.c -- the page heap: arenas, spans, the page map, the scavenger.
+ *
+ * Address space comes from the OS in 64 MiB-aligned arenas (more for one huge
+ * object), each with a header (struct arena) mapped beside it and entered in
+ * weft__arena_map. Arenas are carved into spans: runs of 8 KiB pages that are free,
+ * hold small objects of one class, or one large object.
+ *
+ * Free spans live in bins by page count (exact bins below HEAP_BINS pages, one
+ * best-fit list above) and, while their pages are still resident ("dirty"), on the
+ * dirty list in the order they were freed. Neighbouring free spans always coalesce,
+ * so two free spans are never adjacent.
+ *
+ * Scavenger: when the dirty free pages exceed the retained budget
+ * (max(HEAP_RETAIN_MIN, in-use / 4)), the oldest dirty spans go back to the OS
+ * (MADV_DONTNEED) until a quarter of the budget is free again. Recently freed spans
+ * stay resident so that large-object churn does not fault pages in again and again.
+ * weft_mem_release() scavenges everything. A merged span whose parts disagree counts
+ * as dirty (it may be madvised twice; harmless).
+ *
+ * needzero: pages fresh from the OS or released read as zero (needzero = 0);
+ * pages that held objects do not. Allocation hands the flag to the span's owner so
+ * that calloc of a large object skips the memset when it can.
+ *
+ * Locking: h.lock guards everything here; it is the last lock in the order
+ * (mcentral locks may be held when it is taken). Invariants are stated in mem/mem.h.
+ */
+#include <string.h>
+#include "mem/mem.h"
+
+#define HEAP_BINS 128
+#define HEAP_RETAIN_MIN ((uint64_t)32 << 20)
+#define PAGE WEFT_PAGE_SIZE
+
+uintptr_t weft__arena_map[WEFT_ARENA_MAP_LEN];
+
+static struct {
+    weft_lock lock;
+    struct mspan *bins[HEAP_BINS];       /* free spans of exactly i pages */
+    uint64_t binmask[HEAP_BINS / 64];
+    struct mspan *large;                 /* free spans of >= HEAP_BINS pages */
+    struct mspan *dirty_head, *dirty_tail;
+    uint64_t dirty_pages, released_pages, inuse_pages, sys;
+    uint64_t large_alloc, large_nmalloc, large_nfree;
+    uintptr_t hint;                      /* where the next arena would be contiguous */
+    struct mspan *span_pool;             /* dead span structs */
+    void *bits_pool;                     /* free debug bitmaps (WEFT_DEBUG=allocfree) */
+    char *meta;                          /* metadata chunk being carved */
+    size_t meta_left;
+} h = { .lock = WEFT_LOCK_INIT };
+
+/* ---- span structs: a fixalloc (Go) -- never unmapped ---------------------- */
+static struct mspan *span_new(void)
+{
+    struct mspan *s = h.span_pool;
+    if (s != NULL) {
+        h.span_pool = s->next;
+    } else {
+        if (h.meta_left < sizeof *s) {
+            h.meta = weft__os_alloc(1 << 16);
+            if (h.meta == NULL)
+                return NULL;
+            h.meta_left = 1 << 16;
+        }
+        s = (struct mspan *)h.meta;
+        h.meta += sizeof *s;
+        h.meta_left -= sizeof *s;
+    }
+    memset(s, 0, sizeof *s);
+    return s;
+}
+
+static void span_dispose(struct mspan *s)
+{
+    s->state = SPAN_DEAD;
+    s->next = h.span_pool;
+    h.span_pool = s;
+}
+
+/* A 1024-bit bitmap, enough for any small span (at most 1024 objects). */
+#define BITS_BYTES 128
+static _Atomic uint64_t *bits_new(void)
+{
+    void *b = h.bits_pool;
+    if (b != NULL) {
+        h.bits_pool = *(void **)b;
+    } else {
+        if (h.meta_left < BITS_BYTES) {
+            h.meta = weft__os_alloc(1 << 16);
+            if (h.meta == NULL)
+                return NULL;
+            h.meta_left = 1 << 16;
+        }
+        b = h.meta;
+        h.meta += BITS_BYTES;
+        h.meta_left -= BITS_BYTES;
+    }
+    memset(b, 0, BITS_BYTES);
+    return b;
+}
+
+static void bits_dispose(_Atomic uint64_t *b)
+{
+    *(void **)b = h.bits_pool;
+    h.bits_pool = (void *)b;
+}
+
+static inline uintptr_t span_end(const struct mspan *s)
+{
+    return s->base + (uintptr_t)s->npages * PAGE;
+}
+
+static void map_set(uintptr_t a, struct mspan *s)
+{
+    weft__arena_of(a)->spans[weft__page_index(a)] = s;
+}
+
+/* first and last page -> s (enough for free and large spans) */
+static void map_ends(struct mspan *s)
+{
+    map_set(s->base, s);
+    map_set(span_end(s) - PAGE, s);
+}
+
+struct mspan *weft__span_of(uintptr_t a)
+{
+    struct arena *ar = weft__arena_of(a);
+    if (ar == NULL)
+        return NULL;
+    struct mspan *s = ar->spans[weft__page_index(a)];
+    if (s == NULL || a < s->base || a >= span_end(s))
+        return NULL;
+    if (s->state != SPAN_SMALL && s->state != SPAN_LARGE)
+        return NULL;
+    return s;
+}
+
+/* ---- free structures ------------------------------------------------------ */
+static void dlist_push(struct mspan **head, struct mspan *s, int at_tail)
+{
+    s->prev = NULL;
+    s->next = *head;
+    if (at_tail && *head != NULL) {     /* bins are short; tail insert walks */
+        struct mspan *t = *head;
+        while (t->next != NULL)
+            t = t->next;
+        t->next = s;
+        s->prev = t;
+        s->next = NULL;
+        return;
+    }
+    if (*head != NULL)
+        (*head)->prev = s;
+    *head = s;
+}
+
+static void dlist_remove(struct mspan **head, struct mspan *s)
+{
+    if (s->prev != NULL)
+        s->prev->next = s->next;
+    else
+        *head = s->next;
+    if (s->next != NULL)
+        s->next->prev = s->prev;
+    s->next = s->prev = NULL;
+}
+
+static void free_insert(struct mspan *s)
+{
+    s->state = SPAN_FREE;
+    s->cls = 0;
+    map_ends(s);
+    /* dirty spans at the head of their bin: reused first, no page faults */
+    if (s->npages < HEAP_BINS) {
+        dlist_push(&h.bins[s->npages], s, s->released);
+        h.binmask[s->npages / 64] |= (uint64_t)1 << (s->npages % 64);
+    } else {
+        dlist_push(&h.large, s, 0);
+    }
+    if (s->released) {
+        h.released_pages += s->npages;
+    } else {
+        h.dirty_pages += s->npages;
+        s->dnext = NULL;
+        s->dprev = h.dirty_tail;
+        if (h.dirty_tail != NULL)
+            h.dirty_tail->dnext = s;
+        else
+            h.dirty_head = s;
+        h.dirty_tail = s;
+    }
+}
+
+static void free_remove(struct mspan *s)
+{
+    if (s->npages < HEAP_BINS) {
+        dlist_remove(&h.bins[s->npages], s);
+        if (h.bins[s->npages] == NULL)
+            h.binmask[s->npages / 64] &= ~((uint64_t)1 << (s->npages % 64));
+    } else {
+        dlist_remove(&h.large, s);
+    }
+    if (s->released) {
+        h.released_pages -= s->npages;
+    } else {
+        h.dirty_pages -= s->npages;
+        if (s->dprev != NULL)
+            s->dprev->dnext = s->dnext;
+        else
+            h.dirty_head = s->dnext;
+        if (s->dnext != NULL)
+            s->dnext->dprev = s->dprev;
+        else
+            h.dirty_tail = s->dprev;
+        s->dnext = s->dprev = NULL;
+    }
+}
+
+/* The free span that ends right before a / starts at a, if any. */
+static struct mspan *free_neighbour(uintptr_t a, int before)
+{
+    uintptr_t page = before ? a - PAGE : a;
+    struct arena *ar = weft__arena_of(page);
+    if (ar == NULL)
+        return NULL;
+    struct mspan *t = ar->spans[weft__page_index(page)];
+    if (t == NULL || t->state != SPAN_FREE)
+        return NULL;
+    if (before ? span_end(t) != a : t->base != a)
+        return NULL;
+    return t;
+}
+
+/* s is not in the free structures yet; merge it with free neighbours, insert. */
+static void free_coalesce_insert(struct mspan *s)
+{
+    struct mspan *t;
+    while ((t = free_neighbour(s->base, 1)) != NULL || (t = free_neighbour(span_end(s), 0)) != NULL) {
+        free_remove(t);
+        if (t->base < s->base)
+            s->base = t->base;
+        s->npages += t->npages;
+        if (t->released != s->released)
+            s->released = 0;         /* mixed: counts as dirty */
+        s->needzero |= t->needzero;
+        if (!s->released)
+            s->needzero = 1;
+        span_dispose(t);
+    }
+    free_insert(s);
+}
+
+static void scavenge_locked(uint64_t target_pages)
+{
+    while (h.dirty_head != NULL && h.dirty_pages > target_pages) {
+        struct mspan *s = h.dirty_head;
+        free_remove(s);
+        weft__os_release((void *)s->base, (size_t)s->npages * PAGE);
+        s->released = 1;
+        s->needzero = 0;
+        free_insert(s);
+    }
+}
+
+static uint64_t retain_pages(void)
+{
+    uint64_t r = h.inuse_pages / 4;
+    uint64_t min = HEAP_RETAIN_MIN / PAGE;
+    return r > min ? r : min;
+}
+
+/* ---- growth --------------------------------------------------------------- */
+static int grow(size_t npages)
+{
+    size_t size = ((npages * PAGE) + WEFT_ARENA_SIZE - 1) & ~(WEFT_ARENA_SIZE - 1);
+    if (size == 0 || size / PAGE < npages)
+        return -1;
+    char *p = weft__os_reserve(size, WEFT_ARENA_SIZE, h.hint);
+    if (p == NULL)
+        return -1;
+    if (((uintptr_t)p + size) >> WEFT_ADDR_BITS) {      /* outside the page map */
+        weft__printf("mheap: the OS returned memory above 2^%d; giving it back", WEFT_ADDR_BITS);
+        return -1;
+    }
+    for (size_t off = 0; off < size; off += WEFT_ARENA_SIZE) {
+        struct arena *ar = weft__os_alloc(sizeof *ar);
+        if (ar == NULL)
+            return -1;       /* the arenas already entered stay usable later */
+        size_t i = ((uintptr_t)p + off) >> WEFT_ARENA_SHIFT;
+        weft__arena_map[i] = (uintptr_t)ar - WEFT_ARENA_BIAS(i);
+    }
+    h.sys += size;
+    h.hint = (uintptr_t)p + size;
+    struct mspan *s = span_new();
+    if (s == NULL)
+        return -1;
+    s->base = (uintptr_t)p;
+    s->npages = (uint32_t)(size / PAGE);
+    s->released = 1;          /* fresh: zero and not resident */
+    free_coalesce_insert(s);
+    return 0;
+}
+
+/* Smallest free span with at least n pages, or NULL. */
+static struct mspan *find_fit(size_t n)
+{
+    if (n < HEAP_BINS) {
+        for (size_t w = n / 64; w < HEAP_BINS / 64; w++) {
+            uint64_t m = h.binmask[w];
+            if (w == n / 64)
+                m &= ~(uint64_t)0 << (n % 64);
+            if (m != 0)
+                return h.bins[w * 64 + (size_t)__builtin_ctzll(m)];
+        }
+    }
+    struct mspan *best = NULL;
+    for (struct mspan *s = h.large; s != NULL; s = s->next)
+        if (s->npages >= n && (best == NULL || s->npages < best->npages))
+            best = s;
+    return best;
+}
+
+/* Split the first n pages off free span s (already removed); the rest goes back. */
+static int split_tail(struct mspan *s, size_t n)
+{
+    if (s->npages == n)
+        return 0;
+    struct mspan *r = span_new();
+    if (r == NULL)
+        return -1;
+    r->base = s->base + n * PAGE;
+    r->npages = s->npages - (uint32_t)n;
+    r->released = s->released;
+    r->needzero = s->needzero;
+    s->npages = (uint32_t)n;
+    free_insert(r);          /* its neighbours are s (in use) and a non-free span */
+    return 0;
+}
+
+struct mspan *weft__mheap_alloc(size_t npages, size_t align_pages, int state, unsigned cls)
+{
+    if (npages == 0 || npages > ((size_t)1 << 31) / 2)
+        return NULL;
+    size_t want = npages + (align_pages > 1 ? align_pages - 1 : 0);
+    weft__lock(&h.lock);
+    struct mspan *s = find_fit(want);
+    if (s == NULL) {
+        if (grow(want) != 0 || (s = find_fit(want)) == NULL) {
+            weft__unlock(&h.lock);
+            return NULL;
+        }
+    }
+    free_remove(s);
+    if (align_pages > 1) {
+        uintptr_t align = align_pages * PAGE;
+        uintptr_t start = (s->base + align - 1) & ~(align - 1);
+        if (start != s->base) {
+            struct mspan *lead = span_new();
+            if (lead == NULL) {
+                free_insert(s);
+                weft__unlock(&h.lock);
+                return NULL;
+            }
+            lead->base = s->base;
+            lead->npages = (uint32_t)((start - s->base) / PAGE);
+            lead->released = s->released;
+            lead->needzero = s->needzero;
+            s->base = start;
+            s->npages -= lead->npages;
+            free_insert(lead);
+        }
+    }
+    if (split_tail(s, npages) != 0) {
+        free_coalesce_insert(s);
+        weft__unlock(&h.lock);
+        return NULL;
+    }
+    s->state = (uint8_t)state;
+    s->cls = (uint8_t)cls;
+    s->released = 0;
+    h.inuse_pages += npages;
+    if (state == SPAN_SMALL) {
+        if (weft__debug.allocfree && (s->allocbits = bits_new()) == NULL) {
+            free_coalesce_insert(s);
+            h.inuse_pages -= npages;
+            weft__unlock(&h.lock);
+            return NULL;
+        }
+        for (uintptr_t a = s->base; a < span_end(s); a += PAGE) {
+            struct arena *ar = weft__arena_of(a);
+            ar->spans[weft__page_index(a)] = s;
+            ar->cls[weft__page_index(a)] = (uint8_t)cls;
+        }
+    } else {
+        map_ends(s);
+        h.large_alloc += npages * PAGE;
+        h.large_nmalloc++;
+    }
+    weft__unlock(&h.lock);
+    return s;
+}
+
+void weft__mheap_free(struct mspan *s)
+{
+    weft__lock(&h.lock);
+    h.inuse_pages -= s->npages;
+    if (s->state == SPAN_SMALL) {
+        for (uintptr_t a = s->base; a < span_end(s); a += PAGE)
+            weft__arena_of(a)->cls[weft__page_index(a)] = 0;
+    } else {
+        h.large_alloc -= (uint64_t)s->npages * PAGE;
+        h.large_nfree++;
+    }
+    s->needzero = 1;
+    s->released = 0;
+    if (s->allocbits != NULL)
+        bits_dispose(s->allocbits);
+    s->allocbits = NULL;
+    free_coalesce_insert(s);
+    uint64_t retain = retain_pages();
+    if (h.dirty_pages > retain)
+        scavenge_locked(retain - retain / 4);
+    weft__unlock(&h.lock);
+}
+
+void weft__mheap_scavenge_all(void)
+{
+    weft__lock(&h.lock);
+    scavenge_locked(0);
+    weft__unlock(&h.lock);
+}
+
+void weft__mheap_stats(struct heap_stats *out)
+{
+    weft__lock(&h.lock);
+    out->sys = h.sys;
+    out->released = h.released_pages * PAGE;
+    out->inuse = h.inuse_pages * PAGE;
+    out->large_alloc = h.large_alloc;
+    out->large_nmalloc = h.large_nmalloc;
+    out->large_nfree = h.large_nfree;
+    weft__unlock(&h.lock);
+}
+
+void weft__mheap_lock_fork(void)
+{
+    weft__lock(&h.lock);
+}
+
+void weft__mheap_unlock_fork(int child)
+{
+    if (child)
+        weft__lock_reinit(&h.lock);
+    else
+        weft__unlock(&h.lock);
+}

@@ -1,0 +1,45 @@
+/*
+ * mem/os.c -- the allocator's only contact with the OS: reserve address space for
+ * arenas, map metadata, give pages back. Every call is a syscall; none allocates.
+ */
+#include <sys/mman.h>
+#include <errno.h>
+#include "mem/mem.h"
+
+/* Reserve size bytes aligned to align (a power of two >= the OS page), at hint if
+ * the kernel agrees (keeps consecutive arenas contiguous), else anywhere. Fresh
+ * anonymous pages read as zero and cost nothing until touched. NULL: out of memory. */
+void *weft__os_reserve(size_t size, size_t align, uintptr_t hint)
+{
+    const int prot = PROT_READ | PROT_WRITE, flags = MAP_PRIVATE | MAP_ANONYMOUS;
+    if (hint != 0 && (hint & (align - 1)) == 0) {
+        void *p = mmap((void *)hint, size, prot, flags, -1, 0);
+        if (p == (void *)hint)
+            return p;
+        if (p != MAP_FAILED)
+            munmap(p, size);
+    }
+    if (size + align < size)
+        return NULL;
+    char *p = mmap(NULL, size + align, prot, flags, -1, 0);
+    if (p == MAP_FAILED)
+        return NULL;
+    uintptr_t a = ((uintptr_t)p + align - 1) & ~(uintptr_t)(align - 1);
+    if (a > (uintptr_t)p)
+        munmap(p, a - (uintptr_t)p);
+    uintptr_t end = (uintptr_t)p + size + align;
+    if (end > a + size)
+        munmap((void *)(a + size), end - (a + size));
+    return (void *)a;
+}
+
+void *weft__os_alloc(size_t size)
+{
+    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    return p == MAP_FAILED ? NULL : p;
+}
+
+void weft__os_release(void *p, size_t size)
+{
+    madvise(p, size, MADV_DONTNEED);
+}
