@@ -25,9 +25,10 @@ LDFLAGS  += -fsanitize=$(SAN)
 endif
 LDLIBS   += -pthread
 
-CORE_SRC := $(wildcard mem/*.c)
-CORE_SRC := $(filter-out mem/mksizeclass.c mem/preload.c,$(CORE_SRC))
-CORE_OBJ := $(CORE_SRC:%.c=$(B)/%.o)
+MEM_SRC  := $(filter-out mem/mksizeclass.c mem/preload.c,$(wildcard mem/*.c))
+MEM_OBJ  := $(MEM_SRC:%.c=$(B)/%.o)
+CORE_SRC := $(MEM_SRC) $(wildcard sched/*.c io/*.c)
+CORE_OBJ := $(CORE_SRC:%.c=$(B)/%.o) $(patsubst %.S,$(B)/%.o,$(wildcard sched/*.S))
 
 .PHONY: all lib test bench demo install deps clean check-deps
 all: lib
@@ -62,7 +63,7 @@ ifeq ($(FLAVOUR),release)
 lib/libweft.a lib/libweft.so: lib/%: $(B)/lib/%
 	@mkdir -p lib
 	cp -P $(B)/lib/$*$(if $(filter %.so,$*),*,) lib/
-lib/libweft-malloc.so: $(CORE_OBJ) $(B)/mem/preload.o
+lib/libweft-malloc.so: $(MEM_OBJ) $(B)/mem/preload.o
 	@mkdir -p lib
 	$(CC) -shared -Wl,-soname,libweft-malloc.so $(PRELOAD_ALIASES) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 else
@@ -100,7 +101,7 @@ TEST_HELPER_BIN := $(TEST_HELPERS:tests/helpers/%.c=$(B)/tests/helpers/%)
 
 $(B)/tests/%: tests/%.c $(B)/lib/libweft.a
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS) -I. $(CFLAGS) $(shell pkg-config --cflags criterion 2>/dev/null) -o $@ $< \
+	$(CC) $(CPPFLAGS) -I. $(CFLAGS) $(shell pkg-config --cflags criterion 2>/dev/null) -fvisibility=default -rdynamic -o $@ $< \
 	    $(B)/lib/libweft.a $(LDFLAGS) $(shell pkg-config --libs criterion 2>/dev/null) $(LDLIBS)
 $(B)/tests/helpers/%: tests/helpers/%.c $(B)/lib/libweft.a
 	@mkdir -p $(dir $@)
@@ -112,7 +113,8 @@ test: deps
 test-run: lib $(TEST_BIN) $(TEST_HELPER_BIN)
 	@fail=0; for t in $(TEST_BIN); do \
 	    echo "== $$t"; \
-	    WEFT_TEST_BUILD=$(B) WEFT_TEST_SAN=$(SAN) $$t --jobs 2 || fail=1; \
+	    WEFT_TEST_BUILD=$(B) WEFT_TEST_SAN=$(SAN) LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp \
+	    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 $$t --jobs 2 || fail=1; \
 	done; exit $$fail
 
 # ---- benchmarks and demos -------------------------------------------------

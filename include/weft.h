@@ -10,6 +10,7 @@
 #ifndef WEFT_H
 #define WEFT_H
 
+#include <errno.h>      /* the -E codes weft returns */
 #include <stddef.h>
 #include <stdint.h>
 
@@ -30,6 +31,49 @@ extern "C" {
 
 /* Name any negative errno value that weft returns ("timed out", ...). */
 WEFT_API const char *weft_strerror(int err);
+
+/* ---- Runtime ------------------------------------------------------------
+ * weft_run starts the runtime, runs main_fn(arg) as a green thread and returns its
+ * value once it returns; green threads still alive then are not resumed and their
+ * memory is released (Go's main). weft_start starts it in the background (then any
+ * thread may spawn); weft_stop waits until no green thread is left, then stops it.
+ * Both return -EBUSY if the runtime is already running. It can be started again. */
+enum { WEFT_IO_AUTO = 0, WEFT_IO_URING = 1, WEFT_IO_UV = 2 };
+typedef struct weft_config {
+    int    nprocs;      /* logical processors (P); 0: $WEFT_MAXPROCS, else the CPUs this
+                           process may use (affinity mask and cgroup CPU quota) */
+    size_t stack_size;  /* default green-thread stack; 0: 256 KiB */
+    int    io_backend;  /* WEFT_IO_AUTO (io_uring, else libuv), WEFT_IO_URING, WEFT_IO_UV; $WEFT_IO too */
+} weft_config;
+
+WEFT_API int weft_run(int (*main_fn)(void *arg), void *arg, const weft_config *cfg);
+WEFT_API int weft_start(const weft_config *cfg);
+WEFT_API int weft_stop(void);
+WEFT_API int weft_nprocs(void);          /* Ps of the running runtime; 0 when stopped */
+
+/* ---- Green threads ------------------------------------------------------ */
+typedef struct weft_spawn_opts { size_t stack_size; const char *name; } weft_spawn_opts;
+
+/* 0 or -errno (-ENOMEM; -ESRCH when the runtime is not running). From green
+ * threads and from any plain thread while the runtime runs. */
+WEFT_API int      weft_spawn(void (*fn)(void *arg), void *arg);
+WEFT_API int      weft_spawn_ex(void (*fn)(void *), void *arg, const weft_spawn_opts *opts,
+                                uint64_t *id_out);
+WEFT_API void     weft_yield(void);      /* on a plain thread: sched_yield() */
+WEFT_API uint64_t weft_self(void);       /* id of the running green thread; 0 on a plain thread */
+WEFT_API int64_t  weft_now(void);        /* monotonic nanoseconds */
+/* Run a call that may block the OS thread: the P is handed to another worker while it
+ * runs (sysmon retakes it after ~20 us), so other green threads keep going. */
+WEFT_API void     weft_blocking(void (*fn)(void *arg), void *arg);
+
+/* ---- Introspection ------------------------------------------------------ */
+typedef struct weft_sched_stats {
+    int nprocs; uint64_t threads_live, threads_runnable, spawned, switches, steals, parks;
+} weft_sched_stats;
+WEFT_API void weft_sched_stats_read(weft_sched_stats *out);
+/* Every green thread: id, name, state, wait reason, entry function. SIGQUIT prints it
+ * to stderr while the runtime runs, and the program goes on. */
+WEFT_API void weft_dump(int fd);
 
 /* ---- Memory ---------------------------------------------------------------
  * All of these work on any thread, inside or outside the runtime, before

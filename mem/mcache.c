@@ -29,6 +29,7 @@ __thread struct mcache *weft__tls_cache WEFT_TLS_IE = &weft__empty_cache;
 
 enum { TLS_NONE = 0, TLS_CACHE = 1, TLS_DEAD = 2 };
 static __thread int tls_state WEFT_TLS_IE;
+static __thread struct mcache *tls_own WEFT_TLS_IE;   /* this thread's own cache, if made */
 
 static weft_lock reg_lock = WEFT_LOCK_INIT;
 static struct mcache *reg_head;
@@ -182,6 +183,7 @@ static void thread_exit(void *arg)
 {
     struct mcache *c = arg;
     tls_state = TLS_DEAD;
+    tls_own = NULL;
     if (weft__tls_cache == c)
         weft__tls_cache = &weft__empty_cache;
     weft__mcache_destroy(c);
@@ -205,9 +207,15 @@ struct mcache *weft__thread_cache(void)
     if (c == NULL)
         return NULL;
     tls_state = TLS_CACHE;
+    tls_own = c;
     weft__tls_cache = c;
     pthread_setspecific(thread_key, c);   /* may allocate: the cache is in place */
     return c;
+}
+
+void weft__mcache_use(struct mcache *c)
+{
+    weft__tls_cache = c != NULL ? c : tls_own != NULL ? tls_own : &weft__empty_cache;
 }
 
 /* ---- fork: no lock may be held by a thread that does not exist in the child ---- */

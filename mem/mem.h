@@ -118,6 +118,9 @@ WEFT_HIDDEN void weft__mcache_destroy(struct mcache *c);     /* flush, fold stat
 WEFT_HIDDEN void *weft__mcache_refill_alloc(struct mcache *c, unsigned cls);
 WEFT_HIDDEN void weft__mcache_free_slow(struct mcache *c, void *p, unsigned cls);
 WEFT_HIDDEN struct mcache *weft__thread_cache(void);         /* create on first use, or NULL */
+/* The scheduler: this thread now allocates from c (a P's cache), or from its own
+ * thread cache when c is NULL (the thread dropped its P). */
+WEFT_HIDDEN void weft__mcache_use(struct mcache *c);
 WEFT_HIDDEN void weft__mcache_stats(uint64_t *nmalloc, uint64_t *nfree); /* per class, all caches */
 
 /* ---- mcentral ------------------------------------------------------------ */

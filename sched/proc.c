@@ -1,0 +1,1105 @@
+/*
+ * sched/proc.c -- the scheduler: Ps, Ms, spawning, switching, parking, finding work,
+ * blocking calls, and the runtime's start and stop (our proc.go).
+ *
+ * schedule loop (on each M's g0, mstart):
+ *   findrunnable: every 61st tick one G from the global queue first (fairness); the
+ *   local runnext and ring; the global queue; then, if fewer than half the busy Ps
+ *   have spinning Ms, spin: steal half of a random victim's ring (4 rounds over all
+ *   Ps, runnext in the last). Nothing: give the P back, drop spinning, look at every
+ *   run queue once more (see the no-lost-wake-up rule in sched.h), park the M on
+ *   its futex until startm hands it a P.
+ * Switches are direct where they can be: yield, park and exit switch straight to the
+ * next local G; only when there is none do they go through g0 (gswitch).
+ *
+ * weft_blocking (Go's entersyscall/exitsyscall): the P is marked P_SYSCALL and keeps
+ * its M; sysmon retakes it after ~20 us (CAS P_SYSCALL -> P_IDLE) and hands it to
+ * another M if there is work. On return the G CASes its P back; if the P is gone it
+ * takes an idle P, or queues itself globally and its M goes idle.
+ *
+ * Stop: `stopping` makes every M leave its loop at its next scheduling point; idle Ms
+ * are woken; all are joined, then every G and stack is released. A G that never
+ * reaches a scheduling point (a loop with no yield, a blocking call that never
+ * returns) holds its M, and weft_stop/weft_run wait for it.
+ */
+#include <dlfcn.h>
+#include <errno.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include "sched/sched.h"
+#include "sched/san.h"
+
+#define RLX memory_order_relaxed
+#define ACQ memory_order_acquire
+#define REL memory_order_release
+#define SC  memory_order_seq_cst
+
+struct schedt weft__sched = { .lock = WEFT_LOCK_INIT, .gflock = WEFT_LOCK_INIT };
+
+static __thread struct m *tls_m WEFT_TLS_IE;
+static weft_lock start_lock = WEFT_LOCK_INIT;
+static weft_lock allg_lock = WEFT_LOCK_INIT;
+static struct g *allg;
+static uint64_t nallg;
+
+/* The only reader of the current M: out of line, and opaque to the optimizer, so
+ * that no caller keeps a thread-local address across a switch (DESIGN.md). */
+WEFT_NOINLINE struct m *weft__getm(void)
+{
+    struct m *mp = tls_m;
+    __asm__ volatile("" : "+r"(mp));
+    return mp;
+}
+
+int64_t weft__nanotime(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+int64_t weft_now(void)
+{
+    return weft__nanotime();
+}
+
+struct g *weft__curg(void)
+{
+    struct m *mp = weft__getm();
+    return mp != NULL && mp->curg != NULL && !mp->curg->system ? mp->curg : NULL;
+}
+
+static inline void counter_inc(_Atomic uint64_t *c)
+{
+    /* owner-only writer: a relaxed load and store, no RMW */
+    atomic_store_explicit(c, atomic_load_explicit(c, RLX) + 1, RLX);
+}
+
+/* The P this M may use for run queues now (none while in a blocking call). */
+static inline struct p *curp(struct m *mp)
+{
+    return mp != NULL && mp->p != NULL && mp->curg != NULL &&
+                   atomic_load_explicit(&mp->curg->status, RLX) != G_SYSCALL
+               ? mp->p
+               : NULL;
+}
+
+/* ---- P and M bookkeeping (sched.lock held where noted) -------------------- */
+static void acquirep(struct m *mp, struct p *pp)
+{
+    mp->p = pp;
+    pp->m = mp;
+    atomic_store_explicit(&pp->status, P_RUNNING, REL);
+    weft__mcache_use(pp->mcache);
+}
+
+static struct p *releasep(struct m *mp)
+{
+    struct p *pp = mp->p;
+    pp->m = NULL;
+    atomic_store_explicit(&pp->status, P_IDLE, REL);
+    mp->p = NULL;
+    weft__mcache_use(NULL);
+    return pp;
+}
+
+static void pidleput(struct p *pp)    /* lock held */
+{
+    pp->link = sched.pidle;
+    sched.pidle = pp;
+    atomic_fetch_add_explicit(&sched.npidle, 1, SC);
+}
+
+static struct p *pidleget(void)       /* lock held */
+{
+    struct p *pp = sched.pidle;
+    if (pp != NULL) {
+        sched.pidle = pp->link;
+        atomic_fetch_sub_explicit(&sched.npidle, 1, SC);
+        if (atomic_load_explicit(&sched.sysmon_idle, SC))
+            weft__sysmon_wake();
+    }
+    return pp;
+}
+
+/* ---- switching --------------------------------------------------------------- */
+static void gfput(struct p *pp, struct g *gp);
+static void after_switch(struct g *self);
+static void startm(struct p *pp, bool spinning);
+static WEFT_NORETURN void gexit(void);
+
+static WEFT_NOINLINE void attach_stack(struct m *mp, struct g *gp);
+
+static inline void gswitch(struct m *mp, struct g *from, struct g *to, int action)
+{
+    if (WEFT_UNLIKELY(to->ctx.sp == NULL))
+        attach_stack(mp, to);       /* a G's first run: it gets its stack now */
+    mp->after = action;
+    mp->after_g = from;
+    mp->curg = to;
+    if (!to->system) {
+        to->m = mp;
+        atomic_store_explicit(&to->status, G_RUNNING, RLX);
+    }
+    if (mp->p != NULL)
+        counter_inc(&mp->p->nswitches);
+    weft__san_start_switch(from, to, action == AFTER_EXIT);
+    weft__ctx_switch(&from->ctx, &to->ctx);
+    after_switch(from);
+}
+
+/* Runs first thing on whichever context resumed: completes the action of the G that
+ * switched away, now that it is off its stack. */
+static void after_switch(struct g *self)
+{
+    struct m *mp = weft__getm();
+    weft__san_finish_switch(self);
+    struct g *prev = mp->after_g;
+    int action = mp->after;
+    mp->after = AFTER_NONE;
+    switch (action) {
+    case AFTER_NONE:
+        break;
+    case AFTER_YIELD:
+        weft__runqput(mp->p, prev, false);
+        break;
+    case AFTER_PARK:
+        if (prev->unlockf != NULL && !prev->unlockf(prev, prev->unlockarg))
+            weft__ready(prev);
+        break;
+    case AFTER_EXIT:
+        gfput(mp->p, prev);
+        break;
+    case AFTER_BLOCKED:
+    case AFTER_GLOBAL:
+        weft__lock(&sched.lock);
+        weft__globrunqput(prev);
+        weft__unlock(&sched.lock);
+        weft__wakep();
+        break;
+    case AFTER_MIGRATE: {
+        /* WEFT_DEBUG=migrate: prev resumes on another M. It goes to the tail of the
+         * queue (a yield), we hand our P to another M and this M parks (the g0 loop
+         * sees p == NULL), so whichever M runs prev next, it is not this one. */
+        struct p *pp = mp->p;
+        weft__runqput(pp, prev, false);
+        releasep(mp);
+        startm(pp, false);          /* not us: we are not on the idle list */
+        break;
+    }
+    }
+}
+
+/* ---- Gs ------------------------------------------------------------------------ */
+static void gentry(void *arg)
+{
+    struct g *gp = arg;
+    after_switch(NULL);
+    gp->fn(gp->arg);
+    gexit();
+}
+
+static void gentry(void *arg);
+
+static void attach_stack(struct m *mp, struct g *gp)
+{
+    if (weft__stack_get(mp->p, gp->stacksize, &gp->stack) != 0)
+        weft__throwf("out of memory for the %zu KiB stack of green thread %llu",
+                     gp->stacksize / 1024, (unsigned long long)gp->id);
+    gp->valgrind_id = weft__valgrind_stack_register(gp->stack.lo, gp->stack.hi);
+    atomic_fetch_add_explicit(&weft__stacks_inuse, gp->stack.hi - gp->stack.lo, RLX);
+    weft__ctx_init(&gp->ctx, (void *)gp->stack.hi, gentry, gp);
+}
+
+static void release_stack(struct p *pp, struct g *gp)
+{
+    if (gp->stack.lo == 0)
+        return;
+    weft__stack_check(gp);
+    weft__valgrind_stack_deregister(gp->valgrind_id);
+    atomic_fetch_sub_explicit(&weft__stacks_inuse, gp->stack.hi - gp->stack.lo, RLX);
+    weft__stack_put(pp, &gp->stack);
+    gp->ctx.sp = NULL;
+}
+
+static struct g *newg(void)
+{
+    struct g *gp = weft_calloc(1, sizeof *gp);
+    if (gp == NULL)
+        return NULL;
+    weft__lock(&allg_lock);
+    gp->alllink = allg;
+    allg = gp;
+    nallg++;
+    weft__unlock(&allg_lock);
+    return gp;
+}
+
+static void gfput(struct p *pp, struct g *gp)
+{
+    atomic_store_explicit(&gp->status, G_IDLE, RLX);
+    release_stack(pp, gp);
+    gp->schedlink = pp->gfree;
+    pp->gfree = gp;
+    if (++pp->ngfree < GFREE_MAX)
+        return;
+    /* move half to the global list */
+    struct g *head = NULL, *tail = NULL;
+    int n = 0;
+    while (pp->ngfree > GFREE_MAX / 2) {
+        struct g *g2 = pp->gfree;
+        pp->gfree = g2->schedlink;
+        pp->ngfree--;
+        g2->schedlink = head;
+        if (tail == NULL)
+            tail = g2;
+        head = g2;
+        n++;
+    }
+    weft__lock(&sched.gflock);
+    tail->schedlink = sched.gfree;
+    sched.gfree = head;
+    sched.ngfree += n;
+    weft__unlock(&sched.gflock);
+}
+
+static struct g *gfget(struct p *pp)
+{
+    if (pp != NULL && pp->gfree == NULL && sched.gfree != NULL) {
+        weft__lock(&sched.gflock);
+        while (pp->ngfree < GFREE_MAX / 2 && sched.gfree != NULL) {
+            struct g *g2 = sched.gfree;
+            sched.gfree = g2->schedlink;
+            sched.ngfree--;
+            g2->schedlink = pp->gfree;
+            pp->gfree = g2;
+            pp->ngfree++;
+        }
+        weft__unlock(&sched.gflock);
+    }
+    struct g *gp = NULL;
+    if (pp != NULL && pp->gfree != NULL) {
+        gp = pp->gfree;
+        pp->gfree = gp->schedlink;
+        pp->ngfree--;
+    } else if (pp == NULL && sched.gfree != NULL) {
+        weft__lock(&sched.gflock);
+        gp = sched.gfree;
+        if (gp != NULL) {
+            sched.gfree = gp->schedlink;
+            sched.ngfree--;
+        }
+        weft__unlock(&sched.gflock);
+    }
+    return gp;
+}
+
+static uint64_t newgoid(struct p *pp)
+{
+    if (pp == NULL)
+        return atomic_fetch_add_explicit(&sched.goidgen, 1, RLX) + 1;
+    if (pp->goidcache == pp->goidcacheend) {
+        pp->goidcache = atomic_fetch_add_explicit(&sched.goidgen, 64, RLX) + 1;
+        pp->goidcacheend = pp->goidcache + 64;
+    }
+    return pp->goidcache++;
+}
+
+int weft_spawn_ex(void (*fn)(void *), void *arg, const weft_spawn_opts *opts, uint64_t *id_out)
+{
+    if (fn == NULL)
+        return -EINVAL;
+    if (!atomic_load_explicit(&sched.running, ACQ) || atomic_load_explicit(&sched.stopping, RLX))
+        return -ESRCH;
+    size_t size = sched.stack_size;
+    if (opts != NULL && opts->stack_size != 0) {
+        size = (opts->stack_size + 4095) & ~(size_t)4095;
+        if (size < 16384)
+            size = 16384;
+    }
+    struct m *mp = weft__getm();
+    struct p *pp = curp(mp);
+    struct g *gp = gfget(pp);
+    if (gp == NULL && (gp = newg()) == NULL)
+        return -ENOMEM;
+    gp->fn = fn;
+    gp->arg = arg;
+    gp->name = opts != NULL ? opts->name : NULL;
+    gp->waitreason = NULL;
+    gp->overran = 0;
+    atomic_store_explicit(&gp->preempt, 0, RLX);
+    gp->id = newgoid(pp);
+    gp->asan_fake = NULL;
+    gp->stacksize = size;
+    gp->ctx.sp = NULL;          /* the stack comes at its first run (attach_stack) */
+    atomic_store_explicit(&gp->status, G_RUNNABLE, RLX);
+    if (id_out != NULL)
+        *id_out = gp->id;
+    if (pp != NULL) {
+        counter_inc(&pp->nspawned);
+        weft__runqput(pp, gp, true);
+    } else {
+        atomic_fetch_add_explicit(&sched.nspawned_plain, 1, RLX);
+        weft__lock(&sched.lock);
+        weft__globrunqput(gp);
+        weft__unlock(&sched.lock);
+    }
+    weft__wakep();
+    return 0;
+}
+
+int weft_spawn(void (*fn)(void *), void *arg)
+{
+    return weft_spawn_ex(fn, arg, NULL, NULL);
+}
+
+uint64_t weft_self(void)
+{
+    struct g *gp = weft__curg();
+    return gp != NULL ? gp->id : 0;
+}
+
+/* The next G this P should run without going through g0, or NULL. */
+static struct g *next_local(struct p *pp)
+{
+    if (atomic_load_explicit(&sched.stopping, RLX))
+        return NULL;
+    pp->schedtick++;
+    if (pp->schedtick % 61 == 0 && atomic_load_explicit(&sched.runqsize, RLX) > 0) {
+        weft__lock(&sched.lock);
+        struct g *gp = weft__globrunqget(pp, 1);
+        weft__unlock(&sched.lock);
+        if (gp != NULL)
+            return gp;
+    }
+    return weft__runqget(pp);
+}
+
+void weft_yield(void)
+{
+    struct m *mp = weft__getm();
+    struct g *gp = mp != NULL ? mp->curg : NULL;
+    if (gp == NULL || gp->system) {
+        sched_yield();
+        return;
+    }
+    atomic_store_explicit(&gp->preempt, 0, RLX);
+    if (weft__debug.migrate) {
+        atomic_store_explicit(&gp->status, G_RUNNABLE, RLX);
+        gswitch(mp, gp, &mp->g0, AFTER_MIGRATE);
+        return;
+    }
+    struct g *next = next_local(mp->p);
+    if (next == NULL && atomic_load_explicit(&sched.runqsize, RLX) > 0) {
+        /* the local queue is empty: take a share of the global one */
+        weft__lock(&sched.lock);
+        next = weft__globrunqget(mp->p, 0);
+        weft__unlock(&sched.lock);
+    }
+    if (next == NULL) {
+        if (!atomic_load_explicit(&sched.stopping, RLX))
+            return;          /* nothing else to run here: keep going */
+        atomic_store_explicit(&gp->status, G_RUNNABLE, RLX);
+        gswitch(mp, gp, &mp->g0, AFTER_YIELD);
+        return;
+    }
+    atomic_store_explicit(&gp->status, G_RUNNABLE, RLX);
+    gswitch(mp, gp, next, AFTER_YIELD);
+}
+
+void weft__park(int (*unlockf)(struct g *, void *), void *arg, const char *reason)
+{
+    struct m *mp = weft__getm();
+    struct g *gp = mp->curg;
+    if (gp == NULL || gp->system)
+        weft__throw("park: not on a green thread");
+    gp->unlockf = unlockf;
+    gp->unlockarg = arg;
+    gp->waitreason = reason;
+    counter_inc(&mp->p->nparks);
+    atomic_store_explicit(&gp->status, G_WAITING, RLX);
+    struct g *next = weft__debug.migrate ? NULL : next_local(mp->p);
+    gswitch(mp, gp, next != NULL ? next : &mp->g0, AFTER_PARK);
+    gp->waitreason = NULL;
+}
+
+void weft__ready(struct g *gp)
+{
+    uint32_t st = atomic_load_explicit(&gp->status, RLX);
+    if (st != G_WAITING)
+        weft__throwf("ready: green thread %llu is not waiting (status %u)",
+                     (unsigned long long)gp->id, st);
+    atomic_store_explicit(&gp->status, G_RUNNABLE, RLX);
+    struct p *pp = curp(weft__getm());
+    if (pp != NULL) {
+        weft__runqput(pp, gp, true);
+    } else {
+        weft__lock(&sched.lock);
+        weft__globrunqput(gp);
+        weft__unlock(&sched.lock);
+    }
+    weft__wakep();
+}
+
+static WEFT_NORETURN void gexit(void)
+{
+    struct m *mp = weft__getm();
+    struct g *gp = mp->curg;
+    atomic_store_explicit(&gp->status, G_DEAD, RLX);
+    counter_inc(&mp->p->nexited);
+    struct g *next = next_local(mp->p);
+    gswitch(mp, gp, next != NULL ? next : &mp->g0, AFTER_EXIT);
+    weft__throw("gexit: a dead green thread was resumed");
+}
+
+/* ---- Ms ------------------------------------------------------------------------ */
+static void *mstart(void *arg);
+
+static struct m *newm(struct p *pp, bool spinning)
+{
+    struct m *mp = weft_calloc(1, sizeof *mp);
+    if (mp == NULL)
+        return NULL;
+    mp->g0.system = 1;
+    mp->nextp = pp;
+    mp->spinning = spinning;
+    mp->fastrand = (uint64_t)(uintptr_t)mp * 0x9e3779b97f4a7c15ull | 1;
+    weft__lock(&sched.lock);
+    if (atomic_load_explicit(&sched.stopping, RLX)) {
+        weft__unlock(&sched.lock);
+        weft_free(mp);
+        return NULL;
+    }
+    mp->id = sched.mcount++;
+    mp->alllink = sched.allm;
+    sched.allm = mp;
+    weft__unlock(&sched.lock);
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setstacksize(&attr, 256 * 1024);
+    /* the runtime's threads take no asynchronous signals but SIGQUIT/SIGSEGV */
+    sigset_t all, old;
+    sigfillset(&all);
+    sigdelset(&all, SIGSEGV);
+    sigdelset(&all, SIGBUS);
+    sigdelset(&all, SIGQUIT);
+    sigdelset(&all, SIGFPE);
+    sigdelset(&all, SIGILL);
+    sigdelset(&all, SIGABRT);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    int err = pthread_create(&mp->thread, &attr, mstart, mp);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    pthread_attr_destroy(&attr);
+    if (err != 0) {
+        weft__printf("cannot start a worker thread: %s", strerror(err));
+        mp->exiting = true;    /* stays on allm, joined never: thread is 0 */
+        mp->thread = 0;
+        return NULL;
+    }
+    return mp;
+}
+
+/* Hand pp (or an idle P) to an idle or new M. */
+static void startm(struct p *pp, bool spinning)
+{
+    weft__lock(&sched.lock);
+    if (pp == NULL) {
+        pp = pidleget();
+        if (pp == NULL) {
+            weft__unlock(&sched.lock);
+            if (spinning)
+                atomic_fetch_sub_explicit(&sched.nmspinning, 1, SC);
+            return;
+        }
+    }
+    struct m *mp = sched.midle;
+    if (mp != NULL) {
+        sched.midle = mp->link;
+        sched.nmidle--;
+    }
+    weft__unlock(&sched.lock);
+    if (mp == NULL) {
+        if (newm(pp, spinning) == NULL) {
+            weft__lock(&sched.lock);
+            pidleput(pp);
+            weft__unlock(&sched.lock);
+            if (spinning)
+                atomic_fetch_sub_explicit(&sched.nmspinning, 1, SC);
+        }
+        return;
+    }
+    mp->spinning = spinning;
+    mp->nextp = pp;
+    /* release: nextp and spinning are visible to the woken M */
+    atomic_store_explicit(&mp->park, 1, REL);
+    weft__futex_wake(&mp->park, 1);
+}
+
+void weft__wakep(void)
+{
+    /* seq_cst: pairs with the idle M's nmspinning decrement and re-check (sched.h) */
+    atomic_thread_fence(SC);
+    if (atomic_load_explicit(&sched.npidle, SC) == 0)
+        return;
+    int zero = 0;
+    if (atomic_load_explicit(&sched.nmspinning, SC) != 0 ||
+        !atomic_compare_exchange_strong_explicit(&sched.nmspinning, &zero, 1, SC, RLX))
+        return;
+    startm(NULL, true);
+}
+
+/* Park this M until startm hands it a P; false when the runtime stops. */
+static bool stopm(struct m *mp)
+{
+    weft__lock(&sched.lock);
+    if (atomic_load_explicit(&sched.stopping, RLX)) {
+        weft__unlock(&sched.lock);
+        return false;
+    }
+    mp->link = sched.midle;
+    sched.midle = mp;
+    sched.nmidle++;
+    weft__unlock(&sched.lock);
+    /* acquire: pairs with startm's release store */
+    while (atomic_load_explicit(&mp->park, ACQ) == 0)
+        weft__futex_wait(&mp->park, 0);
+    atomic_store_explicit(&mp->park, 0, RLX);
+    if (mp->nextp == NULL)
+        return false;        /* woken by the stop */
+    acquirep(mp, mp->nextp);
+    mp->nextp = NULL;
+    return true;
+}
+
+static void resetspinning(struct m *mp)
+{
+    mp->spinning = false;
+    if (atomic_fetch_sub_explicit(&sched.nmspinning, 1, SC) == 1)
+        weft__wakep();       /* we were the last spinner: let another look for work */
+}
+
+static inline uint32_t fastrand(struct m *mp)
+{
+    mp->fastrand ^= mp->fastrand << 13;
+    mp->fastrand ^= mp->fastrand >> 7;
+    mp->fastrand ^= mp->fastrand << 17;
+    return (uint32_t)(mp->fastrand >> 32);
+}
+
+static struct g *stealwork(struct m *mp, struct p *pp)
+{
+    int n = sched.nprocs;
+    for (int round = 0; round < 4; round++) {
+        int start = (int)(fastrand(mp) % (uint32_t)n);
+        for (int i = 0; i < n; i++) {
+            struct p *victim = sched.allp[(start + i) % n];
+            if (victim == pp)
+                continue;
+            /* runnext of a running P is about to run there: leave it (ping-pong pairs
+             * stay on one P); a P stuck in a blocking call gives it up */
+            bool next = round == 3 && atomic_load_explicit(&victim->status, RLX) != P_RUNNING;
+            struct g *gp = weft__runqsteal(pp, victim, next);
+            if (gp != NULL) {
+                counter_inc(&pp->nsteals);
+                return gp;
+            }
+        }
+    }
+    return NULL;
+}
+
+/* On g0 holding a P. Returns a G to run, or NULL when the runtime stops. */
+static struct g *findrunnable(struct m *mp)
+{
+    struct g *gp;
+top:
+    if (atomic_load_explicit(&sched.stopping, RLX))
+        return NULL;
+    struct p *pp = mp->p;
+    pp->schedtick++;
+    if (pp->schedtick % 61 == 0 && atomic_load_explicit(&sched.runqsize, RLX) > 0) {
+        weft__lock(&sched.lock);
+        gp = weft__globrunqget(pp, 1);
+        weft__unlock(&sched.lock);
+        if (gp != NULL)
+            goto found;
+    }
+    if ((gp = weft__runqget(pp)) != NULL)
+        goto found;
+    if (atomic_load_explicit(&sched.runqsize, RLX) > 0) {
+        weft__lock(&sched.lock);
+        gp = weft__globrunqget(pp, 0);
+        weft__unlock(&sched.lock);
+        if (gp != NULL)
+            goto found;
+    }
+    int busy = sched.nprocs - atomic_load_explicit(&sched.npidle, RLX);
+    if (mp->spinning || 2 * atomic_load_explicit(&sched.nmspinning, RLX) < busy) {
+        if (!mp->spinning) {
+            mp->spinning = true;
+            atomic_fetch_add_explicit(&sched.nmspinning, 1, SC);
+        }
+        if ((gp = stealwork(mp, pp)) != NULL)
+            goto found;
+    }
+    /* nothing: give the P back */
+    weft__lock(&sched.lock);
+    if (atomic_load_explicit(&sched.runqsize, RLX) > 0) {
+        gp = weft__globrunqget(pp, 0);
+        weft__unlock(&sched.lock);
+        goto found;
+    }
+    releasep(mp);
+    pidleput(pp);
+    weft__unlock(&sched.lock);
+    if (mp->spinning) {
+        mp->spinning = false;
+        /* seq_cst: pairs with wakep's fence; then look at every queue once more */
+        atomic_fetch_sub_explicit(&sched.nmspinning, 1, SC);
+        for (int i = 0; i < sched.nprocs; i++) {
+            if (!weft__runqempty(sched.allp[i])) {
+                weft__lock(&sched.lock);
+                struct p *p2 = pidleget();
+                weft__unlock(&sched.lock);
+                if (p2 != NULL) {
+                    acquirep(mp, p2);
+                    mp->spinning = true;
+                    atomic_fetch_add_explicit(&sched.nmspinning, 1, SC);
+                    goto top;
+                }
+                break;
+            }
+        }
+    }
+    if (!stopm(mp))
+        return NULL;
+    goto top;
+found:
+    if (mp->spinning)
+        resetspinning(mp);
+    return gp;
+}
+
+static void *mstart(void *arg)
+{
+    struct m *mp = arg;
+    tls_m = mp;
+    mp->curg = &mp->g0;
+    weft__san_thread_start(&mp->g0);
+    mp->altstack = weft__altstack_new();
+    acquirep(mp, mp->nextp);
+    mp->nextp = NULL;
+    for (;;) {
+        if (mp->p == NULL && !stopm(mp))
+            break;
+        struct g *gp = findrunnable(mp);
+        if (gp == NULL)
+            break;
+        gswitch(mp, &mp->g0, gp, AFTER_NONE);
+    }
+    if (mp->p != NULL) {
+        weft__lock(&sched.lock);
+        pidleput(releasep(mp));
+        weft__unlock(&sched.lock);
+    }
+    if (mp->spinning) {
+        mp->spinning = false;
+        atomic_fetch_sub_explicit(&sched.nmspinning, 1, SC);
+    }
+    weft__altstack_free(mp->altstack);
+    mp->altstack = NULL;
+    tls_m = NULL;
+    return NULL;
+}
+
+/* ---- blocking calls ------------------------------------------------------------ */
+void weft_blocking(void (*fn)(void *), void *arg)
+{
+    struct m *mp = weft__getm();
+    struct g *gp = mp != NULL ? mp->curg : NULL;
+    if (gp == NULL || gp->system) {
+        fn(arg);
+        return;
+    }
+    struct p *pp = mp->p;
+    atomic_store_explicit(&gp->status, G_SYSCALL, RLX);
+    weft__mcache_use(NULL);
+    atomic_fetch_add_explicit(&pp->syscalltick, 1, RLX);
+    /* release: everything this G did is visible to the M that retakes the P */
+    atomic_store_explicit(&pp->status, P_SYSCALL, REL);
+    weft__sysmon_wake();
+    fn(arg);
+    uint32_t expect = P_SYSCALL;
+    /* acquire: pairs with sysmon's CAS if it had retaken and released the P */
+    if (atomic_compare_exchange_strong_explicit(&pp->status, &expect, P_RUNNING, ACQ, RLX)) {
+        weft__mcache_use(pp->mcache);
+        atomic_store_explicit(&gp->status, G_RUNNING, RLX);
+        return;
+    }
+    /* the P went to another M */
+    mp->p = NULL;
+    weft__lock(&sched.lock);
+    struct p *p2 = atomic_load_explicit(&sched.stopping, RLX) ? NULL : pidleget();
+    weft__unlock(&sched.lock);
+    if (p2 != NULL) {
+        acquirep(mp, p2);
+        atomic_store_explicit(&gp->status, G_RUNNING, RLX);
+        return;
+    }
+    atomic_store_explicit(&gp->status, G_RUNNABLE, RLX);
+    gswitch(mp, gp, &mp->g0, AFTER_BLOCKED);
+}
+
+/* sysmon took pp (P_SYSCALL -> P_IDLE): give it to an M if there is work. */
+bool weft__handoffp(struct p *pp)
+{
+    pp->m = NULL;
+    if (!weft__runqempty(pp) || atomic_load_explicit(&sched.runqsize, RLX) > 0) {
+        startm(pp, false);
+        return true;
+    }
+    int zero = 0;
+    if (atomic_load_explicit(&sched.nmspinning, RLX) == 0 &&
+        atomic_compare_exchange_strong_explicit(&sched.nmspinning, &zero, 1, SC, RLX)) {
+        startm(pp, true);
+        return true;
+    }
+    weft__lock(&sched.lock);
+    pidleput(pp);
+    weft__unlock(&sched.lock);
+    return false;
+}
+
+/* ---- start and stop -------------------------------------------------------------- */
+static int read_cpu_quota(const char *path)
+{
+    char buf[64];
+    FILE *f = fopen(path, "re");
+    if (f == NULL)
+        return 0;
+    int n = 0;
+    if (fgets(buf, sizeof buf, f) != NULL) {
+        long long quota, period;
+        if (sscanf(buf, "%lld %lld", &quota, &period) == 2 && quota > 0 && period > 0)
+            n = (int)((quota + period - 1) / period);
+    }
+    fclose(f);
+    return n;
+}
+
+/* The CPUs this process may use: its affinity mask, capped by the cgroup v2 CPU quota
+ * of its cgroup and every ancestor (Go 1.25 does the same). */
+static int default_nprocs(void)
+{
+    cpu_set_t set;
+    int n = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set)
+                                                        : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    char line[512], path[640];
+    FILE *f = fopen("/proc/self/cgroup", "re");
+    if (f != NULL) {
+        while (fgets(line, sizeof line, f) != NULL) {
+            if (strncmp(line, "0::", 3) != 0)
+                continue;
+            char *cg = line + 3;
+            cg[strcspn(cg, "\n")] = 0;
+            for (;;) {
+                snprintf(path, sizeof path, "/sys/fs/cgroup%s/cpu.max", cg);
+                int q = read_cpu_quota(path);
+                if (q > 0 && q < n)
+                    n = q;
+                char *slash = strrchr(cg, '/');
+                if (slash == NULL || slash == cg)
+                    break;
+                *slash = 0;
+            }
+        }
+        fclose(f);
+    }
+    int q = read_cpu_quota("/sys/fs/cgroup/cpu.max");
+    if (q > 0 && q < n)
+        n = q;
+    return n < 1 ? 1 : n;
+}
+
+static void on_sigquit(int sig)
+{
+    (void)sig;
+    atomic_store_explicit(&sched.sigquit, 1, RLX);
+    weft__sysmon_wake();
+}
+
+static struct sigaction old_quit;
+
+static void teardown(void);
+
+int weft_start(const weft_config *cfg)
+{
+    weft__lock(&start_lock);
+    if (atomic_load_explicit(&sched.running, RLX)) {
+        weft__unlock(&start_lock);
+        return -EBUSY;
+    }
+    weft__mem_init();
+    int n = cfg != NULL ? cfg->nprocs : 0;
+    if (n <= 0) {
+        const char *env = getenv("WEFT_MAXPROCS");
+        n = env != NULL ? atoi(env) : 0;
+    }
+    if (n <= 0)
+        n = default_nprocs();
+    if (n > 1024)
+        n = 1024;
+    size_t ss = cfg != NULL && cfg->stack_size != 0 ? cfg->stack_size : 256 * 1024;
+    ss = (ss + 4095) & ~(size_t)4095;
+    if (ss < 16384)
+        ss = 16384;
+    sched.nprocs = n;
+    sched.stack_size = ss;
+    sched.allp = weft_calloc((size_t)n, sizeof *sched.allp);
+    if (sched.allp == NULL) {
+        weft__unlock(&start_lock);
+        return -ENOMEM;
+    }
+    for (int i = 0; i < n; i++) {
+        struct p *pp = weft_aligned_alloc(64, sizeof *pp);
+        struct mcache *c = weft__mcache_create(MCACHE_P);
+        if (pp == NULL || c == NULL) {
+            weft__printf("weft_start: out of memory");
+            abort();
+        }
+        memset(pp, 0, sizeof *pp);
+        pp->id = i;
+        pp->mcache = c;
+        sched.allp[i] = pp;
+    }
+    for (int i = n - 1; i >= 0; i--)
+        pidleput(sched.allp[i]);
+    weft__stack_signals_install();
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_sigquit;
+    sa.sa_flags = SA_RESTART;
+    sigaction(SIGQUIT, &sa, &old_quit);
+    atomic_store_explicit(&sched.stopping, 0, RLX);
+    atomic_store_explicit(&sched.running, 1, REL);
+    int err = weft__sysmon_start();
+    weft__unlock(&start_lock);
+    if (err != 0) {
+        teardown();
+        return err;
+    }
+    return 0;
+}
+
+int weft_nprocs(void)
+{
+    return atomic_load_explicit(&sched.running, ACQ) ? sched.nprocs : 0;
+}
+
+static uint64_t live_count(void)
+{
+    uint64_t spawned = atomic_load_explicit(&sched.nspawned_plain, RLX), exited = 0;
+    for (int i = 0; i < sched.nprocs; i++) {
+        spawned += atomic_load_explicit(&sched.allp[i]->nspawned, RLX);
+        exited += atomic_load_explicit(&sched.allp[i]->nexited, RLX);
+    }
+    return spawned > exited ? spawned - exited : 0;
+}
+
+/* Stop every M and release every G. Green threads still alive are dropped. */
+static void teardown(void)
+{
+    weft__lock(&start_lock);
+    atomic_store_explicit(&sched.stopping, 1, SC);
+    weft__lock(&sched.lock);
+    for (struct m *mp = sched.midle; mp != NULL; mp = mp->link) {
+        mp->nextp = NULL;
+        atomic_store_explicit(&mp->park, 1, REL);
+        weft__futex_wake(&mp->park, 1);
+    }
+    sched.midle = NULL;
+    sched.nmidle = 0;
+    weft__unlock(&sched.lock);
+    /* Ms that are running finish at their next scheduling point */
+    for (;;) {
+        weft__lock(&sched.lock);
+        struct m *mp = sched.allm;
+        while (mp != NULL && mp->exiting)
+            mp = mp->alllink;
+        if (mp != NULL)
+            mp->exiting = true;
+        weft__unlock(&sched.lock);
+        if (mp == NULL)
+            break;
+        if (mp->thread != 0)
+            pthread_join(mp->thread, NULL);
+    }
+    weft__sysmon_stop();
+    weft__lock(&sched.lock);
+    struct m *mp = sched.allm;
+    sched.allm = NULL;
+    sched.mcount = 0;
+    sched.runqhead = sched.runqtail = NULL;
+    atomic_store_explicit(&sched.runqsize, 0, RLX);
+    sched.pidle = NULL;
+    atomic_store_explicit(&sched.npidle, 0, RLX);
+    atomic_store_explicit(&sched.nmspinning, 0, RLX);
+    weft__unlock(&sched.lock);
+    while (mp != NULL) {
+        struct m *next = mp->alllink;
+        weft_free(mp);
+        mp = next;
+    }
+    weft__lock(&allg_lock);
+    struct g *gp = allg;
+    allg = NULL;
+    nallg = 0;
+    weft__unlock(&allg_lock);
+    while (gp != NULL) {
+        struct g *next = gp->alllink;
+        release_stack(NULL, gp);
+        weft_free(gp);
+        gp = next;
+    }
+    sched.gfree = NULL;
+    sched.ngfree = 0;
+    atomic_store_explicit(&sched.nspawned_plain, 0, RLX);
+    for (int i = 0; i < sched.nprocs; i++) {
+        weft__stack_flush(sched.allp[i]);
+        weft__mcache_destroy(sched.allp[i]->mcache);
+        weft_free(sched.allp[i]);
+    }
+    weft_free(sched.allp);
+    sched.allp = NULL;
+    sigaction(SIGQUIT, &old_quit, NULL);
+    weft__stack_signals_restore();
+    atomic_store_explicit(&sched.running, 0, REL);
+    sched.nprocs = 0;
+    atomic_store_explicit(&sched.stopping, 0, RLX);
+    weft__unlock(&start_lock);
+}
+
+int weft_stop(void)
+{
+    if (!atomic_load_explicit(&sched.running, ACQ))
+        return -ESRCH;
+    if (weft__curg() != NULL)
+        return -EDEADLK;     /* a green thread cannot wait for itself to finish */
+    while (live_count() > 0) {
+        struct timespec ts = { 0, 1000000 };
+        nanosleep(&ts, NULL);
+    }
+    teardown();
+    return 0;
+}
+
+struct run_main {
+    int (*fn)(void *);
+    void *arg;
+    int ret;
+    _Atomic uint32_t done;
+};
+
+static void run_main_entry(void *arg)
+{
+    struct run_main *rm = arg;
+    rm->ret = rm->fn(rm->arg);
+    /* release: ret is visible to weft_run */
+    atomic_store_explicit(&rm->done, 1, REL);
+    weft__futex_wake(&rm->done, 1);
+}
+
+int weft_run(int (*main_fn)(void *), void *arg, const weft_config *cfg)
+{
+    if (main_fn == NULL)
+        return -EINVAL;
+    if (weft__curg() != NULL)
+        return -EBUSY;
+    int err = weft_start(cfg);
+    if (err != 0)
+        return err;
+    struct run_main rm = { .fn = main_fn, .arg = arg };
+    weft_spawn_opts o = { .name = "main" };
+    err = weft_spawn_ex(run_main_entry, &rm, &o, NULL);
+    if (err != 0) {
+        teardown();
+        return err;
+    }
+    while (atomic_load_explicit(&rm.done, ACQ) == 0)
+        weft__futex_wait(&rm.done, 0);
+    teardown();
+    return rm.ret;
+}
+
+/* ---- introspection ----------------------------------------------------------------- */
+void weft_sched_stats_read(weft_sched_stats *out)
+{
+    memset(out, 0, sizeof *out);
+    weft__lock(&start_lock);
+    if (!atomic_load_explicit(&sched.running, ACQ)) {
+        weft__unlock(&start_lock);
+        return;
+    }
+    out->nprocs = sched.nprocs;
+    out->threads_live = live_count();
+    out->threads_runnable = atomic_load_explicit(&sched.runqsize, RLX);
+    out->spawned = atomic_load_explicit(&sched.nspawned_plain, RLX);
+    for (int i = 0; i < sched.nprocs; i++) {
+        struct p *pp = sched.allp[i];
+        out->threads_runnable += weft__runqlen(pp);
+        out->spawned += atomic_load_explicit(&pp->nspawned, RLX);
+        out->switches += atomic_load_explicit(&pp->nswitches, RLX);
+        out->steals += atomic_load_explicit(&pp->nsteals, RLX);
+        out->parks += atomic_load_explicit(&pp->nparks, RLX);
+    }
+    weft__unlock(&start_lock);
+}
+
+static const char *status_name(uint32_t st)
+{
+    static const char *const names[] = { "idle", "runnable", "running", "waiting", "blocking call", "dead" };
+    return st < sizeof names / sizeof names[0] ? names[st] : "?";
+}
+
+void weft__dump_locked(int fd)
+{
+    dprintf(fd, "weft: %d procs, %d idle, %d threads (%d idle), %d spinning, global runq %u\n",
+            sched.nprocs, atomic_load_explicit(&sched.npidle, RLX), sched.mcount, sched.nmidle,
+            atomic_load_explicit(&sched.nmspinning, RLX), atomic_load_explicit(&sched.runqsize, RLX));
+    weft__lock(&allg_lock);
+    for (struct g *gp = allg; gp != NULL; gp = gp->alllink) {
+        uint32_t st = atomic_load_explicit(&gp->status, RLX);
+        if (st == G_IDLE || st == G_DEAD)
+            continue;
+        Dl_info info;
+        char where[160];
+        if (dladdr((void *)gp->fn, &info) && info.dli_sname != NULL)
+            snprintf(where, sizeof where, "%s", info.dli_sname);
+        else if (info.dli_fname != NULL)    /* not exported: module + offset, for addr2line */
+            snprintf(where, sizeof where, "%s+%#lx", info.dli_fname,
+                     (unsigned long)((uintptr_t)gp->fn - (uintptr_t)info.dli_fbase));
+        else
+            snprintf(where, sizeof where, "?");
+        dprintf(fd, "green thread %llu%s%s%s [%s%s%s]%s entry %s (%p)\n",
+                (unsigned long long)gp->id, gp->name ? " (" : "", gp->name ? gp->name : "",
+                gp->name ? ")" : "", status_name(st), gp->waitreason && st == G_WAITING ? ", " : "",
+                gp->waitreason && st == G_WAITING ? gp->waitreason : "",
+                gp->overran ? " ran over 10 ms without yielding;" : "", where, (void *)gp->fn);
+    }
+    weft__unlock(&allg_lock);
+}
+
+void weft_dump(int fd)
+{
+    weft__lock(&start_lock);
+    if (!atomic_load_explicit(&sched.running, ACQ))
+        dprintf(fd, "weft: the runtime is not running\n");
+    else
+        weft__dump_locked(fd);
+    weft__unlock(&start_lock);
+}

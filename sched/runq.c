@@ -1,0 +1,191 @@
+/*
+ * sched/runq.c -- per-P run queue (a 256-slot ring plus runnext) and the global
+ * run queue. After Go's runqput / runqget / runqgrab / runqsteal.
+ *
+ * Invariants: only the owner P writes runqtail (store-release, publishing the slot it
+ * filled); the owner and stealers consume by CAS on runqhead (release, so that the
+ * owner, which reads runqhead with acquire before refilling a slot, never overwrites a
+ * slot a stealer is still reading); tail - head <= RUNQ_SIZE. runnext is taken by CAS
+ * by the owner or a stealer. Slots are relaxed atomics: a stealer may read a slot the
+ * owner is rewriting, and then its CAS on runqhead fails and it retries.
+ * The global queue is a list through g->schedlink under sched.lock.
+ * Callers: runqput/runqget "owner P only"; runqsteal "any M holding pp"; glob* "sched.lock held".
+ */
+#include "sched/sched.h"
+
+#define RLX memory_order_relaxed
+#define ACQ memory_order_acquire
+#define REL memory_order_release
+
+/* Move half of the full local ring and gp to the global queue. 0 if it raced. */
+static bool runqputslow(struct p *pp, struct g *gp, uint32_t h, uint32_t t)
+{
+    struct g *batch[RUNQ_SIZE / 2 + 1];
+    uint32_t n = (t - h) / 2;
+    for (uint32_t i = 0; i < n; i++)
+        batch[i] = atomic_load_explicit(&pp->runq[(h + i) % RUNQ_SIZE], RLX);
+    /* release: our reads of the slots happen before the owner (us) or anyone reuses them */
+    if (!atomic_compare_exchange_strong_explicit(&pp->runqhead, &h, h + n, REL, RLX))
+        return false;
+    batch[n] = gp;
+    for (uint32_t i = 0; i < n; i++)
+        batch[i]->schedlink = batch[i + 1];
+    weft__lock(&sched.lock);
+    weft__globrunqputbatch(batch[0], batch[n], n + 1);
+    weft__unlock(&sched.lock);
+    return true;
+}
+
+void weft__runqput(struct p *pp, struct g *gp, bool next)
+{
+    if (next) {
+        struct g *old = atomic_load_explicit(&pp->runnext, RLX);
+        /* acq_rel: stealers CAS runnext too; the G we kick out must be fully visible */
+        while (!atomic_compare_exchange_weak_explicit(&pp->runnext, &old, gp,
+                                                      memory_order_acq_rel, RLX))
+            ;
+        if (old == NULL)
+            return;
+        gp = old;
+    }
+    for (;;) {
+        /* acquire: pairs with consumers' release CAS (they are done with the slots) */
+        uint32_t h = atomic_load_explicit(&pp->runqhead, ACQ);
+        uint32_t t = atomic_load_explicit(&pp->runqtail, RLX);
+        if (t - h < RUNQ_SIZE) {
+            atomic_store_explicit(&pp->runq[t % RUNQ_SIZE], gp, RLX);
+            /* release: publishes the slot (and the G) to consumers */
+            atomic_store_explicit(&pp->runqtail, t + 1, REL);
+            return;
+        }
+        if (runqputslow(pp, gp, h, t))
+            return;
+    }
+}
+
+struct g *weft__runqget(struct p *pp)
+{
+    struct g *next = atomic_load_explicit(&pp->runnext, RLX);
+    if (next != NULL &&
+        atomic_compare_exchange_strong_explicit(&pp->runnext, &next, NULL, ACQ, RLX))
+        return next;
+    for (;;) {
+        uint32_t h = atomic_load_explicit(&pp->runqhead, ACQ);
+        uint32_t t = atomic_load_explicit(&pp->runqtail, RLX);
+        if (t == h)
+            return NULL;
+        struct g *gp = atomic_load_explicit(&pp->runq[h % RUNQ_SIZE], RLX);
+        if (atomic_compare_exchange_weak_explicit(&pp->runqhead, &h, h + 1, REL, RLX))
+            return gp;
+    }
+}
+
+bool weft__runqempty(struct p *pp)
+{
+    for (;;) {
+        uint32_t h = atomic_load_explicit(&pp->runqhead, ACQ);
+        uint32_t t = atomic_load_explicit(&pp->runqtail, ACQ);
+        struct g *next = atomic_load_explicit(&pp->runnext, ACQ);
+        if (t == atomic_load_explicit(&pp->runqtail, ACQ))
+            return h == t && next == NULL;
+    }
+}
+
+uint32_t weft__runqlen(struct p *pp)
+{
+    uint32_t h = atomic_load_explicit(&pp->runqhead, ACQ);
+    uint32_t t = atomic_load_explicit(&pp->runqtail, ACQ);
+    uint32_t n = t - h;
+    if (n > RUNQ_SIZE)
+        n = 0;
+    return n + (atomic_load_explicit(&pp->runnext, RLX) != NULL);
+}
+
+/* Take half of victim's ring into batch[bh ...] (batch is pp's ring). */
+static uint32_t runqgrab(struct p *victim, struct g *_Atomic *batch, uint32_t bh, bool stealnext)
+{
+    for (;;) {
+        uint32_t h = atomic_load_explicit(&victim->runqhead, ACQ);
+        /* acquire: pairs with the owner's release store of runqtail */
+        uint32_t t = atomic_load_explicit(&victim->runqtail, ACQ);
+        uint32_t n = t - h;
+        n = n - n / 2;
+        if (n == 0) {
+            if (stealnext) {
+                struct g *next = atomic_load_explicit(&victim->runnext, RLX);
+                if (next != NULL && atomic_compare_exchange_strong_explicit(
+                                        &victim->runnext, &next, NULL, ACQ, RLX)) {
+                    atomic_store_explicit(&batch[bh % RUNQ_SIZE], next, RLX);
+                    return 1;
+                }
+            }
+            return 0;
+        }
+        if (n > RUNQ_SIZE / 2)
+            continue;              /* read h and t at different times: retry */
+        for (uint32_t i = 0; i < n; i++) {
+            struct g *gp = atomic_load_explicit(&victim->runq[(h + i) % RUNQ_SIZE], RLX);
+            atomic_store_explicit(&batch[(bh + i) % RUNQ_SIZE], gp, RLX);
+        }
+        if (atomic_compare_exchange_strong_explicit(&victim->runqhead, &h, h + n, REL, RLX))
+            return n;
+    }
+}
+
+struct g *weft__runqsteal(struct p *pp, struct p *victim, bool stealnext)
+{
+    uint32_t t = atomic_load_explicit(&pp->runqtail, RLX);
+    uint32_t n = runqgrab(victim, pp->runq, t, stealnext);
+    if (n == 0)
+        return NULL;
+    n--;
+    struct g *gp = atomic_load_explicit(&pp->runq[(t + n) % RUNQ_SIZE], RLX);
+    if (n == 0)
+        return gp;
+    /* release: publishes the stolen slots to our own consumers */
+    atomic_store_explicit(&pp->runqtail, t + n, REL);
+    return gp;
+}
+
+/* ---- global run queue (sched.lock held) ---------------------------------- */
+void weft__globrunqput(struct g *gp)
+{
+    weft__globrunqputbatch(gp, gp, 1);
+}
+
+void weft__globrunqputbatch(struct g *head, struct g *tail, uint32_t n)
+{
+    tail->schedlink = NULL;
+    if (sched.runqtail != NULL)
+        sched.runqtail->schedlink = head;
+    else
+        sched.runqhead = head;
+    sched.runqtail = tail;
+    atomic_store_explicit(&sched.runqsize, sched.runqsize + n, RLX);
+}
+
+/* One G to run now; up to max-1 more (0: no limit) go to pp's ring. */
+struct g *weft__globrunqget(struct p *pp, uint32_t max)
+{
+    uint32_t size = atomic_load_explicit(&sched.runqsize, RLX);
+    if (size == 0)
+        return NULL;
+    uint32_t n = size / (uint32_t)sched.nprocs + 1;
+    if (n > size)
+        n = size;
+    if (max > 0 && n > max)
+        n = max;
+    if (n > RUNQ_SIZE / 2)
+        n = RUNQ_SIZE / 2;
+    atomic_store_explicit(&sched.runqsize, size - n, RLX);
+    struct g *gp = sched.runqhead;
+    sched.runqhead = gp->schedlink;
+    for (uint32_t i = 1; i < n; i++) {
+        struct g *g2 = sched.runqhead;
+        sched.runqhead = g2->schedlink;
+        weft__runqput(pp, g2, false);
+    }
+    if (sched.runqhead == NULL)
+        sched.runqtail = NULL;
+    return gp;
+}

@@ -1,0 +1,216 @@
+/*
+ * sched/sched.h -- G, M, P and the scheduler's shared state (our runtime2.go).
+ *
+ *   G  a green thread: saved context, stack (the struct g itself sits at the top of
+ *      its stack), status, id, entry.
+ *   M  an OS worker thread; runs the scheduler loop on its own pthread stack (g0).
+ *   P  a logical processor: run queue (256-slot ring + runnext), mcache, free Gs.
+ *      An M must hold a P to run Gs; nprocs Ps exist.
+ *
+ * G status (each arrow names the function that takes it):
+ *
+ *   IDLE --newproc--> RUNNABLE --execute/gswitch--> RUNNING --gexit--> DEAD --gfput--> IDLE
+ *                        ^                           |  |  \--weft_blocking--> SYSCALL
+ *                        |                           |  \--park--> WAITING      |
+ *                        +-------------yield---------+                |         |
+ *                        +-----------------ready----------------------+         |
+ *                        +----------exitsyscall (P lost, no idle P)-------------+
+ *
+ * Switching: every switch goes through gswitch(from, to, action). The thread of control
+ * that resumes -- a G or an M's g0 -- first runs after_switch(), which completes the
+ * previous G's action on the new stack: put it on a run queue (yield), call its
+ * unlock function (park), free it (exit). So a G is never visible to other Ms before
+ * its context is saved, and a yield to a local G is one switch, not two.
+ *
+ * Invariants:
+ *  - A G is on at most one queue (schedlink): a P's ring, runnext, the global queue,
+ *    or a free list. A RUNNABLE G is on exactly one run queue.
+ *  - Only the M holding P writes P's runqtail and runnext... except that stealers CAS
+ *    runqhead and may take runnext with a CAS; the owner CASes runqhead too.
+ *  - An M holds at most one P, and a P is held by at most one M (p->m).
+ *  - Spinning: at most (nprocs - npidle) / 2 Ms spin. wakep starts one only when none
+ *    spins; a spinning M that finds work wakes another if it was the last spinner.
+ *    No lost wake-up: a submitter stores the G, then (seq_cst) reads nmspinning/npidle;
+ *    an M going idle decrements nmspinning (seq_cst), then re-reads every run queue.
+ *  - weft__getm() is the only way to read the current M: a G may resume on another M
+ *    after any switch, and compilers cache thread-local addresses (DESIGN.md).
+ * Lock order: sched.lock < allg_lock < mem locks. No lock is held across a switch.
+ */
+#ifndef WEFT_SCHED_H
+#define WEFT_SCHED_H
+
+#include "weft.h"
+#include "weft/base.h"
+#include "mem/mem.h"
+#include <pthread.h>
+#include "sched/context.h"
+
+#define RUNQ_SIZE 256
+#define GFREE_MAX 64          /* per-P free Gs before half move to the global list */
+
+enum { G_IDLE, G_RUNNABLE, G_RUNNING, G_WAITING, G_SYSCALL, G_DEAD };
+enum { P_IDLE, P_RUNNING, P_SYSCALL, P_STOPPED };
+enum { AFTER_NONE, AFTER_YIELD, AFTER_PARK, AFTER_EXIT, AFTER_BLOCKED, AFTER_MIGRATE, AFTER_GLOBAL };
+
+struct stack {
+    uintptr_t lo, hi;          /* usable [lo, hi); the guard page (if any) lies below lo */
+    size_t mapsize;            /* the whole mapping, guard included, at map */
+    uintptr_t map;
+    uint8_t guarded;           /* 1: guard page below lo; 0: canary at lo */
+    uint8_t trimmed;           /* pooled, and its deep pages already given back */
+};
+
+struct m;
+struct p;
+struct freestk;
+
+struct g {
+    struct weft_ctx ctx;
+    _Atomic uint32_t status;
+    uint8_t system;            /* g0 */
+    uint8_t overran;           /* ran over 10 ms without yielding (sysmon) */
+    _Atomic uint8_t preempt;   /* sysmon asks it to yield at the next yield point */
+    uint64_t id;
+    void (*fn)(void *);
+    void *arg;
+    const char *name;
+    const char *waitreason;
+    struct g *schedlink;       /* run queue / free list */
+    struct g *alllink;         /* every G ever made, for dump and teardown */
+    struct m *m;               /* the M running it */
+    struct stack stack;        /* lo == 0: none yet (attached when it first runs) */
+    size_t stacksize;          /* what it asked for */
+    int64_t runstart;          /* when it last started running (sysmon) */
+    void *asan_fake;           /* ASan fake stack of a G that switched away */
+    unsigned valgrind_id;
+    /* parking */
+    int (*unlockf)(struct g *, void *);
+    void *unlockarg;
+    void *param;               /* set by whoever readies it */
+};
+
+struct p {
+    int id;
+    _Atomic uint32_t status;
+    struct m *m;
+    uint32_t schedtick;
+    _Atomic uint32_t syscalltick;
+    _Atomic uint32_t runqhead;
+    _Atomic uint32_t runqtail;
+    struct g *_Atomic runq[RUNQ_SIZE];
+    struct g *_Atomic runnext;
+    struct mcache *mcache;
+    struct g *gfree;           /* dead Gs (without stacks) */
+    int ngfree;
+    struct freestk *stackfree; /* free stacks of the default size */
+    int nstackfree;
+    uint64_t goidcache, goidcacheend;
+    struct p *link;            /* idle list */
+    /* counters: owner writes (relaxed), anyone reads */
+    _Atomic uint64_t nspawned, nexited, nswitches, nsteals, nparks;
+    /* sysmon's view */
+    uint32_t sm_schedtick, sm_syscalltick;
+    int64_t sm_when;
+} __attribute__((aligned(64)));
+
+struct m {
+    int id;
+    pthread_t thread;
+    struct g g0;               /* the scheduler's context on this thread's own stack */
+    struct g *curg;            /* the G running (g0 when in the scheduler) */
+    struct p *p;
+    struct p *nextp;           /* P handed over by startm */
+    bool spinning;
+    bool exiting;
+    _Atomic uint32_t park;     /* futex word: 1 = wake up */
+    struct m *link;            /* idle list */
+    struct m *alllink;
+    uint64_t fastrand;
+    /* the pending action of the G that switched away (after_switch) */
+    int after;
+    struct g *after_g;
+    void *altstack;
+};
+
+struct schedt {
+    weft_lock lock;
+    _Atomic int running;       /* weft_start succeeded, not yet stopped */
+    _Atomic int stopping;
+    int nprocs;
+    size_t stack_size;
+    struct p **allp;
+    /* global run queue, under lock */
+    struct g *runqhead, *runqtail;
+    _Atomic uint32_t runqsize;
+    /* idle Ps and Ms, under lock */
+    struct p *pidle;
+    _Atomic int npidle;
+    struct m *midle;
+    int nmidle;
+    _Atomic int nmspinning;
+    struct m *allm;
+    int mcount;
+    /* global free Gs, under gflock */
+    weft_lock gflock;
+    struct g *gfree;           /* dead Gs (without stacks) */
+    int ngfree;
+    struct freestk *stackfree; /* free stacks of the default size */
+    int nstackfree;
+    /* counters for Gs spawned from plain threads */
+    _Atomic uint64_t nspawned_plain;
+    _Atomic uint64_t goidgen;
+    /* sysmon */
+    pthread_t sysmon;
+    _Atomic uint32_t sysmon_wake;  /* futex: bumped to wake sysmon early */
+    _Atomic int sysmon_idle;       /* sysmon sleeps until woken */
+    _Atomic int sigquit;           /* SIGQUIT seen: sysmon dumps */
+    _Atomic uint32_t stopwait;     /* futex: weft_stop / weft_run wait here */
+};
+
+WEFT_HIDDEN extern struct schedt weft__sched;
+#define sched weft__sched
+
+WEFT_HIDDEN struct m *weft__getm(void);
+WEFT_HIDDEN int64_t weft__nanotime(void);
+
+/* runq.c */
+WEFT_HIDDEN void weft__runqput(struct p *pp, struct g *gp, bool next);
+WEFT_HIDDEN struct g *weft__runqget(struct p *pp);
+WEFT_HIDDEN struct g *weft__runqsteal(struct p *pp, struct p *victim, bool stealnext);
+WEFT_HIDDEN bool weft__runqempty(struct p *pp);
+WEFT_HIDDEN uint32_t weft__runqlen(struct p *pp);
+WEFT_HIDDEN void weft__globrunqput(struct g *gp);        /* sched.lock held */
+WEFT_HIDDEN void weft__globrunqputbatch(struct g *head, struct g *tail, uint32_t n); /* lock held */
+WEFT_HIDDEN struct g *weft__globrunqget(struct p *pp, uint32_t max); /* lock held */
+
+/* proc.c */
+WEFT_HIDDEN void weft__ready(struct g *gp);              /* WAITING -> RUNNABLE, from anywhere */
+/* Park the running G: after it is off its stack, unlockf(gp, arg) runs on the next
+ * context; if it returns 0 the G is readied again at once. */
+WEFT_HIDDEN void weft__park(int (*unlockf)(struct g *, void *), void *arg, const char *reason);
+WEFT_HIDDEN struct g *weft__curg(void);                  /* NULL on a plain thread */
+WEFT_HIDDEN void weft__wakep(void);
+WEFT_HIDDEN bool weft__handoffp(struct p *pp);            /* sysmon: P left a blocking call */
+WEFT_HIDDEN void weft__dump_locked(int fd);
+
+/* stack.c */
+WEFT_HIDDEN int weft__stack_alloc(struct stack *st, size_t size);
+WEFT_HIDDEN void weft__stack_free(struct stack *st);
+WEFT_HIDDEN int weft__stack_get(struct p *pp, size_t size, struct stack *st);  /* pp may be NULL */
+WEFT_HIDDEN void weft__stack_put(struct p *pp, struct stack *st);
+WEFT_HIDDEN void weft__stack_flush(struct p *pp);
+WEFT_HIDDEN void weft__stack_trim_pool(int budget);
+WEFT_HIDDEN void weft__stack_check(struct g *gp);         /* canary of an unguarded stack */
+WEFT_HIDDEN void weft__stack_trim(struct stack *st);      /* give back pages beyond the top */
+WEFT_HIDDEN int weft__stack_signals_install(void);
+WEFT_HIDDEN void weft__stack_signals_restore(void);
+WEFT_HIDDEN void *weft__altstack_new(void);
+WEFT_HIDDEN void weft__altstack_free(void *alt);
+
+/* sysmon.c */
+WEFT_HIDDEN int weft__sysmon_start(void);
+WEFT_HIDDEN void weft__sysmon_stop(void);
+WEFT_HIDDEN void weft__sysmon_wake(void);
+
+/* sanitizer / valgrind hooks (sched/san.h) */
+#endif

@@ -1,0 +1,328 @@
+/*
+ * sched/stack.c -- green-thread stacks: mmap'd, lazily backed, guarded.
+ *
+ * The map-count problem: a guard page made with mprotect splits a mapping, so every
+ * guarded stack costs two kernel mappings, and the stock vm.max_map_count (65530)
+ * would cap live green threads near 32 k. weft's answer, in order of preference:
+ *  1. MADV_GUARD_INSTALL (Linux 6.13+): guard pages that are page-table markers, not
+ *     mappings. Default-size stacks come in slabs of SLAB_STACKS, one mapping each, so
+ *     a million guarded stacks cost ~16 k mappings.
+ *  2. Older kernels: mprotect guard pages for the first GUARD_BUDGET stacks; beyond
+ *     that, stacks come without a guard page and carry a canary word at their lowest
+ *     address, checked whenever the green thread switches out or exits (a one-time
+ *     notice says so). An overflow then is caught after the fact, not prevented.
+ * A fault in a guard page (SIGSEGV on the M's alternate signal stack) prints
+ *   weft: green thread N (name) overflowed its K KiB stack
+ * and aborts. Other faults go to the previous handler (or the default action).
+ *
+ * A G gets its stack when it first runs, not when it is spawned, and gives it back
+ * when it exits: a million spawned-but-not-started green threads cost ~200 bytes
+ * each, and spawn-join bursts reuse a handful of hot stacks. Free stacks sit in a
+ * per-P cache (no lock; half goes to the global pool past STACKFREE_MAX) and the
+ * global pool (stack_lock), which outlives the runtime: slab stacks are never
+ * unmapped. sysmon trims pooled stacks once: pages below the top TRIM_KEEP bytes go
+ * back with MADV_DONTNEED. Stacks of other sizes are unmapped when freed.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+#include "sched/sched.h"
+
+#ifndef MADV_GUARD_INSTALL
+#define MADV_GUARD_INSTALL 102
+#endif
+
+#define GUARD 4096
+#define SLAB_STACKS 64
+#define GUARD_BUDGET 16384
+#define TRIM_KEEP (16 * 1024)
+#define STACKFREE_MAX 64
+#define CANARY 0x5745465453544b21ull   /* "WEFTSTK!" */
+#define ALTSTACK_SIZE (64 * 1024)
+
+/* A free stack carries its own descriptor and list link in its top bytes (the page
+ * every used stack has touched anyway). */
+struct freestk {
+    struct stack desc;
+    struct freestk *next;
+};
+#define FREESTK(st) ((struct freestk *)((st)->hi - sizeof(struct freestk)))
+
+static weft_lock stack_lock = WEFT_LOCK_INIT;
+static struct freestk *pool;           /* global free stacks, any size, under stack_lock */
+static long npool;
+static int guard_mode = -1;            /* -1 unknown, 1 madvise guards, 0 mprotect/canary */
+static long nguarded;
+static bool canary_notice;
+/* free default-size stacks not attached to a G: carved slab tails */
+static uintptr_t slab_next, slab_end;
+static size_t slab_stack;              /* stack size the current slab was cut for */
+
+static uintptr_t map_stacks(size_t bytes)
+{
+    void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
+    return p == MAP_FAILED ? 0 : (uintptr_t)p;
+}
+
+/* Put a guard page at g (GUARD bytes); 1 if guarded. stack_lock held. */
+static int guard(uintptr_t g)
+{
+    if (guard_mode != 0) {
+        if (madvise((void *)g, GUARD, MADV_GUARD_INSTALL) == 0) {
+            guard_mode = 1;
+            return 1;
+        }
+        guard_mode = 0;
+    }
+    if (nguarded < GUARD_BUDGET) {
+        if (mprotect((void *)g, GUARD, PROT_NONE) == 0) {
+            nguarded++;
+            return 1;
+        }
+    }
+    if (!canary_notice) {
+        canary_notice = true;
+        weft__printf("notice: this kernel has no MADV_GUARD_INSTALL and %d guarded stacks "
+                     "are in use; further green-thread stacks have no guard page (overflow is "
+                     "caught by a canary when the thread switches out)", GUARD_BUDGET);
+    }
+    return 0;
+}
+
+int weft__stack_alloc(struct stack *st, size_t size)
+{
+    size = (size + 4095) & ~(size_t)4095;
+    weft__lock(&stack_lock);
+    uintptr_t g;
+    if (size == sched.stack_size) {
+        if (slab_next == slab_end || slab_stack != size) {
+            size_t bytes = SLAB_STACKS * (size + GUARD);
+            uintptr_t s = map_stacks(bytes);
+            if (s == 0) {
+                weft__unlock(&stack_lock);
+                return -ENOMEM;
+            }
+            slab_next = s;
+            slab_end = s + bytes;
+            slab_stack = size;
+        }
+        g = slab_next;
+        slab_next += size + GUARD;
+        st->map = 0;                       /* part of a slab: never unmapped */
+        st->mapsize = 0;
+    } else {
+        g = map_stacks(size + GUARD);
+        if (g == 0) {
+            weft__unlock(&stack_lock);
+            return -ENOMEM;
+        }
+        st->map = g;
+        st->mapsize = size + GUARD;
+    }
+    st->guarded = (uint8_t)guard(g);
+    weft__unlock(&stack_lock);
+    st->lo = g + GUARD;
+    st->hi = g + GUARD + size;
+    if (!st->guarded)
+        *(uint64_t *)st->lo = CANARY;
+    return 0;
+}
+
+/* ---- pools: per P (no lock), then global ------------------------------------- */
+int weft__stack_get(struct p *pp, size_t size, struct stack *st)
+{
+    struct freestk *f = pp != NULL ? pp->stackfree : NULL;
+    if (f != NULL && (size_t)(f->desc.hi - f->desc.lo) == size) {
+        pp->stackfree = f->next;
+        pp->nstackfree--;
+        *st = f->desc;
+        return 0;
+    }
+    weft__lock(&stack_lock);
+    f = pool;
+    if (f != NULL && (size_t)(f->desc.hi - f->desc.lo) == size) {
+        pool = f->next;
+        npool--;
+        weft__unlock(&stack_lock);
+        *st = f->desc;
+        return 0;
+    }
+    weft__unlock(&stack_lock);
+    return weft__stack_alloc(st, size);
+}
+
+static void pool_put_locked(struct stack *st)
+{
+    struct freestk *f = FREESTK(st);
+    f->desc = *st;
+    f->desc.trimmed = 0;
+    f->next = pool;
+    pool = f;
+    npool++;
+}
+
+void weft__stack_put(struct p *pp, struct stack *st)
+{
+    if (pp == NULL || (size_t)(st->hi - st->lo) != sched.stack_size) {
+        if (st->map != 0) {
+            munmap((void *)st->map, st->mapsize);
+        } else {
+            weft__stack_trim(st);
+            weft__lock(&stack_lock);
+            pool_put_locked(st);
+            weft__unlock(&stack_lock);
+        }
+        memset(st, 0, sizeof *st);
+        return;
+    }
+    struct freestk *f = FREESTK(st);
+    f->desc = *st;
+    f->next = pp->stackfree;
+    pp->stackfree = f;
+    memset(st, 0, sizeof *st);
+    if (++pp->nstackfree < STACKFREE_MAX)
+        return;
+    /* half to the global pool */
+    weft__lock(&stack_lock);
+    while (pp->nstackfree > STACKFREE_MAX / 2) {
+        f = pp->stackfree;
+        pp->stackfree = f->next;
+        pp->nstackfree--;
+        f->next = pool;
+        pool = f;
+        npool++;
+    }
+    weft__unlock(&stack_lock);
+}
+
+/* Every stack of pp's cache to the global pool, trimmed (the runtime stops). */
+void weft__stack_flush(struct p *pp)
+{
+    while (pp->stackfree != NULL) {
+        struct freestk *f = pp->stackfree;
+        pp->stackfree = f->next;
+        struct stack st = f->desc;
+        weft__stack_trim(&st);
+        weft__lock(&stack_lock);
+        pool_put_locked(&st);
+        weft__unlock(&stack_lock);
+    }
+    pp->nstackfree = 0;
+}
+
+/* sysmon: give back the deep pages of pooled stacks, a bounded number per call. */
+void weft__stack_trim_pool(int budget)
+{
+    weft__lock(&stack_lock);
+    for (struct freestk *f = pool; f != NULL && budget > 0; f = f->next) {
+        if (!f->desc.trimmed) {
+            struct stack st = f->desc;
+            weft__stack_trim(&st);
+            f = FREESTK(&st);         /* the trim keeps the top page: f is intact */
+            f->desc.trimmed = 1;
+            budget--;
+        }
+    }
+    weft__unlock(&stack_lock);
+}
+
+void weft__stack_free(struct stack *st)
+{
+    if (st->map != 0) {
+        munmap((void *)st->map, st->mapsize);
+    } else {
+        /* slab stack of a G that is dropped for good: keep the address range, drop pages */
+        madvise((void *)st->lo, st->hi - st->lo, MADV_DONTNEED);
+        if (!st->guarded)
+            *(uint64_t *)st->lo = CANARY;
+    }
+}
+
+void weft__stack_trim(struct stack *st)
+{
+    if (st->hi - st->lo > TRIM_KEEP + 4096) {
+        /* an unguarded stack keeps its canary page */
+        uintptr_t lo = st->guarded ? st->lo : st->lo + 4096;
+        madvise((void *)lo, st->hi - TRIM_KEEP - lo, MADV_DONTNEED);
+    }
+}
+
+static WEFT_NORETURN void overflowed(struct g *gp)
+{
+    weft__throwf("green thread %llu (%s) overflowed its %zu KiB stack",
+                 (unsigned long long)gp->id, gp->name ? gp->name : "unnamed",
+                 (size_t)(gp->stack.hi - gp->stack.lo) / 1024);
+}
+
+void weft__stack_check(struct g *gp)
+{
+    if (!gp->stack.guarded && *(uint64_t *)gp->stack.lo != CANARY)
+        overflowed(gp);
+}
+
+/* ---- SIGSEGV on the alternate stack ---------------------------------------- */
+static struct sigaction old_segv, old_bus;
+static bool installed;
+
+static void on_fault(int sig, siginfo_t *si, void *uc)
+{
+    struct m *mp = weft__getm();
+    struct g *gp = mp != NULL ? mp->curg : NULL;
+    uintptr_t a = (uintptr_t)si->si_addr;
+    if (gp != NULL && !gp->system && a < gp->stack.lo && a + 256 * 1024 >= gp->stack.lo)
+        overflowed(gp);
+    struct sigaction *old = sig == SIGSEGV ? &old_segv : &old_bus;
+    if (old->sa_flags & SA_SIGINFO) {
+        old->sa_sigaction(sig, si, uc);
+    } else if (old->sa_handler != SIG_DFL && old->sa_handler != SIG_IGN) {
+        old->sa_handler(sig);
+    } else {
+        signal(sig, SIG_DFL);    /* return: the fault repeats and kills us as usual */
+    }
+}
+
+int weft__stack_signals_install(void)
+{
+    if (installed)
+        return 0;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = on_fault;
+    sa.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_NODEFER;
+    sigemptyset(&sa.sa_mask);
+    if (sigaction(SIGSEGV, &sa, &old_segv) != 0 || sigaction(SIGBUS, &sa, &old_bus) != 0)
+        return -errno;
+    installed = true;
+    return 0;
+}
+
+void weft__stack_signals_restore(void)
+{
+    if (!installed)
+        return;
+    sigaction(SIGSEGV, &old_segv, NULL);
+    sigaction(SIGBUS, &old_bus, NULL);
+    installed = false;
+}
+
+void *weft__altstack_new(void)
+{
+    void *p = mmap(NULL, ALTSTACK_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED)
+        return NULL;
+    stack_t ss = { .ss_sp = p, .ss_size = ALTSTACK_SIZE, .ss_flags = 0 };
+    sigaltstack(&ss, NULL);
+    return p;
+}
+
+void weft__altstack_free(void *alt)
+{
+    if (alt == NULL)
+        return;
+    stack_t ss = { .ss_flags = SS_DISABLE };
+    sigaltstack(&ss, NULL);
+    munmap(alt, ALTSTACK_SIZE);
+}

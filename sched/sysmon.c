@@ -1,0 +1,191 @@
+/*
+ * sched/sysmon.c -- the system monitor: one background thread, no P (Go's sysmon).
+ *
+ * Every tick (20 us, doubling after 1 ms of nothing to do, up to 10 ms) it:
+ *  - retakes Ps stuck in weft_blocking: a P whose syscalltick has not moved for a
+ *    whole tick is CASed P_SYSCALL -> P_IDLE and handed to another M when there is
+ *    work (weft__handoffp);
+ *  - flags green threads that ran over 10 ms without a scheduling point (their P's
+ *    schedtick did not move): weft_dump reports them, and they yield at the next
+ *    yield point;
+ *  - prints a schedtrace line every N ms (WEFT_DEBUG=schedtrace=N);
+ *  - prints weft_dump to stderr after a SIGQUIT (the handler only sets a flag);
+ *  - trims the stacks in the global free pool, once each (weft__stack_trim_pool).
+ * It sleeps without timeout while every P is idle and nothing is asked of it, so an
+ * idle runtime uses no CPU. weft__sysmon_wake wakes it: a P leaves the idle list,
+ * a G enters a blocking call, a SIGQUIT. No lost wake-up: sysmon publishes
+ * sysmon_idle (seq_cst) and then re-reads npidle; wakers change npidle (seq_cst)
+ * and then read sysmon_idle; the futex word is read before the re-check.
+ */
+#include <errno.h>
+#include <linux/futex.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+#include "sched/sched.h"
+
+#define RLX memory_order_relaxed
+#define SC  memory_order_seq_cst
+
+#define TICK_MIN_NS 20000
+#define TICK_MAX_NS 10000000
+#define OVERRUN_NS  10000000
+
+static _Atomic int64_t tick_ns = TICK_MIN_NS;
+static uint64_t nlongrunning;        /* green threads flagged since the last schedtrace */
+static bool started;
+
+static void wait_wake(uint32_t seen, int64_t ns)
+{
+    struct timespec ts = { ns / 1000000000, ns % 1000000000 };
+    syscall(SYS_futex, &sched.sysmon_wake, FUTEX_WAIT_PRIVATE, seen, ns >= 0 ? &ts : NULL, NULL, 0);
+}
+
+void weft__sysmon_wake(void)
+{
+    /* wake it if it sleeps deeply, or long: a blocking call wants a ~20 us retake */
+    if (atomic_load_explicit(&sched.sysmon_idle, SC) ||
+        atomic_load_explicit(&tick_ns, RLX) > TICK_MIN_NS) {
+        atomic_store_explicit(&tick_ns, TICK_MIN_NS, RLX);
+        atomic_fetch_add_explicit(&sched.sysmon_wake, 1, SC);
+        weft__futex_wake(&sched.sysmon_wake, 1);
+    }
+}
+
+static bool retake(int64_t now)
+{
+    bool did = false;
+    for (int i = 0; i < sched.nprocs; i++) {
+        struct p *pp = sched.allp[i];
+        uint32_t st = atomic_load_explicit(&pp->status, memory_order_acquire);
+        if (st == P_SYSCALL) {
+            uint32_t t = atomic_load_explicit(&pp->syscalltick, RLX);
+            if (t != pp->sm_syscalltick) {
+                pp->sm_syscalltick = t;     /* a new blocking call: give it one tick */
+                pp->sm_when = now;
+                did = true;                 /* keep ticking fast */
+                continue;
+            }
+            uint32_t expect = P_SYSCALL;
+            /* acq_rel: we take over the P's state from the blocked M (its release store) */
+            if (atomic_compare_exchange_strong_explicit(&pp->status, &expect, P_IDLE,
+                                                        memory_order_acq_rel, RLX)) {
+                weft__handoffp(pp);
+                did = true;
+            }
+        } else if (st == P_RUNNING) {
+            struct m *mp = pp->m;
+            uint32_t tick = pp->schedtick;
+            if (tick != pp->sm_schedtick) {
+                pp->sm_schedtick = tick;
+                pp->sm_when = now;
+            } else if (now - pp->sm_when > OVERRUN_NS && mp != NULL) {
+                struct g *gp = mp->curg;
+                if (gp != NULL && !gp->system &&
+                    atomic_load_explicit(&gp->status, RLX) == G_RUNNING) {
+                    if (!gp->overran)
+                        nlongrunning++;
+                    gp->overran = 1;
+                    atomic_store_explicit(&gp->preempt, 1, RLX);
+                }
+            }
+        }
+    }
+    return did;
+}
+
+static void schedtrace(int64_t start, int64_t now)
+{
+    char buf[1024];
+    int n = snprintf(buf, sizeof buf,
+                     "SCHED %lldms: procs=%d idleprocs=%d threads=%d idlethreads=%d "
+                     "spinningthreads=%d longrunning=%llu runqueue=%u [",
+                     (long long)((now - start) / 1000000), sched.nprocs,
+                     atomic_load_explicit(&sched.npidle, RLX), sched.mcount, sched.nmidle,
+                     atomic_load_explicit(&sched.nmspinning, RLX),
+                     (unsigned long long)nlongrunning, atomic_load_explicit(&sched.runqsize, RLX));
+    nlongrunning = 0;
+    for (int i = 0; i < sched.nprocs && n < (int)sizeof buf - 16; i++)
+        n += snprintf(buf + n, sizeof buf - (size_t)n, "%s%u", i ? " " : "",
+                      weft__runqlen(sched.allp[i]));
+    n += snprintf(buf + n, sizeof buf - (size_t)n, "]\n");
+    if (write(2, buf, (size_t)n) < 0) {
+        /* nothing to do */
+    }
+}
+
+static void *sysmon_main(void *arg)
+{
+    (void)arg;
+    int64_t start = weft__nanotime(), last_trace = start, last_trim = start;
+    int idle = 0;
+    while (!atomic_load_explicit(&sched.stopping, RLX)) {
+        int64_t delay = atomic_load_explicit(&tick_ns, RLX);
+        if (idle > 50 && delay < TICK_MAX_NS) {
+            delay *= 2;
+            if (delay > TICK_MAX_NS)
+                delay = TICK_MAX_NS;
+        } else if (idle == 0) {
+            delay = TICK_MIN_NS;
+        }
+        atomic_store_explicit(&tick_ns, delay, RLX);
+        uint32_t seen = atomic_load_explicit(&sched.sysmon_wake, SC);
+        if (weft__debug.schedtrace > 0 && delay > (int64_t)weft__debug.schedtrace * 1000000)
+            delay = (int64_t)weft__debug.schedtrace * 1000000;
+        wait_wake(seen, delay);
+        if (atomic_load_explicit(&sched.stopping, RLX))
+            break;
+        int64_t now = weft__nanotime();
+        if (atomic_exchange_explicit(&sched.sigquit, 0, RLX)) {
+            weft__printf("SIGQUIT: dump of every green thread");
+            weft__dump_locked(2);
+        }
+        if (weft__debug.schedtrace > 0 && now - last_trace >= (int64_t)weft__debug.schedtrace * 1000000) {
+            schedtrace(start, now);
+            last_trace = now;
+        }
+        if (now - last_trim > 1000000000) {
+            weft__stack_trim_pool(1024);
+            last_trim = now;
+        }
+        if (retake(now))
+            idle = 0;
+        else
+            idle++;
+        /* deep sleep while every P is idle */
+        if (weft__debug.schedtrace <= 0 &&
+            atomic_load_explicit(&sched.npidle, SC) == sched.nprocs) {
+            seen = atomic_load_explicit(&sched.sysmon_wake, SC);
+            atomic_store_explicit(&sched.sysmon_idle, 1, SC);
+            if (atomic_load_explicit(&sched.npidle, SC) == sched.nprocs &&
+                !atomic_load_explicit(&sched.stopping, SC) &&
+                !atomic_load_explicit(&sched.sigquit, SC))
+                wait_wake(seen, -1);
+            atomic_store_explicit(&sched.sysmon_idle, 0, SC);
+            idle = 0;
+        }
+    }
+    return NULL;
+}
+
+int weft__sysmon_start(void)
+{
+    atomic_store_explicit(&tick_ns, TICK_MIN_NS, RLX);
+    int err = pthread_create(&sched.sysmon, NULL, sysmon_main, NULL);
+    if (err != 0)
+        return -err;
+    started = true;
+    return 0;
+}
+
+void weft__sysmon_stop(void)
+{
+    if (!started)
+        return;
+    atomic_fetch_add_explicit(&sched.sysmon_wake, 1, SC);
+    weft__futex_wake(&sched.sysmon_wake, 1);
+    pthread_join(sched.sysmon, NULL);
+    started = false;
+}

@@ -1,0 +1,565 @@
+/*
+ * tests/test_sched.c -- the scheduler through the public API: spawn, yield, run/stop,
+ * plain-thread spawns, fairness, stealing, blocking calls, stacks, idle CPU, dump.
+ * Every scenario runs with nprocs 1 and 2, and again with WEFT_DEBUG=migrate=1
+ * (the allocator reads WEFT_DEBUG once, at the first weft call of the process; Criterion
+ * runs each test in a fresh process, so each test sets it first).
+ */
+#include <criterion/criterion.h>
+#include <sched.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#include "weft.h"
+
+static void mode(int migrate)
+{
+    setenv("WEFT_DEBUG", migrate ? "migrate=1" : "", 1);
+}
+
+static bool sanitized(void)
+{
+    const char *s = getenv("WEFT_TEST_SAN");
+    return s != NULL && *s != 0;
+}
+
+/* Run fn in a child with stderr captured; returns its exit status, fills out. */
+static int child_stderr(int (*fn)(void), char *out, size_t cap)
+{
+    int fds[2];
+    cr_assert_eq(pipe(fds), 0);
+    pid_t pid = fork();
+    if (pid == 0) {
+        dup2(fds[1], 2);
+        close(fds[0]);
+        _exit(fn());
+    }
+    close(fds[1]);
+    size_t len = 0;
+    ssize_t r;
+    while (len < cap - 1 && (r = read(fds[0], out + len, cap - 1 - len)) > 0)
+        len += (size_t)r;
+    out[len] = 0;
+    close(fds[0]);
+    int status;
+    waitpid(pid, &status, 0);
+    return status;
+}
+
+/* ---- spawn and finish many ---------------------------------------------------------- */
+static _Atomic long done;
+static void leaf(void *arg)
+{
+    (void)arg;
+    atomic_fetch_add(&done, 1);
+}
+
+struct many { long n; };
+static int spawn_many_main(void *arg)
+{
+    struct many *m = arg;
+    for (long i = 0; i < m->n; i++)
+        cr_assert_eq(weft_spawn(leaf, NULL), 0);
+    while (atomic_load(&done) < m->n)
+        weft_yield();
+    return 7;
+}
+
+static void spawn_many(int nprocs, int migrate, long n)
+{
+    mode(migrate);
+    atomic_store(&done, 0);
+    struct many m = { n };
+    weft_config cfg = { .nprocs = nprocs };
+    cr_assert_eq(weft_run(spawn_many_main, &m, &cfg), 7);
+    cr_assert_eq(atomic_load(&done), n);
+}
+
+TestSuite(sched, .timeout = 60);
+
+Test(sched, million_green_threads_1p) { spawn_many(1, 0, sanitized() ? 100000 : 1000000); }
+Test(sched, million_green_threads_2p) { spawn_many(2, 0, sanitized() ? 100000 : 1000000); }
+Test(sched, many_green_threads_migrate_1p) { spawn_many(1, 1, 2000); }
+Test(sched, many_green_threads_migrate_2p) { spawn_many(2, 1, 2000); }
+
+/* ---- weft_run returns main's value; restart ------------------------------------------- */
+static int ret_main(void *arg) { return *(int *)arg; }
+
+Test(sched, run_returns_main_value)
+{
+    int v = 12345;
+    cr_assert_eq(weft_run(ret_main, &v, NULL), 12345);
+    v = -3;
+    cr_assert_eq(weft_run(ret_main, &v, NULL), -3);
+    cr_assert_eq(weft_nprocs(), 0);
+}
+
+static _Atomic int counter;
+static void bump(void *arg) { (void)arg; atomic_fetch_add(&counter, 1); }
+
+Test(sched, start_stop_start_again)
+{
+    for (int round = 0; round < 3; round++) {
+        weft_config cfg = { .nprocs = 1 + round % 2 };
+        atomic_store(&counter, 0);
+        cr_assert_eq(weft_start(&cfg), 0);
+        cr_assert_eq(weft_start(&cfg), -EBUSY);
+        cr_assert_eq(weft_nprocs(), cfg.nprocs);
+        for (int i = 0; i < 1000; i++)
+            cr_assert_eq(weft_spawn(bump, NULL), 0);
+        cr_assert_eq(weft_stop(), 0);
+        cr_assert_eq(atomic_load(&counter), 1000);
+    }
+    cr_assert_eq(weft_spawn(bump, NULL), -ESRCH);
+    cr_assert_eq(weft_stop(), -ESRCH);
+}
+
+/* ---- spawn from plain threads ------------------------------------------------------------ */
+static void *plain_spawner(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < 10000; i++)
+        if (weft_spawn(bump, NULL) != 0)
+            return (void *)1;
+    return NULL;
+}
+
+static void plain_spawns(int nprocs, int migrate)
+{
+    mode(migrate);
+    weft_config cfg = { .nprocs = nprocs };
+    atomic_store(&counter, 0);
+    cr_assert_eq(weft_start(&cfg), 0);
+    pthread_t th[4];
+    for (int i = 0; i < 4; i++)
+        pthread_create(&th[i], NULL, plain_spawner, NULL);
+    for (int i = 0; i < 4; i++) {
+        void *r;
+        pthread_join(th[i], &r);
+        cr_assert_null(r);
+    }
+    cr_assert_eq(weft_self(), 0);
+    cr_assert_eq(weft_stop(), 0);
+    cr_assert_eq(atomic_load(&counter), 40000);
+}
+
+Test(sched, spawn_from_plain_threads_1p) { plain_spawns(1, 0); }
+Test(sched, spawn_from_plain_threads_2p) { plain_spawns(2, 0); }
+Test(sched, spawn_from_plain_threads_migrate) { plain_spawns(2, 1); }
+
+/* ---- fairness: two busy yielding green threads on one P both progress ---------------------- */
+static _Atomic long prog[2];
+static _Atomic int stop_flag;
+static void busy_yielder(void *arg)
+{
+    int i = (int)(intptr_t)arg;
+    while (!atomic_load(&stop_flag)) {
+        atomic_fetch_add(&prog[i], 1);
+        weft_yield();
+    }
+}
+
+static int fairness_main(void *arg)
+{
+    long target = (long)(intptr_t)arg;
+    weft_spawn(busy_yielder, (void *)0);
+    weft_spawn(busy_yielder, (void *)1);
+    while (atomic_load(&prog[0]) + atomic_load(&prog[1]) < target)
+        weft_yield();
+    atomic_store(&stop_flag, 1);
+    long a = atomic_load(&prog[0]), b = atomic_load(&prog[1]);
+    cr_assert_gt(a, target / 4, "thread 0 starved: %ld vs %ld", a, b);
+    cr_assert_gt(b, target / 4, "thread 1 starved: %ld vs %ld", a, b);
+    return 0;
+}
+
+static void fairness(int migrate, long target)
+{
+    mode(migrate);
+    weft_config cfg = { .nprocs = 1 };
+    cr_assert_eq(weft_run(fairness_main, (void *)(intptr_t)target, &cfg), 0);
+}
+
+Test(sched, fairness_two_yielders_one_p) { fairness(0, 1000000); }
+Test(sched, fairness_migrate) { fairness(1, 2000); }
+
+/* ---- work spreads over Ps ---------------------------------------------------------------------
+ * Timing ratios belong to the benchmarks (the suite runs tests in parallel on a small
+ * machine); here: with 2 Ps, CPU-bound green threads run at the same time on two
+ * different OS threads, and the second P got its work by stealing or the global queue. */
+static _Atomic int nbusy;
+static struct span { pthread_t th; struct timespec a, b; } spans[8];
+
+static void spin_work(void *arg)
+{
+    int i = (int)(intptr_t)arg;
+    spans[i].th = pthread_self();
+    clock_gettime(CLOCK_MONOTONIC, &spans[i].a);
+    volatile uint64_t x = (uint64_t)i;
+    for (int k = 0; k < 20000000; k++)
+        x = x * 6364136223846793005ull + 1;
+    clock_gettime(CLOCK_MONOTONIC, &spans[i].b);
+    atomic_fetch_add(&nbusy, 1);
+}
+
+static double ts(struct timespec t) { return t.tv_sec + t.tv_nsec / 1e9; }
+static void spawn_from_here(void);
+
+/* A green thread spawns the work: it lands in its own P's queue, so the other P can
+ * only get it by stealing. */
+static void steal_spawner(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < 8; i++)
+        weft_spawn(spin_work, (void *)(intptr_t)i);
+}
+
+static void spread(void (*how)(void))
+{
+    weft_config cfg = { .nprocs = 2 };
+    atomic_store(&nbusy, 0);
+    memset(spans, 0, sizeof spans);
+    cr_assert_eq(weft_start(&cfg), 0);
+    how();
+    while (atomic_load(&nbusy) < 8)
+        usleep(1000);
+    weft_sched_stats st;
+    weft_sched_stats_read(&st);
+    cr_assert_eq(weft_stop(), 0);
+    int overlaps = 0;
+    for (int i = 0; i < 8; i++)
+        for (int j = i + 1; j < 8; j++)
+            if (!pthread_equal(spans[i].th, spans[j].th) && ts(spans[i].a) < ts(spans[j].b) &&
+                ts(spans[j].a) < ts(spans[i].b))
+                overlaps++;
+    cr_assert_gt(overlaps, 0, "no two green threads ran at the same time on different threads");
+    if (how != spawn_from_here)
+        cr_assert_gt(st.steals, 0, "the second P got no work by stealing");
+}
+
+static void spawn_from_here(void)
+{
+    for (int i = 0; i < 8; i++)
+        weft_spawn(spin_work, (void *)(intptr_t)i);
+}
+
+static void spawn_from_green(void)
+{
+    weft_spawn(steal_spawner, NULL);
+}
+
+Test(sched, work_spreads_from_plain_thread, .timeout = 120) { spread(spawn_from_here); }
+Test(sched, work_spreads_by_stealing, .timeout = 120) { spread(spawn_from_green); }
+
+/* ---- weft_blocking keeps the others running on 1 P -------------------------------------------- */
+static _Atomic long ticks;
+static _Atomic int blocker_done;
+static void sleep_100ms(void *arg)
+{
+    (void)arg;
+    usleep(100000);
+}
+
+static void blocker(void *arg)
+{
+    (void)arg;
+    weft_blocking(sleep_100ms, NULL);
+    atomic_store(&blocker_done, 1);
+}
+
+static void ticker(void *arg)
+{
+    (void)arg;
+    while (!atomic_load(&blocker_done)) {
+        atomic_fetch_add(&ticks, 1);
+        weft_yield();
+    }
+}
+
+static int blocking_main(void *arg)
+{
+    (void)arg;
+    atomic_store(&blocker_done, 0);
+    atomic_store(&ticks, 0);
+    weft_spawn(blocker, NULL);
+    weft_spawn(ticker, NULL);
+    while (!atomic_load(&blocker_done))
+        weft_yield();
+    return 0;
+}
+
+static void blocking(int migrate)
+{
+    mode(migrate);
+    weft_config cfg = { .nprocs = 1 };
+    cr_assert_eq(weft_run(blocking_main, NULL, &cfg), 0);
+    cr_assert_gt(atomic_load(&ticks), 100, "others made %ld steps during a 100 ms blocking call",
+                 atomic_load(&ticks));
+}
+
+Test(sched, blocking_keeps_others_running) { blocking(0); }
+Test(sched, blocking_keeps_others_running_migrate) { blocking(1); }
+
+/* ---- stacks ------------------------------------------------------------------------------------- */
+static int recurse(int depth, volatile char *prev)
+{
+    volatile char buf[256];
+    buf[0] = (char)depth;
+    buf[255] = prev != NULL ? prev[0] : 0;
+    if (depth == 0)
+        return buf[0] + buf[255];
+    return recurse(depth - 1, buf) + buf[0];
+}
+
+static _Atomic int deep_result;
+static void deep(void *arg)
+{
+    /* ~ 300 bytes a frame: 600 frames fit easily in 256 KiB */
+    atomic_store(&deep_result, recurse((int)(intptr_t)arg, NULL));
+}
+
+static int deep_main(void *arg)
+{
+    (void)arg;
+    atomic_store(&deep_result, -1);
+    weft_spawn(deep, (void *)(intptr_t)600);
+    while (atomic_load(&deep_result) == -1)
+        weft_yield();
+    return 0;
+}
+
+Test(sched, deep_recursion_within_the_stack)
+{
+    cr_assert_eq(weft_run(deep_main, NULL, NULL), 0);
+    cr_assert_neq(atomic_load(&deep_result), -1);
+}
+
+static void overflow(void *arg)
+{
+    (void)arg;
+    recurse(1 << 20, NULL);
+}
+
+static int overflow_main(void *arg)
+{
+    (void)arg;
+    weft_spawn_opts o = { .name = "deep-diver", .stack_size = 64 * 1024 };
+    weft_spawn_ex(overflow, NULL, &o, NULL);
+    for (;;)
+        weft_yield();
+    return 0;
+}
+
+static int overflow_child(void)
+{
+    return weft_run(overflow_main, NULL, NULL);
+}
+
+Test(sched, stack_overflow_aborts_with_message)
+{
+    if (sanitized())
+        cr_skip_test("the sanitizers handle SIGSEGV themselves");
+    char buf[4096];
+    int status = child_stderr(overflow_child, buf, sizeof buf);
+    cr_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT, "status %#x, stderr: %s", status, buf);
+    cr_assert_not_null(strstr(buf, "weft: green thread"), "stderr: %s", buf);
+    cr_assert_not_null(strstr(buf, "(deep-diver) overflowed its 64 KiB stack"), "stderr: %s", buf);
+}
+
+/* ---- an idle runtime uses no CPU ------------------------------------------------------------------- */
+static double cpu_seconds(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_utime.tv_sec + ru.ru_stime.tv_sec + (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+}
+
+Test(sched, idle_runtime_uses_no_cpu, .timeout = 30)
+{
+    weft_config cfg = { .nprocs = 2 };
+    cr_assert_eq(weft_start(&cfg), 0);
+    atomic_store(&counter, 0);
+    for (int i = 0; i < 100; i++)
+        weft_spawn(bump, NULL);
+    while (atomic_load(&counter) < 100)
+        usleep(1000);
+    usleep(50000);                     /* let spinning Ms and sysmon settle */
+    double c0 = cpu_seconds();
+    sleep(1);
+    double used = cpu_seconds() - c0;
+    cr_assert_eq(weft_stop(), 0);
+    cr_assert_lt(used, 0.001, "an idle second cost %.3f ms of CPU", used * 1e3);
+}
+
+/* ---- dump --------------------------------------------------------------------------------------------- */
+static _Atomic int release_parked;
+void napper(void *arg);   /* not static: dladdr names exported symbols (-rdynamic) */
+void napper(void *arg)
+{
+    (void)arg;
+    while (!atomic_load(&release_parked))
+        weft_yield();
+}
+
+static int dump_main(void *arg)
+{
+    (void)arg;
+    weft_spawn_opts o = { .name = "napper-1" };
+    weft_spawn_ex(napper, NULL, &o, NULL);
+    weft_yield();
+    int fds[2];
+    cr_assert_eq(pipe(fds), 0);
+    weft_dump(fds[1]);
+    close(fds[1]);
+    char tmp[8192];
+    ssize_t r = read(fds[0], tmp, sizeof tmp - 1);
+    close(fds[0]);
+    cr_assert_gt(r, 0);
+    tmp[r] = 0;
+    cr_assert_not_null(strstr(tmp, "(napper-1)"), "dump: %s", tmp);
+    cr_assert_not_null(strstr(tmp, "entry napper"), "dump: %s", tmp);
+    cr_assert_not_null(strstr(tmp, "(main) [running]"), "dump: %s", tmp);
+    atomic_store(&release_parked, 1);
+    return 0;
+}
+
+Test(sched, dump_lists_green_threads)
+{
+    weft_config cfg = { .nprocs = 1 };
+    cr_assert_eq(weft_run(dump_main, NULL, &cfg), 0);
+}
+
+/* ---- self, now, stats ----------------------------------------------------------------------------------- */
+static _Atomic uint64_t seen_id;
+static void who(void *arg)
+{
+    (void)arg;
+    atomic_store(&seen_id, weft_self());
+}
+
+static int ids_main(void *arg)
+{
+    (void)arg;
+    uint64_t id = 0;
+    cr_assert_neq(weft_self(), 0);
+    weft_spawn_opts o = { .name = "who" };
+    cr_assert_eq(weft_spawn_ex(who, NULL, &o, &id), 0);
+    while (atomic_load(&seen_id) == 0)
+        weft_yield();
+    cr_assert_eq(atomic_load(&seen_id), id);
+    int64_t t0 = weft_now();
+    weft_yield();
+    cr_assert_geq(weft_now(), t0);
+    weft_sched_stats st;
+    weft_sched_stats_read(&st);
+    cr_assert_geq(st.spawned, 2);
+    cr_assert_geq(st.threads_live, 1);
+    cr_assert_gt(st.switches, 0);
+    return 0;
+}
+
+Test(sched, self_now_stats)
+{
+    cr_assert_eq(weft_self(), 0);
+    cr_assert_eq(weft_run(ids_main, NULL, NULL), 0);
+    cr_assert_eq(weft_spawn_ex(NULL, NULL, NULL, NULL), -EINVAL);
+}
+
+/* ---- nprocs ------------------------------------------------------------------------------------------ */
+Test(sched, nprocs_from_env_and_default)
+{
+    setenv("WEFT_MAXPROCS", "3", 1);
+    cr_assert_eq(weft_start(NULL), 0);
+    cr_assert_eq(weft_nprocs(), 3);
+    cr_assert_eq(weft_stop(), 0);
+    unsetenv("WEFT_MAXPROCS");
+    cr_assert_eq(weft_start(NULL), 0);
+    cpu_set_t set;
+    cr_assert_eq(sched_getaffinity(0, sizeof set, &set), 0);
+    cr_assert_leq(weft_nprocs(), CPU_COUNT(&set));
+    cr_assert_geq(weft_nprocs(), 1);
+    cr_assert_eq(weft_stop(), 0);
+}
+
+/* ---- SIGQUIT dumps and the program goes on; schedtrace prints ---------------------------------------- */
+static _Atomic int quit_go;
+static void quit_worker(void *arg)
+{
+    (void)arg;
+    while (!atomic_load(&quit_go))
+        weft_yield();
+}
+
+static int quit_main(void *arg)
+{
+    (void)arg;
+    weft_spawn_opts o = { .name = "quit-worker" };
+    weft_spawn_ex(quit_worker, NULL, &o, NULL);
+    weft_yield();
+    kill(getpid(), SIGQUIT);
+    for (int i = 0; i < 200; i++) {      /* give sysmon 200 ms to print */
+        struct timespec t = { 0, 1000000 };
+        nanosleep(&t, NULL);
+        weft_yield();
+    }
+    atomic_store(&quit_go, 1);
+    return 5;
+}
+
+static int quit_child(void)
+{
+    return weft_run(quit_main, NULL, NULL);
+}
+
+Test(sched, sigquit_dumps_and_continues)
+{
+    char buf[16384];
+    int status = child_stderr(quit_child, buf, sizeof buf);
+    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 5, "status %#x: %s", status, buf);
+    cr_assert_not_null(strstr(buf, "SIGQUIT"), "stderr: %s", buf);
+    cr_assert_not_null(strstr(buf, "(quit-worker)"), "stderr: %s", buf);
+}
+
+static void hog(void *arg)
+{
+    (void)arg;
+    struct timespec a, b;
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    do                                  /* 60 ms without a scheduling point */
+        clock_gettime(CLOCK_MONOTONIC, &b);
+    while ((b.tv_sec - a.tv_sec) * 1000000000L + (b.tv_nsec - a.tv_nsec) < 60000000L);
+}
+
+static int trace_main(void *arg)
+{
+    (void)arg;
+    weft_spawn(hog, NULL);
+    struct timespec t = { 0, 100000000 };
+    nanosleep(&t, NULL);
+    weft_yield();
+    return 0;
+}
+
+static int trace_child(void)
+{
+    setenv("WEFT_DEBUG", "schedtrace=10", 1);
+    weft_config cfg = { .nprocs = 2 };
+    return weft_run(trace_main, NULL, &cfg);
+}
+
+Test(sched, schedtrace_prints_and_flags_long_runners)
+{
+    char buf[65536];
+    int status = child_stderr(trace_child, buf, sizeof buf);
+    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "status %#x: %s", status, buf);
+    cr_assert_not_null(strstr(buf, "SCHED "), "stderr: %s", buf);
+    cr_assert_not_null(strstr(buf, "procs=2"), "stderr: %s", buf);
+    cr_assert_not_null(strstr(buf, "longrunning=1"), "stderr: %s", buf);
+}
