@@ -30,7 +30,7 @@ MEM_OBJ  := $(MEM_SRC:%.c=$(B)/%.o)
 CORE_SRC := $(MEM_SRC) $(wildcard sched/*.c io/*.c)
 CORE_OBJ := $(CORE_SRC:%.c=$(B)/%.o) $(patsubst %.S,$(B)/%.o,$(wildcard sched/*.S))
 
-.PHONY: all lib test bench demo install deps clean check-deps
+.PHONY: all lib test bench demo install deps clean check-aarch64
 all: lib
 lib: $(B)/lib/libweft.a $(B)/lib/libweft.so lib/libweft.a lib/libweft.so lib/libweft-malloc.so lib/weft.pc
 
@@ -133,6 +133,21 @@ $(B)/demos/%: demos/%.c $(B)/lib/libweft.a
 	$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ $< $(B)/lib/libweft.a $(LDFLAGS) $(LDLIBS)
 demo: deps
 	@$(MAKE) --no-print-directory lib $(B)/demos/tour && $(B)/demos/tour
+
+# ---- aarch64: cross-build the runtime and run a smoke program under qemu-user ----
+A64_CC ?= aarch64-linux-gnu-gcc
+check-aarch64: mem/sizeclass_table.h
+	@if ! command -v $(A64_CC) >/dev/null 2>&1 || ! command -v qemu-aarch64 >/dev/null 2>&1; then \
+	    sudo=""; [ "$$(id -u)" -eq 0 ] || sudo="sudo"; \
+	    echo "make check-aarch64: installing gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user with apt-get"; \
+	    $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user >/dev/null || \
+	    { $$sudo apt-get update -q >/dev/null && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user >/dev/null; } || \
+	    { echo "make check-aarch64: apt-get install failed" >&2; exit 1; }; \
+	fi
+	@mkdir -p build/aarch64
+	$(A64_CC) -static -O2 -std=gnu11 $(WARN) -Iinclude -I. -D_GNU_SOURCE -pthread -Wl,--no-warnings \
+	    -o build/aarch64/smoke tests/aarch64_smoke.c $(CORE_SRC) $(wildcard sched/*.S)
+	qemu-aarch64 build/aarch64/smoke
 
 install: lib
 	install -d $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig

@@ -563,3 +563,104 @@ Test(sched, schedtrace_prints_and_flags_long_runners)
     cr_assert_not_null(strstr(buf, "procs=2"), "stderr: %s", buf);
     cr_assert_not_null(strstr(buf, "longrunning=1"), "stderr: %s", buf);
 }
+
+/* ---- a million live green threads on a stock kernel (vm.max_map_count = 65530) --------------------- */
+static _Atomic long started;
+static _Atomic int release_all;
+static void live_one(void *arg)
+{
+    (void)arg;
+    atomic_fetch_add(&started, 1);
+    while (!atomic_load(&release_all))
+        weft_yield();
+}
+
+static long count_maps(void)
+{
+    FILE *f = fopen("/proc/self/maps", "r");
+    long n = 0;
+    int c;
+    while ((c = fgetc(f)) != EOF)
+        n += c == '\n';
+    fclose(f);
+    return n;
+}
+
+static int live_main(void *arg)
+{
+    long n = (long)(intptr_t)arg;
+    for (long i = 0; i < n; i++)
+        cr_assert_eq(weft_spawn(live_one, NULL), 0);
+    while (atomic_load(&started) < n)
+        weft_yield();
+    /* every one of them has its own stack now */
+    weft_mem_stats ms;
+    weft_mem_stats_read(&ms);
+    cr_assert_geq(ms.stacks_inuse, (uint64_t)n * 256 * 1024);
+    long maps = count_maps();
+    cr_assert_lt(maps, 60000, "%ld mappings for %ld live green threads", maps, n);
+    atomic_store(&release_all, 1);
+    return 0;
+}
+
+Test(sched, million_live_green_threads, .timeout = 240)
+{
+    long n = sanitized() ? 50000 : 1000000;
+    weft_config cfg = { .nprocs = 2 };
+    cr_assert_eq(weft_run(live_main, (void *)(intptr_t)n, &cfg), 0);
+    cr_assert_eq(atomic_load(&started), n);
+}
+
+/* ---- the allocator on green threads, with their caches per P, also in migrate mode ------------------- */
+static _Atomic int alloc_ok;
+static void alloc_worker(void *arg)
+{
+    unsigned seed = (unsigned)(uintptr_t)arg;
+    void *live[32] = { 0 };
+    size_t sizes[32] = { 0 };
+    for (int i = 0; i < 2000; i++) {
+        seed = seed * 1103515245u + 12345u;
+        int k = (int)(seed >> 16) % 32;
+        if (live[k] != NULL) {
+            for (size_t b = 0; b < sizes[k]; b++)
+                if (((unsigned char *)live[k])[b] != (unsigned char)(k + sizes[k]))
+                    return;
+            weft_free(live[k]);
+        }
+        sizes[k] = 1 + (seed >> 8) % 3000;
+        live[k] = weft_malloc(sizes[k]);
+        memset(live[k], k + (int)sizes[k], sizes[k]);
+        if (i % 50 == 0)
+            weft_yield();           /* in migrate mode: resume on another M, another cache */
+    }
+    for (int k = 0; k < 32; k++)
+        weft_free(live[k]);
+    atomic_fetch_add(&alloc_ok, 1);
+}
+
+static int alloc_main(void *arg)
+{
+    int n = (int)(intptr_t)arg;
+    for (int i = 0; i < n; i++)
+        weft_spawn(alloc_worker, (void *)(uintptr_t)(i + 1));
+    while (atomic_load(&alloc_ok) < n)
+        weft_yield();
+    return 0;
+}
+
+static void alloc_on_green_threads(int nprocs, int migrate, int n)
+{
+    mode(migrate);
+    weft_config cfg = { .nprocs = nprocs };
+    weft_mem_stats a, b;
+    weft_mem_stats_read(&a);
+    cr_assert_eq(weft_run(alloc_main, (void *)(intptr_t)n, &cfg), 0);
+    weft_mem_stats_read(&b);
+    cr_assert_eq(atomic_load(&alloc_ok), n);
+    cr_assert_eq(b.mallocs - a.mallocs, b.frees - a.frees, "mallocs %llu frees %llu",
+                 (unsigned long long)(b.mallocs - a.mallocs), (unsigned long long)(b.frees - a.frees));
+}
+
+Test(sched, allocator_on_green_threads_1p) { alloc_on_green_threads(1, 0, 200); }
+Test(sched, allocator_on_green_threads_2p) { alloc_on_green_threads(2, 0, 200); }
+Test(sched, allocator_on_green_threads_migrate) { alloc_on_green_threads(2, 1, 8); }
