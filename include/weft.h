@@ -66,6 +66,87 @@ WEFT_API int64_t  weft_now(void);        /* monotonic nanoseconds */
  * runs (sysmon retakes it after ~20 us), so other green threads keep going. */
 WEFT_API void     weft_blocking(void (*fn)(void *arg), void *arg);
 
+/* ---- Time ------------------------------------------------------------------
+ * weft_sleep parks a green thread (a plain thread: nanosleep) and returns 0, or
+ * -ETIMEDOUT when the deadline passes first. weft_deadline sets the calling green
+ * (or plain) thread's deadline, weft_now()-based, -1 = none, and returns the previous
+ * one: every blocking call after it (channel, select, lock, cond, wait group, sema,
+ * sleep, later I/O) returns -ETIMEDOUT once it passes. */
+#define WEFT_MICROSECOND ((int64_t)1000)
+#define WEFT_MILLISECOND ((int64_t)1000000)
+#define WEFT_SECOND      ((int64_t)1000000000)
+WEFT_API int     weft_sleep(int64_t ns);
+WEFT_API int64_t weft_deadline(int64_t abs_ns);
+
+/* ---- Channels and select ---------------------------------------------------
+ * Go's semantics. Elements of any size are copied. A send to a closed channel is
+ * -EPIPE; a receive drains what is buffered, then returns -EPIPE. An unbuffered send
+ * hands its element straight to a parked receiver, which then runs next on the
+ * sender's P. Freeing a channel that green threads wait on aborts. */
+typedef struct weft_chan weft_chan;
+WEFT_API int    weft_chan_make(weft_chan **out, size_t elem_size, size_t capacity);
+WEFT_API int    weft_chan_send(weft_chan *c, const void *elem);   /* 0, -EPIPE, -ETIMEDOUT */
+WEFT_API int    weft_chan_recv(weft_chan *c, void *elem);         /* 0, -EPIPE, -ETIMEDOUT */
+WEFT_API int    weft_chan_try_send(weft_chan *c, const void *elem); /* -EAGAIN if it would block */
+WEFT_API int    weft_chan_try_recv(weft_chan *c, void *elem);
+WEFT_API void   weft_chan_close(weft_chan *c);                    /* closing twice aborts */
+WEFT_API void   weft_chan_free(weft_chan *c);
+WEFT_API size_t weft_chan_len(const weft_chan *c);
+WEFT_API size_t weft_chan_cap(const weft_chan *c);
+
+enum { WEFT_SEND = 1, WEFT_RECV = 2 };
+typedef struct weft_case { weft_chan *chan; int op; void *elem; int closed; } weft_case;
+/* Index of the case that fired; a receive (or send) case on a closed channel fires
+ * with closed = 1. A case whose chan is NULL never fires (Go's nil channel).
+ * timeout_ns 0: never block, -EAGAIN when no case is ready; -1: wait forever; > 0:
+ * -ETIMEDOUT when it expires. Ready cases are chosen uniformly at random.
+ * -EINVAL for n < 0 or a bad op. */
+WEFT_API int weft_select(weft_case *cases, int n, int64_t timeout_ns);
+
+/* ---- Synchronization --------------------------------------------------------
+ * Each parks green threads and blocks plain threads (on a futex), so a pthread can
+ * wait for green threads and the other way round. Static initializers; zero-filled
+ * storage is a valid unlocked / empty object too. Waits return 0 or -ETIMEDOUT (the
+ * caller's deadline). Misuse aborts with a message naming the call: unlocking an
+ * unlocked mutex, a negative wait-group counter, releasing a sema past INT64_MAX. */
+typedef struct weft_mutex   { uint64_t opaque[4]; } weft_mutex;
+typedef struct weft_rwmutex { uint64_t opaque[8]; } weft_rwmutex;
+typedef struct weft_cond    { uint64_t opaque[3]; } weft_cond;
+typedef struct weft_wg      { uint64_t opaque[4]; } weft_wg;
+typedef struct weft_sema    { uint64_t opaque[4]; } weft_sema;
+typedef struct weft_once    { uint64_t opaque[5]; } weft_once;
+#define WEFT_MUTEX_INIT   { { 0 } }
+#define WEFT_RWMUTEX_INIT { { 0 } }
+#define WEFT_COND_INIT    { { 0 } }
+#define WEFT_WG_INIT      { { 0 } }
+#define WEFT_ONCE_INIT    { { 0 } }
+
+/* Mutex: FIFO hand-off once a waiter has waited over 1 ms (Go's starvation mode). */
+WEFT_API int  weft_mutex_lock(weft_mutex *m);       /* 0 or -ETIMEDOUT */
+WEFT_API int  weft_mutex_trylock(weft_mutex *m);    /* 0 or -EBUSY */
+WEFT_API void weft_mutex_unlock(weft_mutex *m);
+/* Readers-writer lock; a waiting writer holds back new readers. */
+WEFT_API int  weft_rwmutex_rlock(weft_rwmutex *rw);
+WEFT_API void weft_rwmutex_runlock(weft_rwmutex *rw);
+WEFT_API int  weft_rwmutex_lock(weft_rwmutex *rw);
+WEFT_API void weft_rwmutex_unlock(weft_rwmutex *rw);
+/* Condition variable; the mutex is held again when a wait returns, also on timeout. */
+WEFT_API int  weft_cond_wait(weft_cond *c, weft_mutex *m);
+WEFT_API int  weft_cond_wait_timeout(weft_cond *c, weft_mutex *m, int64_t ns);
+WEFT_API void weft_cond_signal(weft_cond *c);
+WEFT_API void weft_cond_broadcast(weft_cond *c);
+/* Wait group (Go's sync.WaitGroup): n may be negative. */
+WEFT_API void weft_wg_add(weft_wg *wg, int64_t n);
+WEFT_API void weft_wg_done(weft_wg *wg);
+WEFT_API int  weft_wg_wait(weft_wg *wg);
+/* Counting semaphore. */
+WEFT_API int  weft_sema_init(weft_sema *s, int64_t n);  /* 0 or -EINVAL (n < 0) */
+WEFT_API int  weft_sema_acquire(weft_sema *s);           /* 0 or -ETIMEDOUT */
+WEFT_API int  weft_sema_try_acquire(weft_sema *s);       /* 0 or -EAGAIN */
+WEFT_API void weft_sema_release(weft_sema *s);
+/* fn runs exactly once; every caller returns after it has finished. */
+WEFT_API void weft_once_do(weft_once *o, void (*fn)(void));
+
 /* ---- Introspection ------------------------------------------------------ */
 typedef struct weft_sched_stats {
     int nprocs; uint64_t threads_live, threads_runnable, spawned, switches, steals, parks;

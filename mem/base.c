@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "weft.h"
@@ -91,6 +92,8 @@ static void parse_debug(const char *s)
             weft__debug.migrate = val;
         else if (nlen == 10 && memcmp(name, "schedtrace", 10) == 0)
             weft__debug.schedtrace = val;
+        else if (nlen == 8 && memcmp(name, "deadlock", 8) == 0)
+            weft__debug.deadlock = val ? 0 : -1;
         if (*s == ',')
             s++;
     }
@@ -139,6 +142,17 @@ void weft__debug_init(void)
 void weft__futex_wait(_Atomic uint32_t *addr, uint32_t val)
 {
     syscall(SYS_futex, addr, FUTEX_WAIT_PRIVATE, val, NULL, NULL, 0);
+}
+
+/* Wait at most ns nanoseconds (relative); returns early on a wake or a change. */
+void weft__futex_wait_timeout(_Atomic uint32_t *addr, uint32_t val, int64_t ns)
+{
+    if (ns < 0) {
+        weft__futex_wait(addr, val);
+        return;
+    }
+    struct timespec ts = { (time_t)(ns / 1000000000), (long)(ns % 1000000000) };
+    syscall(SYS_futex, addr, FUTEX_WAIT_PRIVATE, val, &ts, NULL, 0);
 }
 
 void weft__futex_wake(_Atomic uint32_t *addr, int n)

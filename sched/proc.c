@@ -335,6 +335,7 @@ int weft_spawn_ex(void (*fn)(void *), void *arg, const weft_spawn_opts *opts, ui
     atomic_store_explicit(&gp->preempt, 0, RLX);
     gp->id = newgoid(pp);
     gp->asan_fake = NULL;
+    gp->deadline = -1;
     gp->stacksize = size;
     gp->ctx.sp = NULL;          /* the stack comes at its first run (attach_stack) */
     atomic_store_explicit(&gp->status, G_RUNNABLE, RLX);
@@ -370,6 +371,8 @@ static struct g *next_local(struct p *pp)
     if (atomic_load_explicit(&sched.stopping, RLX))
         return NULL;
     pp->schedtick++;
+    if ((pp->schedtick & 15) == 0 && atomic_load_explicit(&pp->timer0, RLX) != INT64_MAX)
+        weft__timers_run(pp, weft__nanotime());
     if (pp->schedtick % 61 == 0 && atomic_load_explicit(&sched.runqsize, RLX) > 0) {
         weft__lock(&sched.lock);
         struct g *gp = weft__globrunqget(pp, 1);
@@ -553,7 +556,9 @@ void weft__wakep(void)
     startm(NULL, true);
 }
 
-/* Park this M until startm hands it a P; false when the runtime stops. */
+/* Park this M until startm hands it a P; false when the runtime stops. One idle M
+ * is the timer M: it sleeps only until the earliest timer of all Ps and runs expired
+ * timers without a P (timer.c). park: 0 asleep, 1 P handed over (or stop), 2 poke. */
 static bool stopm(struct m *mp)
 {
     weft__lock(&sched.lock);
@@ -565,10 +570,35 @@ static bool stopm(struct m *mp)
     sched.midle = mp;
     sched.nmidle++;
     weft__unlock(&sched.lock);
-    /* acquire: pairs with startm's release store */
-    while (atomic_load_explicit(&mp->park, ACQ) == 0)
-        weft__futex_wait(&mp->park, 0);
+    for (;;) {
+        /* acquire: pairs with startm's release store */
+        uint32_t v = atomic_load_explicit(&mp->park, ACQ);
+        if (v == 1)
+            break;
+        if (v == 2) {
+            atomic_compare_exchange_strong_explicit(&mp->park, &v, 0, RLX, RLX);
+            continue;
+        }
+        int64_t next = weft__timer_next();
+        struct m *none = NULL;
+        if (next == INT64_MAX || (atomic_load_explicit(&sched.timer_m, SC) != mp &&
+                                  !atomic_compare_exchange_strong_explicit(&sched.timer_m, &none, mp, SC, RLX))) {
+            weft__futex_wait(&mp->park, 0);
+            continue;
+        }
+        atomic_store_explicit(&sched.timer_sleep_until, next, SC);
+        if (weft__timer_next() < next)
+            continue;                      /* an earlier timer came meanwhile */
+        int64_t now = weft__nanotime();
+        if (next <= now)
+            weft__timers_run_all(now);     /* readies Gs: wakep may hand us a P */
+        else
+            weft__futex_wait_timeout(&mp->park, 0, next - now);
+    }
     atomic_store_explicit(&mp->park, 0, RLX);
+    struct m *self = mp;
+    if (atomic_compare_exchange_strong_explicit(&sched.timer_m, &self, NULL, SC, RLX))
+        atomic_store_explicit(&sched.timer_sleep_until, INT64_MAX, SC);
     if (mp->nextp == NULL)
         return false;        /* woken by the stop */
     acquirep(mp, mp->nextp);
@@ -622,6 +652,8 @@ top:
         return NULL;
     struct p *pp = mp->p;
     pp->schedtick++;
+    if (atomic_load_explicit(&pp->timer0, RLX) != INT64_MAX)
+        weft__timers_run(pp, weft__nanotime());
     if (pp->schedtick % 61 == 0 && atomic_load_explicit(&sched.runqsize, RLX) > 0) {
         weft__lock(&sched.lock);
         gp = weft__globrunqget(pp, 1);
@@ -647,6 +679,10 @@ top:
         if ((gp = stealwork(mp, pp)) != NULL)
             goto found;
     }
+    /* the other Ps' expired timers (their Ms may be busy) */
+    if (weft__timer_next() != INT64_MAX && weft__timers_run_all(weft__nanotime()) &&
+        (gp = weft__runqget(pp)) != NULL)
+        goto found;
     /* nothing: give the P back */
     weft__lock(&sched.lock);
     if (atomic_load_explicit(&sched.runqsize, RLX) > 0) {
@@ -727,6 +763,7 @@ void weft_blocking(void (*fn)(void *), void *arg)
         return;
     }
     struct p *pp = mp->p;
+    atomic_fetch_add_explicit(&sched.nsyscall, 1, RLX);
     atomic_store_explicit(&gp->status, G_SYSCALL, RLX);
     weft__mcache_use(NULL);
     atomic_fetch_add_explicit(&pp->syscalltick, 1, RLX);
@@ -734,6 +771,7 @@ void weft_blocking(void (*fn)(void *), void *arg)
     atomic_store_explicit(&pp->status, P_SYSCALL, REL);
     weft__sysmon_wake();
     fn(arg);
+    atomic_fetch_sub_explicit(&sched.nsyscall, 1, RLX);
     uint32_t expect = P_SYSCALL;
     /* acquire: pairs with sysmon's CAS if it had retaken and released the P */
     if (atomic_compare_exchange_strong_explicit(&pp->status, &expect, P_RUNNING, ACQ, RLX)) {
@@ -874,6 +912,7 @@ int weft_start(const weft_config *cfg)
         }
         memset(pp, 0, sizeof *pp);
         pp->id = i;
+        atomic_store_explicit(&pp->timer0, INT64_MAX, RLX);
         pp->mcache = c;
         sched.allp[i] = pp;
     }
@@ -886,6 +925,8 @@ int weft_start(const weft_config *cfg)
     sa.sa_flags = SA_RESTART;
     sigaction(SIGQUIT, &sa, &old_quit);
     atomic_store_explicit(&sched.stopping, 0, RLX);
+    atomic_store_explicit(&sched.timer_m, NULL, RLX);
+    atomic_store_explicit(&sched.timer_sleep_until, INT64_MAX, RLX);
     atomic_store_explicit(&sched.running, 1, REL);
     int err = weft__sysmon_start();
     weft__unlock(&start_lock);
@@ -970,6 +1011,7 @@ static void teardown(void)
     sched.ngfree = 0;
     atomic_store_explicit(&sched.nspawned_plain, 0, RLX);
     for (int i = 0; i < sched.nprocs; i++) {
+        weft__timers_free(sched.allp[i]);
         weft__stack_flush(sched.allp[i]);
         weft__mcache_destroy(sched.allp[i]->mcache);
         weft_free(sched.allp[i]);
@@ -979,6 +1021,7 @@ static void teardown(void)
     sigaction(SIGQUIT, &old_quit, NULL);
     weft__stack_signals_restore();
     atomic_store_explicit(&sched.running, 0, REL);
+    atomic_store_explicit(&sched.run_mode, 0, RLX);
     sched.nprocs = 0;
     atomic_store_explicit(&sched.stopping, 0, RLX);
     weft__unlock(&start_lock);
@@ -1023,6 +1066,7 @@ int weft_run(int (*main_fn)(void *), void *arg, const weft_config *cfg)
     int err = weft_start(cfg);
     if (err != 0)
         return err;
+    atomic_store_explicit(&sched.run_mode, 1, RLX);
     struct run_main rm = { .fn = main_fn, .arg = arg };
     weft_spawn_opts o = { .name = "main" };
     err = weft_spawn_ex(run_main_entry, &rm, &o, NULL);

@@ -64,6 +64,16 @@ struct m;
 struct p;
 struct freestk;
 
+/* A timer in a P's 4-ary heap (timer.c). */
+struct timer {
+    int64_t when;
+    void (*f)(struct timer *t);
+    uint32_t seq;              /* the wait generation it belongs to (wait timeouts) */
+    int32_t idx;               /* heap index while in a heap */
+    struct p *_Atomic pp;      /* the P whose heap holds it; NULL: none */
+    _Atomic int running;       /* f is executing */
+};
+
 struct g {
     struct weft_ctx ctx;
     _Atomic uint32_t status;
@@ -83,6 +93,11 @@ struct g {
     int64_t runstart;          /* when it last started running (sysmon) */
     void *asan_fake;           /* ASan fake stack of a G that switched away */
     unsigned valgrind_id;
+    /* waiting (wait.c): wakestate = generation << 2 | WAIT_*; claimed by CAS */
+    _Atomic uint32_t wakestate;
+    uint32_t waitgen;
+    int64_t deadline;          /* weft_now() time after which blocking calls fail; -1 none */
+    struct timer timer;        /* sleep and wait timeouts: a G waits on one thing at a time */
     /* parking */
     int (*unlockf)(struct g *, void *);
     void *unlockarg;
@@ -111,6 +126,11 @@ struct p {
     /* sysmon's view */
     uint32_t sm_schedtick, sm_syscalltick;
     int64_t sm_when;
+    /* timers (timer.c), under timerlock */
+    weft_lock timerlock;
+    struct timer **timers;
+    int ntimers, captimers;
+    _Atomic int64_t timer0;    /* earliest when, or INT64_MAX */
 } __attribute__((aligned(64)));
 
 struct m {
@@ -165,6 +185,11 @@ struct schedt {
     _Atomic int sysmon_idle;       /* sysmon sleeps until woken */
     _Atomic int sigquit;           /* SIGQUIT seen: sysmon dumps */
     _Atomic uint32_t stopwait;     /* futex: weft_stop / weft_run wait here */
+    /* the idle M that sleeps until the next timer (timer.c) */
+    struct m *_Atomic timer_m;
+    _Atomic int64_t timer_sleep_until;
+    _Atomic int run_mode;          /* 1: under weft_run (deadlock detection applies) */
+    _Atomic int nsyscall;          /* green threads inside weft_blocking */
 };
 
 WEFT_HIDDEN extern struct schedt weft__sched;
@@ -206,6 +231,16 @@ WEFT_HIDDEN int weft__stack_signals_install(void);
 WEFT_HIDDEN void weft__stack_signals_restore(void);
 WEFT_HIDDEN void *weft__altstack_new(void);
 WEFT_HIDDEN void weft__altstack_free(void *alt);
+
+/* timer.c */
+WEFT_HIDDEN void weft__timer_add(struct timer *t);        /* t->when, t->f set */
+WEFT_HIDDEN bool weft__timer_del(struct timer *t);        /* true if removed before firing;
+                                                             returns once f is not running */
+WEFT_HIDDEN void weft__timers_run(struct p *pp, int64_t now);
+WEFT_HIDDEN bool weft__timers_run_all(int64_t now);        /* any P's expired timers; ran any? */
+WEFT_HIDDEN int64_t weft__timer_next(void);                /* earliest over all Ps, or INT64_MAX */
+WEFT_HIDDEN void weft__timers_free(struct p *pp);
+WEFT_HIDDEN int64_t weft__deadline_now(void);              /* the caller's deadline, -1 none */
 
 /* sysmon.c */
 WEFT_HIDDEN int weft__sysmon_start(void);

@@ -20,6 +20,7 @@
 #include <errno.h>
 #include <linux/futex.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -116,6 +117,53 @@ static void schedtrace(int64_t start, int64_t now)
     }
 }
 
+/* Nothing can ever run again: every P idle, no runnable G, no timer, no blocking
+ * call, yet green threads are alive (all waiting). Only under weft_run: with
+ * weft_start, plain threads may still wake them. */
+static uint64_t live_and_switches(uint64_t *switches)
+{
+    uint64_t spawned = atomic_load_explicit(&sched.nspawned_plain, RLX), exited = 0, sw = 0;
+    for (int i = 0; i < sched.nprocs; i++) {
+        spawned += atomic_load_explicit(&sched.allp[i]->nspawned, RLX);
+        exited += atomic_load_explicit(&sched.allp[i]->nexited, RLX);
+        sw += atomic_load_explicit(&sched.allp[i]->nswitches, RLX);
+    }
+    *switches = sw;
+    return spawned > exited ? spawned - exited : 0;
+}
+
+static bool maybe_deadlocked(void)
+{
+    if (!atomic_load_explicit(&sched.run_mode, RLX) || weft__debug.deadlock < 0)
+        return false;
+    if (atomic_load_explicit(&sched.npidle, SC) != sched.nprocs ||
+        atomic_load_explicit(&sched.runqsize, SC) != 0 ||
+        atomic_load_explicit(&sched.nsyscall, SC) != 0 || weft__timer_next() != INT64_MAX)
+        return false;
+    for (int i = 0; i < sched.nprocs; i++)
+        if (!weft__runqempty(sched.allp[i]))
+            return false;
+    uint64_t sw;
+    return live_and_switches(&sw) > 0;
+}
+
+static void check_deadlock(void)
+{
+    /* look again after a quiet 50 ms: nothing may have moved in between */
+    uint64_t sw0, sw1;
+    live_and_switches(&sw0);
+    uint32_t seen = atomic_load_explicit(&sched.sysmon_wake, SC);
+    wait_wake(seen, 50000000);
+    if (atomic_load_explicit(&sched.stopping, RLX) || !maybe_deadlocked())
+        return;
+    live_and_switches(&sw1);
+    if (sw0 != sw1)
+        return;
+    weft__printf("all green threads are asleep - deadlock!");
+    weft__dump_locked(2);
+    abort();
+}
+
 static void *sysmon_main(void *arg)
 {
     (void)arg;
@@ -154,9 +202,15 @@ static void *sysmon_main(void *arg)
             idle = 0;
         else
             idle++;
+        /* backstop: timers overdue by 1 ms (their P's M runs a long green thread) */
+        int64_t next = weft__timer_next();
+        if (next <= now - 1000000)
+            weft__timers_run_all(now);
         /* deep sleep while every P is idle */
         if (weft__debug.schedtrace <= 0 &&
             atomic_load_explicit(&sched.npidle, SC) == sched.nprocs) {
+            if (maybe_deadlocked())
+                check_deadlock();
             seen = atomic_load_explicit(&sched.sysmon_wake, SC);
             atomic_store_explicit(&sched.sysmon_idle, 1, SC);
             if (atomic_load_explicit(&sched.npidle, SC) == sched.nprocs &&

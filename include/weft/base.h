@@ -49,6 +49,7 @@ struct weft_debug {
     int allocfree;    /* poison freed memory, catch double and foreign frees */
     int migrate;      /* move a green thread to another M at every yield point */
     int schedtrace;   /* print a schedtrace line every N ms */
+    int deadlock;     /* -1 (deadlock=0): no deadlock detection */
 };
 WEFT_HIDDEN extern struct weft_debug weft__debug;
 WEFT_HIDDEN void weft__debug_init(void);  /* idempotent; safe before libc is up */
@@ -75,6 +76,7 @@ static inline void weft__unlock(weft_lock *l)
 static inline void weft__lock_reinit(weft_lock *l) { atomic_store_explicit(&l->state, 0, memory_order_relaxed); }
 
 WEFT_HIDDEN void weft__futex_wait(_Atomic uint32_t *addr, uint32_t val);
+WEFT_HIDDEN void weft__futex_wait_timeout(_Atomic uint32_t *addr, uint32_t val, int64_t ns);
 WEFT_HIDDEN void weft__futex_wake(_Atomic uint32_t *addr, int n);
 
 #endif

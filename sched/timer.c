@@ -1,0 +1,240 @@
+/*
+ * sched/timer.c -- per-P timer heaps, weft_sleep and deadlines (Go's time.go, simplified).
+ *
+ * Each P has a 4-ary min-heap of struct timer under its own timerlock; pp->timer0
+ * mirrors the earliest `when` so that a scan needs no lock. A timer goes on the heap
+ * of the P that adds it (any P when added from a plain thread) and can be deleted from
+ * anywhere. Running: whoever finds it expired pops it under the lock, marks it running,
+ * drops the lock and calls f; weft__timer_del waits until f is done, so a timer
+ * embedded in a G (g->timer) can be re-armed safely right after.
+ *
+ * Who runs timers: an M in findrunnable (its own P first, then every P's when it
+ * would otherwise spin or sleep); next_local every 16 scheduling ticks; the "timer
+ * M" -- one idle M that sleeps in stopm until the earliest timer of all Ps and runs
+ * them without holding a P; sysmon as a backstop for timers overdue by 1 ms or more
+ * (a P whose M runs a long green thread). weft__timer_add pokes the timer M when the
+ * new timer is earlier than what it sleeps for (sleep_until is published seq_cst
+ * before the sleeper re-reads timer0; the adder updates timer0 seq_cst before it
+ * reads sleep_until: one of them sees the other).
+ */
+#include <errno.h>
+#include <time.h>
+#include "sched/sched.h"
+
+#define RLX memory_order_relaxed
+#define SC  memory_order_seq_cst
+
+static inline void set_timer0(struct p *pp)
+{
+    atomic_store_explicit(&pp->timer0, pp->ntimers > 0 ? pp->timers[0]->when : INT64_MAX, SC);
+}
+
+static void sift_up(struct p *pp, int i)
+{
+    struct timer **h = pp->timers, *t = h[i];
+    while (i > 0) {
+        int parent = (i - 1) / 4;
+        if (h[parent]->when <= t->when)
+            break;
+        h[i] = h[parent];
+        h[i]->idx = i;
+        i = parent;
+    }
+    h[i] = t;
+    t->idx = i;
+}
+
+static void sift_down(struct p *pp, int i)
+{
+    struct timer **h = pp->timers, *t = h[i];
+    int n = pp->ntimers;
+    for (;;) {
+        int c = 4 * i + 1, best = -1;
+        for (int k = c; k < c + 4 && k < n; k++)
+            if (best < 0 || h[k]->when < h[best]->when)
+                best = k;
+        if (best < 0 || h[best]->when >= t->when)
+            break;
+        h[i] = h[best];
+        h[i]->idx = i;
+        i = best;
+    }
+    h[i] = t;
+    t->idx = i;
+}
+
+static void heap_remove(struct p *pp, int i)
+{
+    int last = --pp->ntimers;
+    if (i != last) {
+        pp->timers[i] = pp->timers[last];
+        pp->timers[i]->idx = i;
+        sift_down(pp, i);
+        sift_up(pp, pp->timers[i]->idx);
+    }
+}
+
+void weft__timer_add(struct timer *t)
+{
+    struct m *mp = weft__getm();
+    struct p *pp = mp != NULL && mp->p != NULL ? mp->p : sched.allp[0];
+    weft__lock(&pp->timerlock);
+    if (pp->ntimers == pp->captimers) {
+        int cap = pp->captimers ? pp->captimers * 2 : 64;
+        struct timer **h = weft_realloc(pp->timers, (size_t)cap * sizeof *h);
+        if (h == NULL)
+            weft__throw("timer: out of memory for the timer heap");
+        pp->timers = h;
+        pp->captimers = cap;
+    }
+    pp->timers[pp->ntimers] = t;
+    sift_up(pp, pp->ntimers++);
+    atomic_store_explicit(&t->pp, pp, RLX);
+    set_timer0(pp);
+    weft__unlock(&pp->timerlock);
+    /* seq_cst: pairs with the timer M's publication of sleep_until */
+    if (t->when < atomic_load_explicit(&sched.timer_sleep_until, SC)) {
+        struct m *tm = atomic_load_explicit(&sched.timer_m, SC);
+        if (tm != NULL) {
+            uint32_t zero = 0;
+            if (atomic_compare_exchange_strong_explicit(&tm->park, &zero, 2, SC, RLX))
+                weft__futex_wake(&tm->park, 1);
+        }
+    }
+}
+
+bool weft__timer_del(struct timer *t)
+{
+    bool removed = false;
+    for (;;) {
+        struct p *pp = atomic_load_explicit(&t->pp, memory_order_acquire);
+        if (pp == NULL)
+            break;
+        weft__lock(&pp->timerlock);
+        if (atomic_load_explicit(&t->pp, RLX) == pp) {
+            heap_remove(pp, t->idx);
+            atomic_store_explicit(&t->pp, NULL, RLX);
+            set_timer0(pp);
+            removed = true;
+            weft__unlock(&pp->timerlock);
+            break;
+        }
+        weft__unlock(&pp->timerlock);
+    }
+    while (atomic_load_explicit(&t->running, memory_order_acquire))
+        ;                    /* f is a few dozen instructions (a CAS and a ready) */
+    return removed;
+}
+
+void weft__timers_run(struct p *pp, int64_t now)
+{
+    if (atomic_load_explicit(&pp->timer0, RLX) > now)
+        return;
+    weft__lock(&pp->timerlock);
+    while (pp->ntimers > 0 && pp->timers[0]->when <= now) {
+        struct timer *t = pp->timers[0];
+        heap_remove(pp, 0);
+        atomic_store_explicit(&t->pp, NULL, RLX);
+        atomic_fetch_add_explicit(&t->running, 1, RLX);
+        set_timer0(pp);
+        weft__unlock(&pp->timerlock);
+        t->f(t);
+        /* release: f's effects happen before a waiting weft__timer_del returns */
+        atomic_fetch_sub_explicit(&t->running, 1, memory_order_release);
+        weft__lock(&pp->timerlock);
+    }
+    set_timer0(pp);
+    weft__unlock(&pp->timerlock);
+}
+
+bool weft__timers_run_all(int64_t now)
+{
+    bool ran = false;
+    for (int i = 0; i < sched.nprocs; i++) {
+        struct p *pp = sched.allp[i];
+        if (atomic_load_explicit(&pp->timer0, RLX) <= now) {
+            weft__timers_run(pp, now);
+            ran = true;
+        }
+    }
+    return ran;
+}
+
+int64_t weft__timer_next(void)
+{
+    int64_t next = INT64_MAX;
+    for (int i = 0; i < sched.nprocs; i++) {
+        int64_t w = atomic_load_explicit(&sched.allp[i]->timer0, SC);
+        if (w < next)
+            next = w;
+    }
+    return next;
+}
+
+void weft__timers_free(struct p *pp)
+{
+    weft_free(pp->timers);
+    pp->timers = NULL;
+    pp->ntimers = pp->captimers = 0;
+    atomic_store_explicit(&pp->timer0, INT64_MAX, RLX);
+}
+
+/* ---- deadlines and sleep --------------------------------------------------------- */
+static __thread int64_t plain_deadline WEFT_TLS_IE = -1;
+
+int64_t weft__deadline_now(void)
+{
+    struct g *gp = weft__curg();
+    return gp != NULL ? gp->deadline : plain_deadline;
+}
+
+int64_t weft_deadline(int64_t abs_ns)
+{
+    if (abs_ns < 0)
+        abs_ns = -1;
+    struct g *gp = weft__curg();
+    int64_t *d = gp != NULL ? &gp->deadline : &plain_deadline;
+    int64_t old = *d;
+    *d = abs_ns;
+    return old;
+}
+
+static void sleep_fire(struct timer *t)
+{
+    weft__ready((struct g *)((char *)t - offsetof(struct g, timer)));
+}
+
+static int sleep_arm(struct g *gp, void *arg)
+{
+    (void)arg;
+    weft__timer_add(&gp->timer);     /* now that gp is off its stack */
+    return 1;
+}
+
+int weft_sleep(int64_t ns)
+{
+    int64_t now = weft__nanotime(), dl = weft__deadline_now();
+    if (dl >= 0 && dl <= now)
+        return -ETIMEDOUT;
+    int64_t until = ns > INT64_MAX - now ? INT64_MAX : now + (ns > 0 ? ns : 0);
+    int ret = 0;
+    if (dl >= 0 && dl < until) {
+        until = dl;
+        ret = -ETIMEDOUT;
+    }
+    struct g *gp = weft__curg();
+    if (gp == NULL) {
+        struct timespec ts = { until / 1000000000, until % 1000000000 };
+        while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR)
+            ;
+        return ret;
+    }
+    if (ns <= 0) {
+        weft_yield();
+        return 0;
+    }
+    gp->timer.when = until;
+    gp->timer.f = sleep_fire;
+    weft__park(sleep_arm, NULL, "sleep");
+    return ret;
+}

@@ -1,0 +1,81 @@
+/*
+ * sched/wait.c -- blocking and waking for wait.h (see the protocol there).
+ */
+#include <errno.h>
+#include "sched/wait.h"
+
+#define RLX memory_order_relaxed
+#define SC  memory_order_seq_cst
+
+void weft__waiter_wake(struct waiter *w)
+{
+    struct waitctx *wc = w->wc;
+    if (wc->g != NULL) {
+        weft__ready(wc->g);
+        return;
+    }
+    /* release: the data and w->result are visible to the woken thread */
+    atomic_store_explicit(wc->state, (wc->expect & ~3u) | WAIT_DONE, memory_order_release);
+    weft__futex_wake(wc->state, 1);
+}
+
+static void timeout_fire(struct timer *t)
+{
+    struct g *gp = (struct g *)((char *)t - offsetof(struct g, timer));
+    uint32_t e = t->seq;
+    if (atomic_compare_exchange_strong_explicit(&gp->wakestate, &e, (e & ~3u) | WAIT_TIMEDOUT,
+                                                memory_order_acq_rel, RLX))
+        weft__ready(gp);
+}
+
+struct parkarg {
+    void (*unlock)(void *);
+    void *arg;
+    int64_t deadline;
+    uint32_t expect;
+};
+
+static int park_unlock(struct g *gp, void *a)
+{
+    struct parkarg *pa = a;
+    if (pa->deadline >= 0) {
+        gp->timer.when = pa->deadline;
+        gp->timer.f = timeout_fire;
+        gp->timer.seq = pa->expect;
+        weft__timer_add(&gp->timer);
+    }
+    pa->unlock(pa->arg);
+    return 1;
+}
+
+int weft__wait_block(struct waitctx *wc, void (*unlock)(void *), void *arg, int64_t deadline,
+                     const char *reason)
+{
+    if (wc->g != NULL) {
+        struct parkarg pa = { unlock, arg, deadline, wc->expect };
+        weft__park(park_unlock, &pa, reason);
+        /* acquire: pairs with the claimer's or the timer's CAS */
+        uint32_t st = atomic_load_explicit(&wc->g->wakestate, memory_order_acquire) & 3u;
+        if (deadline >= 0 && st != WAIT_TIMEDOUT)
+            weft__timer_del(&wc->g->timer);
+        return st == WAIT_TIMEDOUT ? -ETIMEDOUT : 0;
+    }
+    unlock(arg);
+    for (;;) {
+        uint32_t v = atomic_load_explicit(wc->state, memory_order_acquire);
+        if ((v & 3u) == WAIT_DONE)
+            return 0;
+        int64_t left = -1;
+        if ((v & 3u) == WAIT_WAITING && deadline >= 0) {
+            left = deadline - weft__nanotime();
+            if (left <= 0) {
+                uint32_t e = wc->expect;
+                if (atomic_compare_exchange_strong_explicit(wc->state, &e, (e & ~3u) | WAIT_TIMEDOUT,
+                                                            memory_order_acq_rel, RLX))
+                    return -ETIMEDOUT;
+                continue;      /* claimed meanwhile: wait for DONE */
+            }
+        }
+        weft__futex_wait_timeout(wc->state, v, left);
+    }
+}
