@@ -5,8 +5,11 @@
  *   sched_bench spawn  [N]    spawn N green threads that each bump a counter, wait for all;
  *                             prints ns per green thread
  *   sched_bench skynet [N]    Go's skynet: a 10-ary tree of N leaves (N a power of 10),
- *                             each node sums its children; a node waits with a park/ready
- *                             counter (channels replace it once they exist); prints ms
+ *                             each node sums its children over an unbuffered channel; ms
+ *   sched_bench pingpong [N]  unbuffered ping-pong between two green threads; ns per round trip
+ *   sched_bench chanbuf [N]   1 producer, 1 consumer, a 128-slot channel; ns per element
+ *   sched_bench mutex [N]     8 green threads share a mutex (N lock/unlock each); ns per lock
+ *   sched_bench sleep [N]     N green threads each sleep 10 ms ten times; wall ms, CPU ns per sleep
  *   sched_bench yield  [N]    4 green threads on 1 P each yield N times; ns per yield
  *   sched_bench parked [N]    N green threads parked forever; RSS bytes per parked thread
  * Each prints one line "name value unit". nprocs from $WEFT_MAXPROCS (else all CPUs).
@@ -78,57 +81,162 @@ static int spawn_main(void *arg)
     return 0;
 }
 
-/* ---- skynet -------------------------------------------------------------------------------- */
+/* ---- skynet (Go's, on unbuffered channels) -------------------------------------------------- */
 struct sky {
     long num, size;
-    _Atomic long sum;
-    struct sky *parent;
-    struct join join;
+    weft_chan *out;
 };
 
 static void skynet(void *arg)
 {
     struct sky *s = arg;
-    long result;
+    long sum = 0;
     if (s->size == 1) {
-        result = s->num;
+        sum = s->num;
     } else {
         struct sky kids[10];
+        weft_chan *rc;
+        if (weft_chan_make(&rc, sizeof(long), 0) != 0)
+            abort();
         long sz = s->size / 10;
-        atomic_store(&s->join.count, 10);
-        atomic_store(&s->join.wake, 0);
-        atomic_store(&s->sum, 0);
         for (int i = 0; i < 10; i++) {
-            kids[i].num = s->num + i * sz;
-            kids[i].size = sz;
-            kids[i].parent = s;
+            kids[i] = (struct sky){ s->num + i * sz, sz, rc };
             if (weft_spawn(skynet, &kids[i]) != 0)
                 abort();
         }
-        join_wait(&s->join);
-        result = atomic_load(&s->sum);
+        for (int i = 0; i < 10; i++) {
+            long v;
+            weft_chan_recv(rc, &v);
+            sum += v;
+        }
+        weft_chan_free(rc);
     }
-    if (s->parent != NULL) {
-        atomic_fetch_add(&s->parent->sum, result);
-        join_done(&s->parent->join);
-    } else {
-        atomic_store(&s->sum, result);
-    }
+    weft_chan_send(s->out, &sum);
 }
 
 static int skynet_main(void *arg)
 {
     long n = *(long *)arg;
-    struct sky root = { .num = 0, .size = n };
+    weft_chan *c;
+    weft_chan_make(&c, sizeof(long), 0);
+    struct sky root = { 0, n, c };
     double t0 = now_s();
-    skynet(&root);
+    weft_spawn(skynet, &root);
+    long sum;
+    weft_chan_recv(c, &sum);
     double ms = (now_s() - t0) * 1e3;
-    long want = n * (n - 1) / 2;
-    if (atomic_load(&root.sum) != want) {
-        fprintf(stderr, "skynet: sum %ld, want %ld\n", atomic_load(&root.sum), want);
+    if (sum != n * (n - 1) / 2) {
+        fprintf(stderr, "skynet: sum %ld, want %ld\n", sum, n * (n - 1) / 2);
         return 1;
     }
     printf("skynet %.1f ms\n", ms);
+    return 0;
+}
+
+/* ---- channels ---------------------------------------------------------------------------------- */
+static weft_chan *ping, *pong;
+static void ponger(void *arg)
+{
+    (void)arg;
+    long v;
+    while (weft_chan_recv(ping, &v) == 0)
+        weft_chan_send(pong, &v);
+}
+
+static int pingpong_main(void *arg)
+{
+    long n = *(long *)arg;
+    weft_chan_make(&ping, sizeof(long), 0);
+    weft_chan_make(&pong, sizeof(long), 0);
+    weft_spawn(ponger, NULL);
+    double t0 = now_s();
+    for (long i = 0; i < n; i++) {
+        long v = i;
+        weft_chan_send(ping, &v);
+        weft_chan_recv(pong, &v);
+    }
+    printf("pingpong %.1f ns\n", (now_s() - t0) * 1e9 / (double)n);
+    weft_chan_close(ping);
+    return 0;
+}
+
+static weft_chan *buf;
+static void producer(void *arg)
+{
+    long n = *(long *)arg;
+    for (long i = 0; i < n; i++)
+        weft_chan_send(buf, &i);
+    weft_chan_close(buf);
+}
+
+static int chanbuf_main(void *arg)
+{
+    weft_chan_make(&buf, sizeof(long), 128);
+    double t0 = now_s();
+    weft_spawn(producer, arg);
+    long v, n = 0;
+    while (weft_chan_recv(buf, &v) == 0)
+        n++;
+    printf("chanbuf %.1f ns\n", (now_s() - t0) * 1e9 / (double)n);
+    return 0;
+}
+
+/* ---- mutex ---------------------------------------------------------------------------------------- */
+static weft_mutex mu = WEFT_MUTEX_INIT;
+static weft_wg mu_wg = WEFT_WG_INIT;
+static long mu_count;
+static void locker(void *arg)
+{
+    long n = *(long *)arg;
+    for (long i = 0; i < n; i++) {
+        weft_mutex_lock(&mu);
+        mu_count++;
+        weft_mutex_unlock(&mu);
+    }
+    weft_wg_done(&mu_wg);
+}
+
+static int mutex_main(void *arg)
+{
+    long n = *(long *)arg;
+    weft_wg_add(&mu_wg, 8);
+    double t0 = now_s();
+    for (int i = 0; i < 8; i++)
+        weft_spawn(locker, arg);
+    weft_wg_wait(&mu_wg);
+    if (mu_count != 8 * n)
+        return 1;
+    printf("mutex %.1f ns\n", (now_s() - t0) * 1e9 / (double)(8 * n));
+    return 0;
+}
+
+/* ---- sleep ------------------------------------------------------------------------------------------ */
+static weft_wg sl_wg = WEFT_WG_INIT;
+static void sleeper(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < 10; i++)
+        weft_sleep(10 * WEFT_MILLISECOND);
+    weft_wg_done(&sl_wg);
+}
+
+static double cpu_s(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+    return (double)t.tv_sec + t.tv_nsec / 1e9;
+}
+
+static int sleep_main(void *arg)
+{
+    long n = *(long *)arg;
+    weft_wg_add(&sl_wg, n);
+    double t0 = now_s(), c0 = cpu_s();
+    for (long i = 0; i < n; i++)
+        weft_spawn(sleeper, NULL);
+    weft_wg_wait(&sl_wg);
+    printf("sleep %.1f ms wall, %.0f ns cpu per sleep\n", (now_s() - t0) * 1e3,
+           (cpu_s() - c0) * 1e9 / (double)(10 * n));
     return 0;
 }
 
@@ -199,7 +307,7 @@ static int parked_main(void *arg)
 int main(int argc, char **argv)
 {
     if (argc < 2) {
-        fprintf(stderr, "usage: sched_bench spawn|skynet|yield|parked [N]\n");
+        fprintf(stderr, "usage: sched_bench spawn|skynet|yield|parked|pingpong|chanbuf|mutex|sleep [N]\n");
         return 2;
     }
     const char *what = argv[1];
@@ -219,6 +327,18 @@ int main(int argc, char **argv)
     } else if (strcmp(what, "parked") == 0) {
         fn = parked_main;
         n = n ? n : 1000000;
+    } else if (strcmp(what, "pingpong") == 0) {
+        fn = pingpong_main;
+        n = n ? n : 1000000;
+    } else if (strcmp(what, "chanbuf") == 0) {
+        fn = chanbuf_main;
+        n = n ? n : 5000000;
+    } else if (strcmp(what, "mutex") == 0) {
+        fn = mutex_main;
+        n = n ? n : 500000;
+    } else if (strcmp(what, "sleep") == 0) {
+        fn = sleep_main;
+        n = n ? n : 100000;
     } else {
         fprintf(stderr, "sched_bench: unknown benchmark %s\n", what);
         return 2;

@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"strconv"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -93,6 +94,84 @@ func parked(n int) {
 	fmt.Printf("parked %.0f bytes\n", float64(after-before)/float64(n))
 }
 
+func pingpong(n int) {
+	ping, pong := make(chan int), make(chan int)
+	go func() {
+		for v := range ping {
+			pong <- v
+		}
+	}()
+	t0 := time.Now()
+	for i := 0; i < n; i++ {
+		ping <- i
+		<-pong
+	}
+	fmt.Printf("pingpong %.1f ns\n", float64(time.Since(t0).Nanoseconds())/float64(n))
+	close(ping)
+}
+
+func chanbuf(n int) {
+	c := make(chan int, 128)
+	t0 := time.Now()
+	go func() {
+		for i := 0; i < n; i++ {
+			c <- i
+		}
+		close(c)
+	}()
+	k := 0
+	for range c {
+		k++
+	}
+	fmt.Printf("chanbuf %.1f ns\n", float64(time.Since(t0).Nanoseconds())/float64(k))
+}
+
+func mutex(n int) {
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	count := 0
+	wg.Add(8)
+	t0 := time.Now()
+	for g := 0; g < 8; g++ {
+		go func() {
+			for i := 0; i < n; i++ {
+				mu.Lock()
+				count++
+				mu.Unlock()
+			}
+			wg.Done()
+		}()
+	}
+	wg.Wait()
+	if count != 8*n {
+		panic("mutex: wrong count")
+	}
+	fmt.Printf("mutex %.1f ns\n", float64(time.Since(t0).Nanoseconds())/float64(8*n))
+}
+
+func cpuNs() int64 {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return ru.Utime.Nano() + ru.Stime.Nano()
+}
+
+func sleeps(n int) {
+	var wg sync.WaitGroup
+	wg.Add(n)
+	t0, c0 := time.Now(), cpuNs()
+	for i := 0; i < n; i++ {
+		go func() {
+			for k := 0; k < 10; k++ {
+				time.Sleep(10 * time.Millisecond)
+			}
+			wg.Done()
+		}()
+	}
+	wg.Wait()
+	fmt.Printf("sleep %.1f ms wall, %.0f ns cpu per sleep\n", float64(time.Since(t0).Nanoseconds())/1e6,
+		float64(cpuNs()-c0)/float64(10*n))
+}
+
 func main() {
 	if len(os.Args) < 2 {
 		fmt.Fprintln(os.Stderr, "usage: sched_bench spawn|skynet|yield|parked [N]")
@@ -128,6 +207,26 @@ func main() {
 			n = 1000000
 		}
 		parked(n)
+	case "pingpong":
+		if n == 0 {
+			n = 1000000
+		}
+		pingpong(n)
+	case "chanbuf":
+		if n == 0 {
+			n = 5000000
+		}
+		chanbuf(n)
+	case "mutex":
+		if n == 0 {
+			n = 500000
+		}
+		mutex(n)
+	case "sleep":
+		if n == 0 {
+			n = 100000
+		}
+		sleeps(n)
 	default:
 		fmt.Fprintln(os.Stderr, "unknown benchmark")
 		os.Exit(2)
