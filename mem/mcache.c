@@ -117,7 +117,10 @@ void weft__mcache_free_slow(struct mcache *c, void *p, unsigned cls)
 {
     uint32_t len = sync_class(c, cls);
     unsigned batch = weft__class_batch(cls);
-    if (len + 1 > (uint32_t)class_max(cls)) {
+    /* full after this push: a batch goes back now, so the fast path gets room for a
+     * whole batch of frees (else a list that hovers at max would take this slow path
+     * on every free) */
+    if (len + 1 >= (uint32_t)class_max(cls)) {
         weft__mcentral_put(cls, cut(c, cls, batch), batch);
         len -= batch;
     }

@@ -11,6 +11,9 @@
  * dirty list in the order they were freed. Neighbouring free spans always coalesce,
  * so two free spans are never adjacent.
  *
+ * Large requests (8 pages and more) look for a resident free span first
+ * (find_dirty_fit), so that churning large objects reuses memory without faults.
+ *
  * Scavenger: when the dirty free pages exceed the retained budget
  * (max(HEAP_RETAIN_MIN, in-use / 4)), the oldest dirty spans go back to the OS
  * (MADV_DONTNEED) until a quarter of the budget is free again. Recently freed spans
@@ -29,7 +32,8 @@
 #include "mem/mem.h"
 
 #define HEAP_BINS 128
-#define HEAP_RETAIN_MIN ((uint64_t)32 << 20)
+#define HEAP_RETAIN_MIN ((uint64_t)64 << 20)
+#define DIRTY_FIRST_PAGES 8
 #define PAGE WEFT_PAGE_SIZE
 
 uintptr_t weft__arena_map[WEFT_ARENA_MAP_LEN];
@@ -320,6 +324,19 @@ static struct mspan *find_fit(size_t n)
     return best;
 }
 
+/* Large requests prefer resident (dirty) free spans, even larger ones, to fresh or
+ * released pages that would fault in again: the best fit among the most recently
+ * freed dirty spans (a bounded look). */
+static struct mspan *find_dirty_fit(size_t n)
+{
+    struct mspan *best = NULL;
+    int look = 64;
+    for (struct mspan *s = h.dirty_tail; s != NULL && look > 0; s = s->dprev, look--)
+        if (s->npages >= n && (best == NULL || s->npages < best->npages))
+            best = s;
+    return best;
+}
+
 /* Split the first n pages off free span s (already removed); the rest goes back. */
 static int split_tail(struct mspan *s, size_t n)
 {
@@ -343,7 +360,9 @@ struct mspan *weft__mheap_alloc(size_t npages, size_t align_pages, int state, un
         return NULL;
     size_t want = npages + (align_pages > 1 ? align_pages - 1 : 0);
     weft__lock(&h.lock);
-    struct mspan *s = find_fit(want);
+    struct mspan *s = want >= DIRTY_FIRST_PAGES ? find_dirty_fit(want) : NULL;
+    if (s == NULL)
+        s = find_fit(want);
     if (s == NULL) {
         if (grow(want) != 0 || (s = find_fit(want)) == NULL) {
             weft__unlock(&h.lock);
