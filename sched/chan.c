@@ -175,6 +175,7 @@ static int chan_op(weft_chan *c, void *elem, bool send, bool block)
     struct waitctx wc;
     struct waiter w = { .elem = elem, .wc = &wc };
     weft__wait_begin(&wc);
+    wc.exclusive = dl < 0;
     weft__waitq_push(send ? &c->sendq : &c->recvq, &w, false);
     int r = weft__wait_block(&wc, unlock_chan, c, dl, send ? "chan send" : "chan receive");
     if (r != 0) {

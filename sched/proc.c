@@ -39,6 +39,8 @@
 #define REL memory_order_release
 #define SC  memory_order_seq_cst
 
+#define SPIN_NS 20000          /* how long a spinning M looks for work before it parks */
+
 struct schedt weft__sched = { .lock = WEFT_LOCK_INIT, .gflock = WEFT_LOCK_INIT };
 
 static __thread struct m *tls_m WEFT_TLS_IE;
@@ -441,6 +443,8 @@ void weft__ready(struct g *gp)
     struct p *pp = curp(weft__getm());
     if (pp != NULL) {
         weft__runqput(pp, gp, true);
+        if (sched.nprocs == 1)
+            return;            /* the only P is ours: it runs gp, nobody to wake */
     } else {
         weft__lock(&sched.lock);
         weft__globrunqput(gp);
@@ -590,10 +594,28 @@ static bool stopm(struct m *mp)
         if (weft__timer_next() < next)
             continue;                      /* an earlier timer came meanwhile */
         int64_t now = weft__nanotime();
-        if (next <= now)
-            weft__timers_run_all(now);     /* readies Gs: wakep may hand us a P */
-        else
+        if (next > now) {
             weft__futex_wait_timeout(&mp->park, 0, next - now);
+            continue;
+        }
+        /* timers are due: with an idle P, take it and run them from findrunnable, so
+         * the Gs they ready go to its run queue in one go; else run them P-less */
+        weft__lock(&sched.lock);
+        if (atomic_load_explicit(&mp->park, ACQ) == 0 && sched.pidle != NULL &&
+            !atomic_load_explicit(&sched.stopping, RLX)) {
+            struct m **link = &sched.midle;
+            while (*link != NULL && *link != mp)
+                link = &(*link)->link;
+            if (*link == mp) {
+                *link = mp->link;
+                sched.nmidle--;
+                mp->nextp = pidleget();
+                weft__unlock(&sched.lock);
+                break;
+            }
+        }
+        weft__unlock(&sched.lock);
+        weft__timers_run_all(now);         /* readies Gs: wakep may hand us a P */
     }
     atomic_store_explicit(&mp->park, 0, RLX);
     struct m *self = mp;
@@ -676,8 +698,32 @@ top:
             mp->spinning = true;
             atomic_fetch_add_explicit(&sched.nmspinning, 1, SC);
         }
-        if ((gp = stealwork(mp, pp)) != NULL)
-            goto found;
+        /* Keep looking for a little while (SPIN_NS) before giving the P back: while
+         * one M spins, submitters skip wakep, so a burst of hand-offs (ping-pong on
+         * another P) costs no futex wake-ups. Bounded, so an idle runtime sleeps. */
+        int64_t spin_until = 0;
+        for (;;) {
+            if ((gp = stealwork(mp, pp)) != NULL)
+                goto found;
+            if (atomic_load_explicit(&sched.runqsize, RLX) > 0 ||
+                atomic_load_explicit(&sched.stopping, RLX))
+                break;
+            int64_t now = weft__nanotime();
+            if (spin_until == 0)
+                spin_until = now + SPIN_NS;
+            else if (now >= spin_until)
+                break;
+            if (atomic_load_explicit(&pp->timer0, RLX) <= now)
+                break;
+            /* between looks, leave the victims' cache lines alone for a while */
+            for (int k = 0; k < 256; k++) {
+#if defined(__x86_64__)
+                __builtin_ia32_pause();
+#elif defined(__aarch64__)
+                __asm__ volatile("yield");
+#endif
+            }
+        }
     }
     /* the other Ps' expired timers (their Ms may be busy) */
     if (weft__timer_next() != INT64_MAX && weft__timers_run_all(weft__nanotime()) &&

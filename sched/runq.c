@@ -38,6 +38,16 @@ static bool runqputslow(struct p *pp, struct g *gp, uint32_t h, uint32_t t)
 
 void weft__runqput(struct p *pp, struct g *gp, bool next)
 {
+    if (next && sched.nprocs == 1) {
+        /* one P: nobody steals, runnext is ours alone (ownership moves with the P,
+         * under its status's release/acquire) */
+        struct g *old = atomic_load_explicit(&pp->runnext, RLX);
+        atomic_store_explicit(&pp->runnext, gp, RLX);
+        if (old == NULL)
+            return;
+        gp = old;
+        next = false;
+    }
     if (next) {
         struct g *old = atomic_load_explicit(&pp->runnext, RLX);
         /* acq_rel: stealers CAS runnext too; the G we kick out must be fully visible */
@@ -66,6 +76,10 @@ void weft__runqput(struct p *pp, struct g *gp, bool next)
 struct g *weft__runqget(struct p *pp)
 {
     struct g *next = atomic_load_explicit(&pp->runnext, RLX);
+    if (next != NULL && sched.nprocs == 1) {
+        atomic_store_explicit(&pp->runnext, NULL, RLX);    /* one P: no stealer */
+        return next;
+    }
     if (next != NULL &&
         atomic_compare_exchange_strong_explicit(&pp->runnext, &next, NULL, ACQ, RLX))
         return next;

@@ -46,6 +46,7 @@ static int block_on(struct waitq *q, weft_lock *lk, struct waiter *w, bool front
     struct waitctx wc;
     w->wc = &wc;
     weft__wait_begin(&wc);
+    wc.exclusive = dl < 0;
     weft__waitq_push(q, w, front);
     int r = weft__wait_block(&wc, unlock_lk, lk, dl, reason);
     if (r != 0) {

@@ -33,6 +33,7 @@ struct waitctx {
     uint32_t expect;              /* gen << 2 | WAIT_WAITING */
     _Atomic uint32_t plain;       /* a plain thread's claim word (also its futex) */
     int fired;                    /* select: the case whose waiter was claimed */
+    bool exclusive;               /* one waiter, no deadline: claims need no CAS */
 };
 
 struct waitq;
@@ -59,6 +60,7 @@ static inline void weft__wait_begin(struct waitctx *wc)
 {
     struct g *gp = weft__curg();
     wc->g = gp;
+    wc->exclusive = false;
     if (gp != NULL) {
         uint32_t gen = ++gp->waitgen;
         wc->expect = gen << 2 | WAIT_WAITING;
@@ -114,6 +116,11 @@ static inline void weft__waitq_remove(struct waitq *q, struct waiter *w)
 static inline bool weft__waiter_claim(struct waiter *w)
 {
     uint32_t e = w->wc->expect;
+    if (w->wc->exclusive) {
+        /* no deadline, one waiter: only a waker holding the queue's lock can claim */
+        atomic_store_explicit(w->wc->state, (e & ~3u) | WAIT_CLAIMED, memory_order_relaxed);
+        return true;
+    }
     return atomic_compare_exchange_strong_explicit(w->wc->state, &e, (e & ~3u) | WAIT_CLAIMED,
                                                    memory_order_acq_rel, memory_order_relaxed);
 }
