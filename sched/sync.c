@@ -63,13 +63,25 @@ static inline bool expired(int64_t dl)
 }
 
 /* ---- mutex ------------------------------------------------------------------------ */
-enum { MU_LOCKED = 1, MU_STARVING = 2, MU_WAITERS = 4 };
+enum { MU_LOCKED = 1, MU_STARVING = 2, MU_WAITERS = 4, MU_WOKEN = 8 };
 struct mutex {
-    _Atomic uint32_t state;    /* MU_*; WAITERS and STARVING change only under lk */
+    _Atomic uint32_t state;    /* MU_*; WAITERS, STARVING, WOKEN change under lk (WOKEN
+                                  is also cleared by the woken waiter's acquiring CAS) */
     weft_lock lk;
     struct waitq q;
 };
 _Static_assert(sizeof(struct mutex) <= sizeof(weft_mutex), "weft_mutex too small");
+
+#define MU_SPINS 40
+
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ volatile("yield");
+#endif
+}
 
 int weft_mutex_trylock(weft_mutex *wm)
 {
@@ -86,30 +98,44 @@ static int mutex_lock_slow(struct mutex *m)
 {
     int64_t dl = weft__deadline_now();
     int64_t start = weft__nanotime();
-    bool waited = false;
+    bool waited = false, multi = weft_nprocs() > 1;
     for (int spin = 0;; spin++) {
-        if (weft_mutex_trylock((weft_mutex *)m) == 0)
-            return 0;
-        if (spin < 4 && weft_nprocs() > 1)
-            continue;                  /* the holder may be about to unlock */
-        weft__lock(&m->lk);
         uint32_t s = atomic_load_explicit(&m->state, RLX);
+        if (!(s & (MU_LOCKED | MU_STARVING))) {
+            /* a woken waiter takes the WOKEN mark with it */
+            uint32_t want = (s | MU_LOCKED) & (waited ? ~(uint32_t)MU_WOKEN : ~0u);
+            if (atomic_compare_exchange_weak_explicit(&m->state, &s, want, ACQ, RLX))
+                return 0;
+            continue;
+        }
+        /* the holder runs on another P and critical sections are short: spin a little
+         * (Go's active spinning) rather than park at once */
+        if (multi && spin < MU_SPINS && !(s & MU_STARVING)) {
+            for (int k = 0; k < 30; k++)
+                cpu_relax();
+            continue;
+        }
+        weft__lock(&m->lk);
+        s = atomic_load_explicit(&m->state, RLX);
         for (;;) {
             if (!(s & (MU_LOCKED | MU_STARVING))) {
-                if (atomic_compare_exchange_weak_explicit(&m->state, &s, s | MU_LOCKED, ACQ, RLX)) {
+                uint32_t want = (s | MU_LOCKED) & (waited ? ~(uint32_t)MU_WOKEN : ~0u);
+                if (atomic_compare_exchange_weak_explicit(&m->state, &s, want, ACQ, RLX)) {
                     weft__unlock(&m->lk);
                     return 0;
                 }
                 continue;
             }
-            /* WAITERS makes the unlocker's fast CAS fail, so it will look at the queue */
-            uint32_t want = s | MU_WAITERS;
+            /* WAITERS makes the unlocker's fast CAS fail, so it will look at the queue;
+             * going back to sleep drops our WOKEN mark so the next unlock wakes someone */
+            uint32_t want = (s | MU_WAITERS) & (waited ? ~(uint32_t)MU_WOKEN : ~0u);
             if (waited && weft__nanotime() - start > STARVE_NS)
                 want |= MU_STARVING;
             if (atomic_compare_exchange_weak_explicit(&m->state, &s, want, RLX, RLX))
                 break;
         }
         if (expired(dl)) {
+            /* (our WOKEN mark, if any, was dropped by the CAS above) */
             if (weft__waitq_empty(&m->q))
                 atomic_fetch_and_explicit(&m->state, ~(uint32_t)(MU_WAITERS | MU_STARVING), RLX);
             weft__unlock(&m->lk);
@@ -127,6 +153,7 @@ static int mutex_lock_slow(struct mutex *m)
         if (w.handoff)
             return 0;                  /* starving: the unlocker gave it to us, LOCKED stayed */
         waited = true;
+        spin = 0;
     }
 }
 
@@ -148,6 +175,14 @@ void weft_mutex_unlock(weft_mutex *wm)
         return;
     if (!(s & MU_LOCKED))
         weft__throw("weft_mutex_unlock: the mutex is not locked");
+    if (!(s & MU_STARVING) && (s & MU_WOKEN)) {
+        /* a woken waiter is already on its way: just unlock, wake nobody */
+        while (!atomic_compare_exchange_weak_explicit(&m->state, &s, s & ~(uint32_t)MU_LOCKED, REL, RLX))
+            if (!(s & MU_WOKEN) || (s & MU_STARVING))
+                break;
+        if (!(s & MU_LOCKED) || ((s & MU_WOKEN) && !(s & MU_STARVING)))
+            return;
+    }
     weft__lock(&m->lk);
     s = atomic_load_explicit(&m->state, RLX);
     struct waiter *w = weft__waitq_claim(&m->q);
@@ -161,10 +196,12 @@ void weft_mutex_unlock(weft_mutex *wm)
         weft__waiter_wake(w);
         return;
     }
-    atomic_store_explicit(&m->state, rest | (s & MU_STARVING && rest ? MU_STARVING : 0), REL);
+    /* clear LOCKED (a newcomer may barge in); the woken waiter competes, marked WOKEN */
+    uint32_t keep = s & MU_STARVING && rest ? MU_STARVING : 0;
+    atomic_store_explicit(&m->state, rest | keep | (w != NULL ? MU_WOKEN : 0), REL);
     weft__unlock(&m->lk);
     if (w != NULL)
-        weft__waiter_wake(w);          /* it competes for the mutex again */
+        weft__waiter_wake(w);
 }
 
 /* ---- rwmutex ------------------------------------------------------------------------- */
