@@ -375,7 +375,7 @@ static struct g *next_local(struct p *pp)
     pp->schedtick++;
     if ((pp->schedtick & 15) == 0 && atomic_load_explicit(&pp->timer0, RLX) != INT64_MAX)
         weft__timers_run(pp, weft__nanotime());
-    if (pp->schedtick % 61 == 0 && atomic_load_explicit(&sched.runqsize, RLX) > 0) {
+    if (atomic_load_explicit(&sched.runqsize, RLX) > 0 && pp->schedtick % 61 == 0) {
         weft__lock(&sched.lock);
         struct g *gp = weft__globrunqget(pp, 1);
         weft__unlock(&sched.lock);
@@ -676,7 +676,7 @@ top:
     pp->schedtick++;
     if (atomic_load_explicit(&pp->timer0, RLX) != INT64_MAX)
         weft__timers_run(pp, weft__nanotime());
-    if (pp->schedtick % 61 == 0 && atomic_load_explicit(&sched.runqsize, RLX) > 0) {
+    if (atomic_load_explicit(&sched.runqsize, RLX) > 0 && pp->schedtick % 61 == 0) {
         weft__lock(&sched.lock);
         gp = weft__globrunqget(pp, 1);
         weft__unlock(&sched.lock);

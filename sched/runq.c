@@ -36,6 +36,23 @@ static bool runqputslow(struct p *pp, struct g *gp, uint32_t h, uint32_t t)
     return true;
 }
 
+/* The ring was full: half of it goes to the global queue (out of line, so that the
+ * fast path of weft__runqput needs no stack frame). */
+static WEFT_NOINLINE void runqput_full(struct p *pp, struct g *gp)
+{
+    for (;;) {
+        uint32_t h = atomic_load_explicit(&pp->runqhead, ACQ);
+        uint32_t t = atomic_load_explicit(&pp->runqtail, RLX);
+        if (t - h < RUNQ_SIZE) {
+            atomic_store_explicit(&pp->runq[t % RUNQ_SIZE], gp, RLX);
+            atomic_store_explicit(&pp->runqtail, t + 1, REL);
+            return;
+        }
+        if (runqputslow(pp, gp, h, t))
+            return;
+    }
+}
+
 void weft__runqput(struct p *pp, struct g *gp, bool next)
 {
     if (next && sched.nprocs == 1) {
@@ -58,19 +75,16 @@ void weft__runqput(struct p *pp, struct g *gp, bool next)
             return;
         gp = old;
     }
-    for (;;) {
-        /* acquire: pairs with consumers' release CAS (they are done with the slots) */
-        uint32_t h = atomic_load_explicit(&pp->runqhead, ACQ);
-        uint32_t t = atomic_load_explicit(&pp->runqtail, RLX);
-        if (t - h < RUNQ_SIZE) {
-            atomic_store_explicit(&pp->runq[t % RUNQ_SIZE], gp, RLX);
-            /* release: publishes the slot (and the G) to consumers */
-            atomic_store_explicit(&pp->runqtail, t + 1, REL);
-            return;
-        }
-        if (runqputslow(pp, gp, h, t))
-            return;
+    /* acquire: pairs with consumers' release CAS (they are done with the slots) */
+    uint32_t h = atomic_load_explicit(&pp->runqhead, ACQ);
+    uint32_t t = atomic_load_explicit(&pp->runqtail, RLX);
+    if (WEFT_LIKELY(t - h < RUNQ_SIZE)) {
+        atomic_store_explicit(&pp->runq[t % RUNQ_SIZE], gp, RLX);
+        /* release: publishes the slot (and the G) to consumers */
+        atomic_store_explicit(&pp->runqtail, t + 1, REL);
+        return;
     }
+    runqput_full(pp, gp);
 }
 
 struct g *weft__runqget(struct p *pp)
