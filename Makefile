@@ -71,10 +71,10 @@ lib/libweft.a lib/libweft.so lib/libweft-malloc.so:
 	$(MAKE) --no-print-directory SAN= DEBUG= $@
 endif
 $(B)/mem/preload.o: | mem/sizeclass_table.h
+PC_TEXT = 'prefix=%s\nlibdir=$${prefix}/lib\nincludedir=$${prefix}/include\n\nName: weft\nDescription: goroutines for C\nVersion: %s\nLibs: -L$${libdir} -lweft\nLibs.private: -pthread\nCflags: -I$${includedir}\n'
 lib/weft.pc: Makefile
 	@mkdir -p lib
-	printf 'prefix=%s\nlibdir=$${prefix}/lib\nincludedir=$${prefix}/include\n\nName: weft\nDescription: goroutines for C\nVersion: %s\nLibs: -L$${libdir} -lweft\nLibs.private: -pthread\nCflags: -I$${includedir}\n' \
-	    '$(PREFIX)' '$(VERSION)' > $@
+	printf $(PC_TEXT) '$(PREFIX)' '$(VERSION)' > $@
 
 # ---- deps: install what pkg-config cannot find, with apt-get ----------------
 DEP_PKGS := liburing:liburing-dev libuv:libuv1-dev criterion:libcriterion-dev
@@ -156,7 +156,7 @@ install: lib
 	install -m 755 lib/libweft.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/
 	ln -sf libweft.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/libweft.so.$(SOVER)
 	ln -sf libweft.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/libweft.so
-	install -m 644 lib/weft.pc $(DESTDIR)$(PREFIX)/lib/pkgconfig/
+	printf $(PC_TEXT) '$(PREFIX)' '$(VERSION)' > $(DESTDIR)$(PREFIX)/lib/pkgconfig/weft.pc
 
 clean:
 	rm -rf build lib
