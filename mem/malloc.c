@@ -48,16 +48,24 @@ static void *enomem(void)
     return NULL;
 }
 
-/* A small object of class cls on any path. */
-static void *alloc_class(unsigned cls)
+/* The fast path: pop the current cache's list of class cls, or NULL. */
+WEFT_INLINE void *cache_pop(struct mcache *c, unsigned cls)
 {
-    struct mcache *c = weft__tls_cache;
     void *p = c->head[cls];
     if (WEFT_LIKELY(p != NULL)) {
         c->head[cls] = *(void **)p;
         c->nmalloc[cls]++;
-        return p;
     }
+    return p;
+}
+
+/* A small object of class cls on any path. */
+static void *alloc_class(unsigned cls)
+{
+    struct mcache *c = weft__tls_cache;
+    void *p = cache_pop(c, cls);
+    if (WEFT_LIKELY(p != NULL))
+        return p;
     weft__mem_init();
     c = weft__thread_cache();
     p = c != NULL ? weft__mcache_refill_alloc(c, cls) : weft__mcentral_alloc_one(cls);
@@ -87,14 +95,9 @@ static WEFT_NOINLINE void *malloc_slow(size_t n)
 void *weft_malloc(size_t n)
 {
     if (WEFT_LIKELY(n <= 1024)) {
-        unsigned cls = weft__class_of_small[n];
-        struct mcache *c = weft__tls_cache;
-        void *p = c->head[cls];
-        if (WEFT_LIKELY(p != NULL)) {
-            c->head[cls] = *(void **)p;
-            c->nmalloc[cls]++;
+        void *p = cache_pop(weft__tls_cache, weft__class_of_small[n]);
+        if (WEFT_LIKELY(p != NULL))
             return p;
-        }
     }
     return malloc_slow(n);
 }

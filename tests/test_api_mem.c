@@ -14,14 +14,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 #include "weft.h"
+#include "tests/common.h"
 
 TestSuite(api_mem, .timeout = 60);
-
-static bool sanitized(void)
-{
-    const char *s = getenv("WEFT_TEST_SAN");
-    return s != NULL && *s != 0;
-}
 
 static long rss_bytes(void)
 {
@@ -224,66 +219,47 @@ Test(api_mem, rss_falls_after_a_large_burst_without_any_call)
 }
 
 /* ---- misuse aborts, with a message ---------------------------------------------------------------- */
-static int child_stderr(void (*fn)(void), char *out, size_t cap)
-{
-    int fds[2];
-    cr_assert_eq(pipe(fds), 0);
-    fflush(NULL);
-    pid_t pid = fork();
-    if (pid == 0) {
-        dup2(fds[1], 2);
-        close(fds[0]);
-        fn();
-        _exit(0);
-    }
-    close(fds[1]);
-    size_t len = 0;
-    ssize_t r;
-    while (len < cap - 1 && (r = read(fds[0], out + len, cap - 1 - len)) > 0)
-        len += (size_t)r;
-    out[len] = 0;
-    close(fds[0]);
-    int status;
-    waitpid(pid, &status, 0);
-    return status;
-}
-
 extern void *__libc_malloc(size_t);
 
-static void free_foreign(void)
+static int free_foreign(void)
 {
     weft_free(__libc_malloc(64));
+    return 0;
 }
 
-static void free_stack(void)
+static int free_stack(void)
 {
     int x;
     weft_free(&x);
+    return 0;
 }
 
-static void double_free_debug(void)
+static int double_free_debug(void)
 {
     setenv("WEFT_DEBUG", "allocfree=1", 1);
     void *p = weft_malloc(64);
     weft_free(p);
     weft_free(p);
+    return 0;
 }
 
-static void interior_free_debug(void)
+static int interior_free_debug(void)
 {
     setenv("WEFT_DEBUG", "allocfree=1", 1);
     char *p = weft_malloc(64);
     weft_free(p + 8);
+    return 0;
 }
 
-static void double_free_large(void)
+static int double_free_large(void)
 {
     void *p = weft_malloc(1 << 20);
     weft_free(p);
     weft_free(p);
+    return 0;
 }
 
-static void write_after_free_debug(void)
+static int write_after_free_debug(void)
 {
     setenv("WEFT_DEBUG", "allocfree=1", 1);
     volatile char *p = weft_malloc(64);
@@ -291,9 +267,10 @@ static void write_after_free_debug(void)
     p[40] = 1;                         /* the next malloc of this class checks the poison */
     for (int i = 0; i < 10000; i++)
         weft_malloc(64);
+    return 0;
 }
 
-static void expect_abort(void (*fn)(void), const char *a, const char *b)
+static void expect_abort(int (*fn)(void), const char *a, const char *b)
 {
     char buf[4096];
     int status = child_stderr(fn, buf, sizeof buf);

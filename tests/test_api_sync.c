@@ -13,14 +13,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 #include "weft.h"
+#include "tests/common.h"
 
 TestSuite(api_sync, .timeout = 60);
-
-static bool sanitized(void)
-{
-    const char *s = getenv("WEFT_TEST_SAN");
-    return s != NULL && *s != 0;
-}
 
 static void run(int (*fn)(void *), void *arg, int nprocs, int migrate)
 {
@@ -744,26 +739,15 @@ static int deadlock_main(void *arg)
     return 0;
 }
 
+static int deadlock_child(void)
+{
+    return weft_run(deadlock_main, NULL, NULL);
+}
+
 Test(api_sync, deadlock_aborts_with_message)
 {
-    int fds[2];
-    cr_assert_eq(pipe(fds), 0);
-    pid_t pid = fork();
-    if (pid == 0) {
-        dup2(fds[1], 2);
-        close(fds[0]);
-        weft_run(deadlock_main, NULL, NULL);
-        _exit(0);
-    }
-    close(fds[1]);
     char buf[8192];
-    size_t len = 0;
-    ssize_t r;
-    while (len < sizeof buf - 1 && (r = read(fds[0], buf + len, sizeof buf - 1 - len)) > 0)
-        len += (size_t)r;
-    buf[len] = 0;
-    int status;
-    waitpid(pid, &status, 0);
+    int status = child_stderr(deadlock_child, buf, sizeof buf);
     cr_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT, "status %#x: %s", status, buf);
     cr_assert_not_null(strstr(buf, "weft: all green threads are asleep - deadlock!"), "stderr: %s", buf);
     cr_assert_not_null(strstr(buf, "chan receive"), "no dump: %s", buf);

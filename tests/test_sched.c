@@ -18,39 +18,11 @@
 #include <time.h>
 #include <unistd.h>
 #include "weft.h"
+#include "tests/common.h"
 
 static void mode(int migrate)
 {
     setenv("WEFT_DEBUG", migrate ? "migrate=1" : "", 1);
-}
-
-static bool sanitized(void)
-{
-    const char *s = getenv("WEFT_TEST_SAN");
-    return s != NULL && *s != 0;
-}
-
-/* Run fn in a child with stderr captured; returns its exit status, fills out. */
-static int child_stderr(int (*fn)(void), char *out, size_t cap)
-{
-    int fds[2];
-    cr_assert_eq(pipe(fds), 0);
-    pid_t pid = fork();
-    if (pid == 0) {
-        dup2(fds[1], 2);
-        close(fds[0]);
-        _exit(fn());
-    }
-    close(fds[1]);
-    size_t len = 0;
-    ssize_t r;
-    while (len < cap - 1 && (r = read(fds[0], out + len, cap - 1 - len)) > 0)
-        len += (size_t)r;
-    out[len] = 0;
-    close(fds[0]);
-    int status;
-    waitpid(pid, &status, 0);
-    return status;
 }
 
 /* ---- spawn and finish many ---------------------------------------------------------- */
