@@ -282,12 +282,10 @@ int weft_select(weft_case *cases, int n, int64_t timeout_ns)
 {
     if (n < 0 || (n > 0 && cases == NULL))
         return -EINVAL;
-    int nchan = 0;
     for (int i = 0; i < n; i++) {
         if (cases[i].op != WEFT_SEND && cases[i].op != WEFT_RECV)
             return -EINVAL;
         cases[i].closed = 0;
-        nchan += cases[i].chan != NULL;
     }
     /* the earlier of the caller's deadline and the timeout; with no case and no
      * deadline a select waits forever (Go's select {}) */
