@@ -145,6 +145,9 @@ check-aarch64: mem/sizeclass_table.h
 	    { echo "make check-aarch64: apt-get install failed" >&2; exit 1; }; \
 	fi
 	@mkdir -p build/aarch64
+	$(A64_CC) -static -O2 -std=gnu11 $(WARN) -Iinclude -I. -D_GNU_SOURCE -DWEFT_SMOKE_CONTEXT_ONLY \
+	    -o build/aarch64/smoke-ctx tests/aarch64_smoke.c sched/context.c $(wildcard sched/*.S)
+	qemu-aarch64 build/aarch64/smoke-ctx
 	$(A64_CC) -static -O2 -std=gnu11 $(WARN) -Iinclude -I. -D_GNU_SOURCE -pthread -Wl,--no-warnings \
 	    -o build/aarch64/smoke tests/aarch64_smoke.c $(CORE_SRC) $(wildcard sched/*.S)
 	qemu-aarch64 build/aarch64/smoke

@@ -23,7 +23,7 @@
  * that OS thread, and must restore them before it can be switched away.
  *
  * Why not ucontext: swapcontext saves and restores the signal mask with a sigprocmask
- * system call on every switch (~100x the cost), and saves far more state than needed.
+ * system call on every switch, and saves far more state (the whole FP/SSE area) than needed.
  * Why not setjmp/longjmp: glibc mangles the saved stack pointer (PTR_MANGLE) and
  * _FORTIFY_SOURCE's longjmp_chk rejects jumps onto another stack.
  *
@@ -34,17 +34,18 @@
  * (`jmp *%rcx`), predicted by the indirect-branch predictor, which learns the pattern;
  * but every such switch leaves one call without its ret, so the RSB is off by one and the
  * resumed code's next returns up its call chain mispredict instead. Measured on this
- * project's machines (Xeon, 2 vCPUs; tests/bench/ctx_switch.c, median of 7 runs of 10^7
- * round trips; tests/bench/sched_bench yield, median of 7):
- *                             ret         jmp
- *     bare ping-pong          WEFT_BARE_RET  WEFT_BARE_JMP   ns per switch
- *     switch 3 calls deep     WEFT_DEEP_RET  WEFT_DEEP_JMP   ns per switch (then return to a loop)
- *     weft_yield, 4 Gs, 1 P   WEFT_YIELD_RET WEFT_YIELD_JMP  ns per yield
- * The bare figure is what DESIGN.md quotes; real green threads always return from the
- * function that switched (weft_yield, a channel op), which is where jmp loses. Default:
- * WEFT_DEFAULT. Choose with -DWEFT_CTX_RET=1 or -DWEFT_CTX_JMP=1 (for the library, its
- * tests and benchmarks alike; WEFT_CTX_RESUME_JMP below says which one a file was built
- * with).
+ * project's machines (Xeon, 2 vCPUs, shared; each figure the lowest of 3-5 medians of 7):
+ *                             ret    pop+jmp
+ *     bare ping-pong          12.3     3.6    ns per switch  tests/bench/ctx_switch (bare)
+ *     switch 3 calls deep     16.2    34.4    ns per switch  tests/bench/ctx_switch (deep)
+ *     weft_yield, 4 Gs, 1 P   16.0    30.3    ns per yield   tests/bench/sched_bench yield
+ * The bare figure is the one DESIGN.md quotes (8 vs 2.7 ns there); but a green thread
+ * always returns from the function that switched (weft_yield, a channel operation),
+ * which is where pop + jmp loses, and inside the scheduler every G resumes at the same
+ * few call sites, so ret is mostly predicted. Default: ret. Choose with -DWEFT_CTX_JMP=1
+ * (pop + jmp) or -DWEFT_CTX_RET=1 (ret, explicitly), for the library, its tests and its
+ * benchmarks alike; WEFT_CTX_RESUME_JMP below says which one a file was built with.
+ * aarch64 always resumes with ret (br x30 has the same return-stack problem).
  *
  * CET: with -fcf-protection the x86-64 entry points start with endbr64 and the jmp
  * variant jumps with `notrack` (resume addresses are return sites, not endbr targets), so
@@ -55,7 +56,9 @@
  * BTI-compatible; pointer authentication needs nothing here (resume addresses are never
  * signed: each C function signs and checks its own lr in its own frame).
  *
- * Sanitizers: this layer does not announce switches; callers do (sched/san.h).
+ * Sanitizers: this layer does not announce switches; callers do (sched/san.h). Under
+ * ASan a stack reused after its context was abandoned mid-call still carries the shadow
+ * of that context's frames: unpoison it before weft__ctx_init (tests/test_context.c does).
  * Who may call: any thread, on any stack; `to` must be a context saved by
  * weft__ctx_switch or fresh from weft__ctx_init, and not running anywhere else.
  * from == to is allowed (returns at once).
@@ -67,11 +70,9 @@
 #error "weft: define at most one of WEFT_CTX_RET and WEFT_CTX_JMP"
 #endif
 #if defined(WEFT_CTX_JMP) && WEFT_CTX_JMP
-#define WEFT_CTX_RESUME_JMP 1
-#elif defined(WEFT_CTX_RET) && WEFT_CTX_RET
-#define WEFT_CTX_RESUME_JMP 0
+#define WEFT_CTX_RESUME_JMP 1       /* x86-64: pop the resume address, jmp to it */
 #else
-#define WEFT_CTX_RESUME_JMP 0
+#define WEFT_CTX_RESUME_JMP 0       /* ret: the default, or -DWEFT_CTX_RET=1 */
 #endif
 
 #ifndef __ASSEMBLER__

@@ -213,6 +213,7 @@ static void attach_stack(struct m *mp, struct g *gp)
     if (weft__stack_get(mp->p, gp->stacksize, &gp->stack) != 0)
         weft__throwf("out of memory for the %zu KiB stack of green thread %llu",
                      gp->stacksize / 1024, (unsigned long long)gp->id);
+    weft__san_stack_reuse(gp->stack.lo, gp->stack.hi);
     gp->valgrind_id = weft__valgrind_stack_register(gp->stack.lo, gp->stack.hi);
     atomic_fetch_add_explicit(&weft__stacks_inuse, gp->stack.hi - gp->stack.lo, RLX);
     weft__ctx_init(&gp->ctx, (void *)gp->stack.hi, gentry, gp);

@@ -29,7 +29,18 @@ static inline void weft__san_finish_switch(struct g *self)
 {
     __sanitizer_finish_switch_fiber(self != NULL ? self->asan_fake : NULL, NULL, NULL);
 }
+/* A pooled stack may carry ASan marks of frames that never returned (a G dropped by
+ * weft_run's end): clear them before the stack is used again. */
+#include <sanitizer/asan_interface.h>
+static inline void weft__san_stack_reuse(uintptr_t lo, uintptr_t hi)
+{
+    __asan_unpoison_memory_region((void *)lo, hi - lo);
+}
 #else
+static inline void weft__san_stack_reuse(uintptr_t lo, uintptr_t hi)
+{
+    (void)lo, (void)hi;
+}
 static inline void weft__san_start_switch(struct g *from, struct g *to, int dying)
 {
     (void)from, (void)to, (void)dying;

@@ -1,8 +1,11 @@
 /*
  * tests/stress_mem.c -- the allocator under 8 threads: random sizes 1 B .. 1 MiB (mostly
- * small), cross-thread frees through mailboxes, every object's content checked before
- * it is freed; then many short-lived threads (caches flushed at exit).
- * 10+ million operations in the release build; a tenth under the sanitizers.
+ * small, some medium, few large), cross-thread frees through mailboxes, every object
+ * filled with a pattern derived from its address and id and checked before it is
+ * freed; then many short-lived threads that exit with objects in their caches and
+ * objects still live (freed later by another thread).
+ * 10+ million mallocs (and as many frees) in the release build; a tenth under the
+ * sanitizers. Fixed seeds.
  */
 #include <criterion/criterion.h>
 #include <pthread.h>
@@ -10,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "weft.h"
+#include "tests/common.h"
 
 TestSuite(stress_mem, .timeout = 240);
 
@@ -17,16 +21,23 @@ TestSuite(stress_mem, .timeout = 240);
 #define SLOTS 512
 #define MAILBOX 4096
 
-struct obj { uint32_t size, seed; };
+/* Where an object goes, its metadata goes too: kept outside the object, so an object
+ * overwritten by another one (the allocator handing out memory twice) shows. */
+struct obj {
+    unsigned char *p;
+    size_t size;
+    uint64_t id;
+};
 
 struct mailbox {
     pthread_mutex_t mu;
-    void *items[MAILBOX];
+    struct obj items[MAILBOX];
     int n;
 };
 static struct mailbox boxes[NTHREADS];
 static long ops_per_thread;
-static _Atomic long bad;
+static _Atomic long bad, checked;
+static _Atomic(const void *) first_bad;
 
 static uint64_t rnd(uint64_t *s)
 {
@@ -40,95 +51,133 @@ static size_t pick_size(uint64_t *s)
 {
     uint64_t r = rnd(s) % 1000;
     if (r < 900)
-        return 1 + rnd(s) % 256;
+        return 1 + rnd(s) % 256;               /* 90%: tiny */
     if (r < 990)
-        return 257 + rnd(s) % 32000;
-    return 32769 + rnd(s) % (1 << 20);
+        return 257 + rnd(s) % (32768 - 256);   /* 9%: up to the largest class */
+    return 32769 + rnd(s) % ((1 << 20) - 32768); /* 1%: large, up to 1 MiB */
 }
 
-/* The header lives in the usable bytes (every class holds at least 8), so even a
- * 1-byte request carries its size and seed. */
-static void fill(struct obj *o, size_t size, uint32_t seed)
+static inline unsigned char pat(const struct obj *o, size_t i)
 {
-    unsigned char *p = (unsigned char *)o;
-    o->size = (uint32_t)size;
-    o->seed = seed;
-    size_t n = size - 1 < 256 ? size - 1 : 256;     /* a head pattern, a tail byte */
-    for (size_t i = sizeof *o; i < n; i++)
-        p[i] = (unsigned char)(seed + i);
-    if (size > sizeof *o)
-        p[size - 1] = (unsigned char)(seed ^ 0x5a);
+    uint64_t x = ((uintptr_t)o->p ^ (o->id * 0x9e3779b97f4a7c15ull)) + i * 0x2545f491ull;
+    return (unsigned char)(x ^ (x >> 29) ^ (x >> 41));
 }
 
-static void check_free(void *v)
+/* The bytes an object's pattern covers: the first 512, the last 64, and one byte in
+ * every 4 KiB page between (so large objects are touched all along without a memset
+ * of a megabyte on every operation). */
+#define HEAD 512
+#define TAIL 64
+#define STRIDE 4096
+
+static void fill(const struct obj *o)
 {
-    struct obj *o = v;
-    unsigned char *p = v;
-    if (o->size > weft_usable_size(v)) {
-        atomic_fetch_add(&bad, 1);
-    } else if (o->size > sizeof *o) {
-        size_t n = o->size - 1 < 256 ? o->size - 1 : 256;
-        for (size_t i = sizeof *o; i < n; i++)
-            if (p[i] != (unsigned char)(o->seed + i)) {
-                atomic_fetch_add(&bad, 1);
-                break;
-            }
-        if (p[o->size - 1] != (unsigned char)(o->seed ^ 0x5a))
-            atomic_fetch_add(&bad, 1);
-    }
-    weft_free(v);
+    size_t n = o->size;
+    size_t h = n < HEAD ? n : HEAD;
+    for (size_t i = 0; i < h; i++)
+        o->p[i] = pat(o, i);
+    for (size_t i = HEAD; i + TAIL < n; i += STRIDE)
+        o->p[i] = pat(o, i);
+    for (size_t i = n > h + TAIL ? n - TAIL : h; i < n; i++)
+        o->p[i] = pat(o, i);
+}
+
+static void report(const struct obj *o)
+{
+    const void *expected = NULL;
+    atomic_compare_exchange_strong(&first_bad, &expected, (const void *)o->p);
+    atomic_fetch_add(&bad, 1);
+}
+
+static void check_free(const struct obj *o)
+{
+    size_t n = o->size;
+    size_t h = n < HEAD ? n : HEAD;
+    bool ok = weft_usable_size(o->p) >= n;
+    for (size_t i = 0; ok && i < h; i++)
+        ok = o->p[i] == pat(o, i);
+    for (size_t i = HEAD; ok && i + TAIL < n; i += STRIDE)
+        ok = o->p[i] == pat(o, i);
+    for (size_t i = n > h + TAIL ? n - TAIL : h; ok && i < n; i++)
+        ok = o->p[i] == pat(o, i);
+    if (!ok)
+        report(o);
+    atomic_fetch_add_explicit(&checked, 1, memory_order_relaxed);
+    weft_free(o->p);
+}
+
+static void drain(int id)
+{
+    static _Thread_local struct obj items[MAILBOX];
+    struct mailbox *b = &boxes[id];
+    pthread_mutex_lock(&b->mu);
+    int n = b->n;
+    memcpy(items, b->items, (size_t)n * sizeof items[0]);
+    b->n = 0;
+    pthread_mutex_unlock(&b->mu);
+    for (int i = 0; i < n; i++)
+        check_free(&items[i]);
 }
 
 static void *worker(void *arg)
 {
     int id = (int)(intptr_t)arg;
     uint64_t s = 0x9e3779b97f4a7c15ull * (uint64_t)(id + 1);
-    void *slots[SLOTS] = { 0 };
+    struct obj *slots = calloc(SLOTS, sizeof *slots);
+    uint64_t next_id = (uint64_t)id << 48;
     for (long op = 0; op < ops_per_thread; op++) {
-        int k = (int)(rnd(&s) % SLOTS);
-        if (slots[k] != NULL) {
-            if (rnd(&s) % 4 == 0) {
-                /* hand it to another thread, which frees it */
+        struct obj *o = &slots[rnd(&s) % SLOTS];
+        if (o->p != NULL) {
+            if (rnd(&s) % 3 == 0) {
+                /* hand it to another thread, which checks and frees it */
                 struct mailbox *b = &boxes[(id + 1 + rnd(&s) % (NTHREADS - 1)) % NTHREADS];
                 pthread_mutex_lock(&b->mu);
                 if (b->n < MAILBOX) {
-                    b->items[b->n++] = slots[k];
-                    slots[k] = NULL;
+                    b->items[b->n++] = *o;
+                    o->p = NULL;
                 }
                 pthread_mutex_unlock(&b->mu);
             }
-            if (slots[k] != NULL)
-                check_free(slots[k]);
+            if (o->p != NULL)
+                check_free(o);
         }
-        size_t size = pick_size(&s);
-        slots[k] = weft_malloc(size);
-        if (slots[k] == NULL) {
-            atomic_fetch_add(&bad, 1);
+        o->size = pick_size(&s);
+        o->id = next_id++;
+        switch (rnd(&s) % 16) {              /* mostly malloc; some calloc, realloc, aligned */
+        case 0:
+            o->p = weft_calloc(1, o->size);
+            if (o->p != NULL && (o->p[0] != 0 || o->p[o->size - 1] != 0 || o->p[o->size / 2] != 0))
+                report(o);
+            break;
+        case 1:
+            o->p = weft_malloc(o->size / 2 + 1);
+            if (o->p != NULL)
+                o->p = weft_realloc(o->p, o->size);
+            break;
+        case 2:
+            o->p = weft_aligned_alloc((size_t)64 << (rnd(&s) % 8), o->size);
+            break;
+        default:
+            o->p = weft_malloc(o->size);
+        }
+        if (o->p == NULL) {
+            report(o);
             continue;
         }
-        fill(slots[k], size, (uint32_t)rnd(&s));
-        if ((op & 63) == 0) {
-            struct mailbox *b = &boxes[id];
-            pthread_mutex_lock(&b->mu);
-            int n = b->n;
-            void *items[MAILBOX];
-            memcpy(items, b->items, (size_t)n * sizeof(void *));
-            b->n = 0;
-            pthread_mutex_unlock(&b->mu);
-            for (int i = 0; i < n; i++)
-                check_free(items[i]);
-        }
+        fill(o);
+        if ((op & 31) == 0)
+            drain(id);
     }
     for (int k = 0; k < SLOTS; k++)
-        if (slots[k] != NULL)
-            check_free(slots[k]);
+        if (slots[k].p != NULL)
+            check_free(&slots[k]);
+    free(slots);
     return NULL;
 }
 
 Test(stress_mem, eight_threads_cross_thread_frees)
 {
-    const char *san = getenv("WEFT_TEST_SAN");
-    long total = san != NULL && *san ? 1000000 : 10000000;   /* each op: a malloc and a free */
+    long total = sanitized() ? 1000000 : 10000000;   /* each op: a malloc and a free */
     ops_per_thread = total / NTHREADS;
     for (int i = 0; i < NTHREADS; i++)
         pthread_mutex_init(&boxes[i].mu, NULL);
@@ -136,43 +185,83 @@ Test(stress_mem, eight_threads_cross_thread_frees)
     weft_mem_stats_read(&a);
     pthread_t th[NTHREADS];
     for (int i = 0; i < NTHREADS; i++)
-        pthread_create(&th[i], NULL, worker, (void *)(intptr_t)i);
+        cr_assert_eq(pthread_create(&th[i], NULL, worker, (void *)(intptr_t)i), 0);
     for (int i = 0; i < NTHREADS; i++)
         pthread_join(th[i], NULL);
     for (int i = 0; i < NTHREADS; i++)
-        for (int k = 0; k < boxes[i].n; k++)
-            check_free(boxes[i].items[k]);
-    cr_assert_eq(atomic_load(&bad), 0, "%ld corrupted objects", atomic_load(&bad));
+        drain(i);
+    cr_assert_eq(atomic_load(&bad), 0, "%ld corrupted or failed objects, the first at %p", atomic_load(&bad),
+                 atomic_load(&first_bad));
+    cr_assert_eq(atomic_load(&checked), total, "%ld objects checked", atomic_load(&checked));
     weft_mem_stats_read(&b);
-    cr_assert_eq(b.mallocs - a.mallocs, b.frees - a.frees);
+    cr_assert_eq(b.mallocs - a.mallocs, b.frees - a.frees, "mallocs %lu frees %lu",
+                 (unsigned long)(b.mallocs - a.mallocs), (unsigned long)(b.frees - a.frees));
     cr_assert_geq(b.mallocs - a.mallocs, (uint64_t)total);
     cr_assert_eq(b.heap_alloc, a.heap_alloc);
+    cr_assert_geq(b.heap_sys, b.heap_inuse);
+    cr_assert_geq(b.heap_inuse, b.heap_alloc);
 }
+
+/* ---- short-lived threads --------------------------------------------------------------- */
+#define ROUNDS 20
+#define BATCH 64
+#define LEFT 16          /* objects each thread leaves live, freed by the main thread */
+
+struct leftover { void *p[LEFT]; size_t n[LEFT]; };
 
 static void *short_lived(void *arg)
 {
-    uint64_t s = (uint64_t)(uintptr_t)arg * 7919 + 1;
-    void *keep[64];
-    for (int round = 0; round < 20; round++) {
-        for (int i = 0; i < 64; i++)
+    struct leftover *out = arg;
+    uint64_t s = (uint64_t)(uintptr_t)out * 7919 + 1;
+    void *keep[BATCH];
+    for (int round = 0; round < ROUNDS; round++) {
+        for (int i = 0; i < BATCH; i++) {
             keep[i] = weft_malloc(pick_size(&s) % 4096 + 1);
-        for (int i = 0; i < 64; i++)
+            memset(keep[i], round, 8);
+        }
+        for (int i = 0; i < BATCH; i++)
             weft_free(keep[i]);       /* they sit in this thread's cache at exit */
+    }
+    for (int i = 0; i < LEFT; i++) {
+        out->n[i] = pick_size(&s) % 20000 + 1;
+        out->p[i] = weft_malloc(out->n[i]);
+        memset(out->p[i], 0x77, out->n[i]);
     }
     return NULL;
 }
 
 Test(stress_mem, short_lived_threads_flush_their_caches)
 {
-    weft_mem_stats a, b;
+    enum { NT = 200, AT_ONCE = 4 };
+    static struct leftover left[NT];
+    weft_mem_stats a, b, c;
     weft_mem_stats_read(&a);
-    for (int i = 0; i < 200; i++) {
-        pthread_t t;
-        pthread_create(&t, NULL, short_lived, (void *)(intptr_t)i);
-        pthread_join(t, NULL);
+    /* the first half one after another, the rest a few at a time */
+    for (int i = 0; i < NT;) {
+        int n = i < NT / 2 ? 1 : AT_ONCE;
+        pthread_t t[AT_ONCE];
+        for (int k = 0; k < n; k++)
+            cr_assert_eq(pthread_create(&t[k], NULL, short_lived, &left[i + k]), 0);
+        for (int k = 0; k < n; k++)
+            pthread_join(t[k], NULL);
+        i += n;
     }
     weft_mem_stats_read(&b);
-    cr_assert_eq(b.mallocs - a.mallocs, 200 * 20 * 64);
-    cr_assert_eq(b.frees - a.frees, 200 * 20 * 64);
-    cr_assert_eq(b.heap_alloc, a.heap_alloc);
+    cr_assert_eq(b.mallocs - a.mallocs, NT * (ROUNDS * BATCH + LEFT));
+    cr_assert_eq(b.frees - a.frees, NT * ROUNDS * BATCH, "frees %lu", (unsigned long)(b.frees - a.frees));
+    /* the objects left by threads that have exited are intact, and can be freed */
+    uint64_t live = 0;
+    for (int i = 0; i < NT; i++)
+        for (int k = 0; k < LEFT; k++) {
+            unsigned char *p = left[i].p[k];
+            cr_assert(p[0] == 0x77 && p[left[i].n[k] - 1] == 0x77, "thread %d object %d", i, k);
+            live += weft_usable_size(p);
+        }
+    cr_assert_eq(b.heap_alloc - a.heap_alloc, live);
+    for (int i = 0; i < NT; i++)
+        for (int k = 0; k < LEFT; k++)
+            weft_free(left[i].p[k]);
+    weft_mem_stats_read(&c);
+    cr_assert_eq(c.frees - a.frees, c.mallocs - a.mallocs);
+    cr_assert_eq(c.heap_alloc, a.heap_alloc);
 }

@@ -30,7 +30,7 @@ static double now_ns(void)
     return (double)t.tv_sec * 1e9 + (double)t.tv_nsec;
 }
 
-/* ---- bare: switch straight from the loop ------------------------------------------------ */
+/* ---- bare: switch straight from the loop ---------------------------------------------------- */
 static void bare_peer(void *arg)
 {
     (void)arg;
@@ -44,7 +44,7 @@ static void bare_main(long n)
         weft__ctx_switch(&main_ctx, &peer_ctx);
 }
 
-/* ---- deep: switch three calls down, return to the loop --------------------------------- */
+/* ---- deep: switch three calls down, return to the loop -------------------------------------- */
 __attribute__((noinline)) static void deep3(struct weft_ctx *from, struct weft_ctx *to)
 {
     weft__ctx_switch(from, to);
