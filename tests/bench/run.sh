@@ -1,20 +1,32 @@
 #!/bin/sh
-# tests/bench/run.sh -- `make bench`: tables of medians and ratios against baselines
-# measured in the same invocation. Sections: malloc, callgrind, sched (default: all).
-#   sh tests/bench/run.sh [malloc|callgrind|sched]...     BENCH_REPEAT=5 (runs per cell)
-# $B is the build flavour directory (build/release). Baselines are installed here, not
-# in `make test`: libjemalloc2 libtcmalloc-minimal4 libmimalloc2.0 valgrind golang-go.
+# tests/bench/run.sh -- `make bench`: tables of medians and of ratios against baselines
+# measured in the same invocation, on the same machine.
+#
+#   sh tests/bench/run.sh [SECTION]...      sections: malloc callgrind sched (default: all)
+#
+# Environment: B (build flavour directory, default build/release: the binaries are
+# $B/bench/*), BENCH_REPEAT (runs per cell, default 5), BENCH_ALLOCATORS (default
+# "glibc jemalloc tcmalloc mimalloc weft"), BENCH_WORKLOADS (default "pairs ring
+# prodcons larson large"), BENCH_SCALE (multiplies the workloads' op counts, default 1),
+# BENCH_FASTPATH_K (malloc/free pairs under callgrind, default 100000), BENCH_WEFT_LIB
+# (the "weft" allocator, default lib/libweft-malloc.so: another build to compare).
+# Baselines are installed here with apt-get when missing (not in `make test`):
+# libjemalloc2 libtcmalloc-minimal4 libmimalloc2.0 valgrind golang-go. A baseline that
+# cannot be had is reported and skipped. POSIX sh: make runs it with `sh`.
 set -u
 B=${B:-build/release}
 REPEAT=${BENCH_REPEAT:-5}
 TOP=$(pwd)
-WEFT_LIB="$TOP/lib/libweft-malloc.so"
-ARCH=$(gcc -print-multiarch 2>/dev/null || echo x86_64-linux-gnu)
+WEFT_LIB=${BENCH_WEFT_LIB:-"$TOP/lib/libweft-malloc.so"}
+ARCH=$(gcc -print-multiarch 2>/dev/null || true)
+[ -n "$ARCH" ] || ARCH=$(dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null || echo x86_64-linux-gnu)
+BASELINES="glibc jemalloc tcmalloc mimalloc"
+ALLOCATORS=${BENCH_ALLOCATORS:-"$BASELINES weft"}
 
 install_missing() {
     missing=""
     for pkg in "$@"; do
-        dpkg -s "$pkg" >/dev/null 2>&1 || missing="$missing $pkg"
+        dpkg -s "$pkg" 2>/dev/null | grep -q '^Status: install ok installed' || missing="$missing $pkg"
     done
     [ -z "$missing" ] && return 0
     sudo=""
@@ -23,96 +35,171 @@ install_missing() {
     $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q $missing >/dev/null 2>&1 ||
         { $sudo apt-get update -q >/dev/null 2>&1 &&
           $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q $missing >/dev/null 2>&1; } ||
-        echo "make bench: could not install$missing (those baselines are skipped)"
-}
-
-find_lib() {   # first existing path among the arguments
-    for f in "$@"; do [ -e "$f" ] && { echo "$f"; return; }; done
-    echo ""
+        echo "make bench: could not install$missing (what needs them is skipped)"
 }
 
 median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "nan"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
+# stats FILE: "median min max" of the numbers in FILE, one a line
+stats() { sort -g "$1" | awk '{ v[NR] = $1 } END { if (NR == 0) print "nan nan nan"; else print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2), v[1], v[NR] }'; }
+
+# so_path PACKAGE FILE...: where the package's shared library is (multiarch directory, or
+# whatever dpkg -L says), empty if nowhere
+so_path() {
+    so_pkg=$1; shift
+    for so_f in "$@"; do
+        for so_d in /usr/lib/$ARCH /usr/lib /usr/lib64 /usr/local/lib; do
+            [ -e "$so_d/$so_f" ] && { echo "$so_d/$so_f"; return; }
+        done
+    done
+    for so_f in "$@"; do
+        so_p=$(dpkg -L "$so_pkg" 2>/dev/null | grep "/$so_f\$" | head -n 1)
+        [ -n "$so_p" ] && [ -e "$so_p" ] && { echo "$so_p"; return; }
+    done
+    echo ""
+}
+
+# preload_of ALLOCATOR: sets PRE (the LD_PRELOAD value; empty for glibc) and returns 1,
+# saying why, when that allocator is not available
+preload_of() {
+    PRE=""
+    case $1 in
+        glibc) return 0 ;;
+        jemalloc) PRE=$(so_path libjemalloc2 libjemalloc.so.2); pkg=libjemalloc2 ;;
+        tcmalloc) PRE=$(so_path libtcmalloc-minimal4 libtcmalloc_minimal.so.4); pkg=libtcmalloc-minimal4 ;;
+        mimalloc) PRE=$(so_path libmimalloc2.0 libmimalloc.so.2 libmimalloc.so.2.0); pkg=libmimalloc2.0 ;;
+        weft) PRE=$WEFT_LIB
+              [ -e "$PRE" ] || { echo "  weft: $WEFT_LIB not built (make lib), skipped"; PRE=""; return 1; }
+              echo "  weft: $WEFT_LIB, built $(date -r "$WEFT_LIB" '+%F %T' 2>/dev/null)"
+              return 0 ;;
+        *) echo "  $1: unknown allocator, skipped"; return 1 ;;
+    esac
+    [ -n "$PRE" ] || { echo "  $1: not found (package $pkg), skipped"; return 1; }
+}
+
+# available ALLOCATOR...: sets AVAIL to those of the arguments that can be run, and says
+# why the others cannot
+available() {
+    AVAIL=""
+    for a in "$@"; do preload_of "$a" && AVAIL="$AVAIL $a"; done
+}
+
 # ---- allocator workloads ------------------------------------------------------------
+# Every (workload, allocator) cell runs REPEAT times, the allocators taking turns within
+# each repetition, so that the machine's noise falls on all of them alike; the table
+# has the medians. ns/op: one op is one malloc or one free (see malloc_bench.c);
+# spread: (max - min) / median of the REPEAT times; RSS: the process's peak.
 bench_malloc() {
     install_missing libjemalloc2 libtcmalloc-minimal4 libmimalloc2.0
-    L=/usr/lib/$ARCH
-    JE=$(find_lib $L/libjemalloc.so.2)
-    TC=$(find_lib $L/libtcmalloc_minimal.so.4)
-    MI=$(find_lib $L/libmimalloc.so.2 $L/libmimalloc.so.2.0)
-    names="glibc jemalloc tcmalloc mimalloc weft"
+    bin="$B/bench/malloc_bench"
+    [ -x "$bin" ] || { echo "malloc: $bin not built (make bench builds it), skipped"; return; }
     tmp=$(mktemp -d)
     echo
-    echo "== allocator: median of $REPEAT runs; ns per op (one malloc or one free), peak RSS;"
-    echo "   ratios against the best (time) and smallest (RSS) of glibc, jemalloc, tcmalloc, mimalloc"
-    printf '%-9s %-9s %10s %10s %9s %9s\n' workload allocator ns/op "RSS MiB" "x best" "x RSS"
-    for w in pairs ring prodcons larson large; do
+    echo "== allocator workloads: median of $REPEAT runs; $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg)"
+    available $ALLOCATORS
+    allocs=$AVAIL
+    echo "   ns/op: wall time per malloc or free (with 2 threads: x 2 / ops of both); RSS: peak"
+    echo "   x best: time / the best of the baselines present ($BASELINES);"
+    echo "   x least: peak RSS / the smallest of theirs"
+    printf '%-9s %-9s %9s %7s %9s %8s %8s\n' workload allocator ns/op spread "RSS MiB" "x best" "x least"
+    for w in ${BENCH_WORKLOADS:-pairs ring prodcons larson large}; do
         r=0
         while [ $r -lt "$REPEAT" ]; do
-            for a in $names; do
-                case $a in
-                    glibc) pre="" ;;
-                    jemalloc) pre=$JE ;;
-                    tcmalloc) pre=$TC ;;
-                    mimalloc) pre=$MI ;;
-                    weft) pre=$WEFT_LIB ;;
-                esac
-                if [ "$a" != glibc ] && [ -z "$pre" ]; then continue; fi
-                out=$(env ${pre:+LD_PRELOAD=$pre} "$B/bench/malloc_bench" $w 2>/dev/null)
-                echo "$out" | sed -n 's/.*ns_per_op=\([0-9.]*\).*/\1/p' >> "$tmp/$w.$a.ns"
-                echo "$out" | sed -n 's/.*rss_kb=\([0-9]*\).*/\1/p' >> "$tmp/$w.$a.rss"
+            for a in $allocs; do
+                preload_of $a >/dev/null
+                # the inner sh waits for the program, so that a crash is reported in $tmp/err
+                out=$(sh -c '"$@"; exit $?' sh env ${PRE:+LD_PRELOAD=$PRE} "$bin" $w ${BENCH_SCALE:-} 2>"$tmp/err")
+                rc=$?
+                ns=$(echo "$out" | sed -n 's/.*ns_per_op=\([0-9.]*\).*/\1/p')
+                rss=$(echo "$out" | sed -n 's/.*rss_kb=\([0-9]*\).*/\1/p')
+                if [ $rc -ne 0 ] || [ -z "$ns" ] || [ -z "$rss" ] || grep -q 'cannot be preloaded' "$tmp/err"; then
+                    [ -e "$tmp/$w.$a.fail" ] || { echo "  $w on $a failed (exit status $rc$([ $rc -gt 128 ] && echo ", signal $((rc - 128))")):"
+                                                   tail -n 3 "$tmp/err" | sed 's/^/    /'; }
+                    echo $rc >> "$tmp/$w.$a.fail"
+                    continue
+                fi
+                echo "$ns" >> "$tmp/$w.$a.ns"
+                echo "$rss" >> "$tmp/$w.$a.rss"
             done
             r=$((r + 1))
         done
-        best=""; small=""
-        for a in glibc jemalloc tcmalloc mimalloc; do
+        best=""; least=""; bestname=""; leastname=""
+        for a in $allocs; do
+            case " $BASELINES " in *" $a "*) ;; *) continue ;; esac
             [ -s "$tmp/$w.$a.ns" ] || continue
             m=$(median < "$tmp/$w.$a.ns"); s=$(median < "$tmp/$w.$a.rss")
-            best=$(echo "$best $m" | awk '{ b = $1; for (i = 2; i <= NF; i++) if ($i < b) b = $i; print b }')
-            small=$(echo "$small $s" | awk '{ b = $1; for (i = 2; i <= NF; i++) if ($i < b) b = $i; print b }')
+            if [ -z "$best" ] || [ "$(echo "$m $best" | awk '{ print ($1 < $2) }')" = 1 ]; then best=$m; bestname=$a; fi
+            if [ -z "$least" ] || [ "$(echo "$s $least" | awk '{ print ($1 < $2) }')" = 1 ]; then least=$s; leastname=$a; fi
         done
-        for a in $names; do
-            [ -s "$tmp/$w.$a.ns" ] || { printf '%-9s %-9s %10s\n' $w $a "(missing)"; continue; }
-            m=$(median < "$tmp/$w.$a.ns"); s=$(median < "$tmp/$w.$a.rss")
-            printf '%-9s %-9s %10.2f %10.1f %9.2f %9.2f%s\n' $w $a $m $(echo "$s" | awk '{print $1/1024}') \
-                $(echo "$m $best" | awk '{print $1/$2}') $(echo "$s $small" | awk '{print $1/$2}') \
-                "$([ $a = weft ] && echo '   <- weft')"
+        for a in $allocs; do
+            if [ ! -s "$tmp/$w.$a.ns" ]; then
+                printf '%-9s %-9s %9s\n' $w $a "failed"
+                continue
+            fi
+            read -r m lo hi <<STATS
+$(stats "$tmp/$w.$a.ns")
+STATS
+            s=$(median < "$tmp/$w.$a.rss")
+            nfail=$( [ -e "$tmp/$w.$a.fail" ] && wc -l < "$tmp/$w.$a.fail" || echo 0)
+            echo "$w $a $m $lo $hi $s ${best:-0} ${least:-0} $nfail $bestname $leastname" | awk '{
+                spread = $3 > 0 ? sprintf("%.0f%%", 100 * ($5 - $4) / $3) : "-"
+                tb = $7 > 0 ? sprintf("%.2f", $3 / $7) : "-"
+                rb = $8 > 0 ? sprintf("%.2f", $6 / $8) : "-"
+                if ($2 == "weft") { tb = "[" tb "]"; rb = "[" rb "]" }
+                printf "%-9s %-9s %9.2f %7s %9.1f %8s %8s", $1, $2, $3, spread, $6 / 1024, tb, rb
+                if ($2 == "weft") printf "   <== weft (best time: %s, least RSS: %s)", $10, $11
+                if ($9 > 0) printf "   (%d runs failed)", $9
+                printf "\n"
+            }'
         done
     done
     rm -rf "$tmp"
 }
 
 # ---- instructions per malloc / free (callgrind) ---------------------------------------
+# fastpath K: K malloc(32)/free pairs after a warm-up, through its wrappers fp_malloc and
+# fp_free. Collection is on only inside the wrappers; the inclusive cost of the calls
+# they make (the allocator's malloc or free and all its callees, whatever name callgrind
+# gives the entry point) divided by K is the count per malloc and per free.
 bench_callgrind() {
     install_missing valgrind libjemalloc2 libtcmalloc-minimal4 libmimalloc2.0
-    command -v valgrind >/dev/null 2>&1 || { echo "callgrind: valgrind missing, skipped"; return; }
-    L=/usr/lib/$ARCH
-    K=100000
+    command -v valgrind >/dev/null 2>&1 || { echo; echo "callgrind: valgrind missing, skipped"; return; }
+    bin="$B/bench/fastpath"
+    [ -x "$bin" ] || { echo; echo "callgrind: $bin not built (make bench builds it), skipped"; return; }
+    K=${BENCH_FASTPATH_K:-100000}
+    tmp=$(mktemp -d)
     echo
-    echo "== fast paths: instructions per malloc(32) and per free, callgrind, $K pairs"
-    printf '%-9s %10s %10s\n' allocator malloc free
-    for a in glibc jemalloc tcmalloc mimalloc weft; do
-        case $a in
-            glibc) pre="" ;;
-            jemalloc) pre=$(find_lib $L/libjemalloc.so.2) ;;
-            tcmalloc) pre=$(find_lib $L/libtcmalloc_minimal.so.4) ;;
-            mimalloc) pre=$(find_lib $L/libmimalloc.so.2 $L/libmimalloc.so.2.0) ;;
-            weft) pre=$WEFT_LIB ;;
-        esac
-        if [ "$a" != glibc ] && [ -z "$pre" ]; then continue; fi
-        res=""
-        for fn in malloc free; do
-            # inclusive cost of one function over the loop, less a run with K=0
-            c1=$(env ${pre:+LD_PRELOAD=$pre} valgrind --tool=callgrind --callgrind-out-file=/dev/stdout \
-                --collect-atstart=no --toggle-collect=$fn --toggle-collect=weft_$fn "$B/bench/fastpath" $K 2>/dev/null |
-                awk '/^summary:/ { print $2 }')
-            c0=$(env ${pre:+LD_PRELOAD=$pre} valgrind --tool=callgrind --callgrind-out-file=/dev/stdout \
-                --collect-atstart=no --toggle-collect=$fn --toggle-collect=weft_$fn "$B/bench/fastpath" 0 2>/dev/null |
-                awk '/^summary:/ { print $2 }')
-            res="$res $(echo "${c1:-0} ${c0:-0} $K" | awk '{ printf "%.1f", ($1 - $2) / $3 }')"
-        done
-        printf '%-9s %10s %10s\n' $a $res
+    echo "== fast paths: instructions per malloc(32) and per free (callgrind Ir, $K warm pairs)"
+    available $ALLOCATORS
+    allocs=$AVAIL
+    printf '%-9s %9s %9s\n' allocator malloc free
+    for a in $allocs; do
+        preload_of $a >/dev/null
+        out="$tmp/cg.$a"
+        if ! env ${PRE:+LD_PRELOAD=$PRE} valgrind --tool=callgrind --callgrind-out-file="$out" \
+                --collect-atstart=no --toggle-collect=fp_malloc --toggle-collect=fp_free \
+                "$bin" "$K" >"$tmp/err" 2>&1 || [ ! -s "$out" ] || grep -q 'cannot be preloaded' "$tmp/err"; then
+            printf '%-9s %9s\n' $a failed
+            { grep -m 1 'cannot be preloaded' "$tmp/err" || tail -n 3 "$tmp/err"; } | sed 's/^/    /'
+            continue
+        fi
+        # sum the costs of the call arcs out of fp_malloc and fp_free (fn/cfn names are
+        # compressed as "(id) name" the first time, "(id)" after)
+        awk -v k="$K" -v a="$a" '
+            /^c?fn=/ {
+                s = $0; callee = (substr(s, 1, 1) == "c"); sub(/^c?fn=/, "", s)
+                if (match(s, /^\([0-9]+\)/)) {
+                    id = substr(s, 1, RLENGTH); rest = substr(s, RLENGTH + 1); sub(/^ /, "", rest)
+                    if (rest != "") name[id] = rest; else rest = name[id]
+                } else rest = s
+                if (!callee) cur = rest
+                next
+            }
+            /^calls=/ { grab = (cur == "fp_malloc" || cur == "fp_free"); next }
+            grab { cost[cur] += $NF; grab = 0 }
+            END { printf "%-9s %9.1f %9.1f\n", a, cost["fp_malloc"] / k, cost["fp_free"] / k }' "$out"
     done
+    rm -rf "$tmp"
 }
 
 # ---- scheduler, channels, sync: weft against Go ---------------------------------------
@@ -137,7 +224,6 @@ bench_sched() {
             [ "$b" = sleep ] && [ -n "$go_bin" ] && "$go_bin" $b 2>/dev/null | awk '{print $5}' >> "$tmp/$b$p.gocpu"
             r=$((r + 1))
         done
-        unit=$("$B/bench/sched_bench" $b 10 2>/dev/null | awk '{print $3}')
         case $b in spawn) n=100000;; skynet) n=1000;; parked) n=1000;; sleep) n=100;; *) n=1000;; esac
         unit=$("$B/bench/sched_bench" $b $n 2>/dev/null | awk '{print $3}')
         w=$(median < "$tmp/$b$p.weft")
@@ -158,12 +244,17 @@ bench_sched() {
     rm -rf "$tmp"
 }
 
-[ $# -eq 0 ] && set -- malloc callgrind sched
+# A section is a function bench_NAME, listed here; with no arguments all of them run.
+SECTIONS="malloc callgrind sched"
+[ $# -eq 0 ] && set -- $SECTIONS
 for section in "$@"; do
-    case $section in
-        malloc) bench_malloc ;;
-        callgrind) bench_callgrind ;;
-        sched) bench_sched ;;
-        *) echo "run.sh: unknown section $section" >&2; exit 2 ;;
+    case " $SECTIONS " in
+        *" $section "*) ;;
+        *) echo "run.sh: unknown section $section ($SECTIONS)" >&2; exit 2 ;;
     esac
+done
+for section in "$@"; do
+    t0=$(date +%s)
+    bench_$section
+    echo "   ($section: $(($(date +%s) - t0)) s)"
 done
