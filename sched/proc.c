@@ -744,8 +744,11 @@ top:
         mp->spinning = false;
         /* seq_cst: pairs with wakep's fence; then look at every queue once more */
         atomic_fetch_sub_explicit(&sched.nmspinning, 1, SC);
+        /* the global queue too: a plain thread may have queued a G after our locked
+         * look above, seen us spinning, and skipped its wakep */
+        bool work = atomic_load_explicit(&sched.runqsize, SC) > 0;
         for (int i = 0; i < sched.nprocs; i++) {
-            if (!weft__runqempty(sched.allp[i])) {
+            if (work || !weft__runqempty(sched.allp[i])) {
                 weft__lock(&sched.lock);
                 struct p *p2 = pidleget();
                 weft__unlock(&sched.lock);
