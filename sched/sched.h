@@ -31,7 +31,8 @@
  *  - Spinning: at most (nprocs - npidle) / 2 Ms spin. wakep starts one only when none
  *    spins; a spinning M that finds work wakes another if it was the last spinner.
  *    No lost wake-up: a submitter stores the G, then (seq_cst) reads nmspinning/npidle;
- *    an M going idle decrements nmspinning (seq_cst), then re-reads every run queue.
+ *    an M going idle decrements nmspinning (seq_cst), then re-reads every run queue,
+ *    the global one included (a plain thread's ready only touches the global queue).
  *  - weft__getm() is the only way to read the current M: a G may resume on another M
  *    after any switch, and compilers cache thread-local addresses (DESIGN.md).
  * Lock order: sched.lock < allg_lock < mem locks. No lock is held across a switch.
