@@ -95,6 +95,9 @@ deps:
 
 # ---- tests ----------------------------------------------------------------
 TEST_SRC := $(wildcard tests/test_*.c tests/stress_*.c)
+# A whole test binary that runs past this many seconds is killed and counted failed
+# (Criterion's per-test timeouts cannot catch a hang in its own runner).
+TEST_LIMIT ?= 300
 TEST_BIN := $(TEST_SRC:tests/%.c=$(B)/tests/%)
 TEST_HELPERS := $(wildcard tests/helpers/*.c)
 TEST_HELPER_BIN := $(TEST_HELPERS:tests/helpers/%.c=$(B)/tests/helpers/%)
@@ -114,7 +117,7 @@ test-run: lib $(TEST_BIN) $(TEST_HELPER_BIN)
 	@fail=0; for t in $(TEST_BIN); do \
 	    echo "== $$t"; \
 	    WEFT_TEST_BUILD=$(B) WEFT_TEST_SAN=$(SAN) LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp \
-	    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 $$t --jobs 2 || fail=1; \
+	    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 timeout -k 10 $(TEST_LIMIT) $$t --jobs 2 || { echo "== $$t failed (status $$?; 124 = over $(TEST_LIMIT) s)"; fail=1; }; \
 	done; exit $$fail
 
 # ---- benchmarks and demos -------------------------------------------------

@@ -525,9 +525,14 @@ static void startm(struct p *pp, bool spinning)
             return;
         }
     }
-    struct m *mp = sched.midle;
+    /* the timer M goes last: the others wait with no timeout and would leave the
+     * timers of busy Ps to sysmon's backstop */
+    struct m **link = &sched.midle;
+    if (*link != NULL && *link == atomic_load_explicit(&sched.timer_m, RLX) && (*link)->link != NULL)
+        link = &(*link)->link;
+    struct m *mp = *link;
     if (mp != NULL) {
-        sched.midle = mp->link;
+        *link = mp->link;
         sched.nmidle--;
     }
     weft__unlock(&sched.lock);
@@ -586,14 +591,21 @@ static bool stopm(struct m *mp)
         }
         int64_t next = weft__timer_next();
         struct m *none = NULL;
-        if (next == INT64_MAX || (atomic_load_explicit(&sched.timer_m, SC) != mp &&
-                                  !atomic_compare_exchange_strong_explicit(&sched.timer_m, &none, mp, SC, RLX))) {
+        if (atomic_load_explicit(&sched.timer_m, SC) != mp &&
+            !atomic_compare_exchange_strong_explicit(&sched.timer_m, &none, mp, SC, RLX)) {
             weft__futex_wait(&mp->park, 0);
             continue;
         }
+        /* We are the timer M. Publish how long we sleep, INT64_MAX included: with a
+         * stale (earlier) sleep_until, weft__timer_add would not poke us for a timer
+         * added after the one we slept for was deleted, and that timer would never run. */
         atomic_store_explicit(&sched.timer_sleep_until, next, SC);
         if (weft__timer_next() < next)
             continue;                      /* an earlier timer came meanwhile */
+        if (next == INT64_MAX) {
+            weft__futex_wait(&mp->park, 0);
+            continue;
+        }
         int64_t now = weft__nanotime();
         if (next > now) {
             weft__futex_wait_timeout(&mp->park, 0, next - now);
@@ -620,8 +632,16 @@ static bool stopm(struct m *mp)
     }
     atomic_store_explicit(&mp->park, 0, RLX);
     struct m *self = mp;
-    if (atomic_compare_exchange_strong_explicit(&sched.timer_m, &self, NULL, SC, RLX))
+    if (atomic_compare_exchange_strong_explicit(&sched.timer_m, &self, NULL, SC, RLX)) {
         atomic_store_explicit(&sched.timer_sleep_until, INT64_MAX, SC);
+        /* hand the role on: poke an idle M, which takes it when it looks again */
+        weft__lock(&sched.lock);
+        struct m *other = sched.midle;
+        uint32_t zero = 0;
+        if (other != NULL && atomic_compare_exchange_strong_explicit(&other->park, &zero, 2, SC, RLX))
+            weft__futex_wake(&other->park, 1);
+        weft__unlock(&sched.lock);
+    }
     if (mp->nextp == NULL)
         return false;        /* woken by the stop */
     acquirep(mp, mp->nextp);

@@ -16,6 +16,14 @@
  * new timer is earlier than what it sleeps for (sleep_until is published seq_cst
  * before the sleeper re-reads timer0; the adder updates timer0 seq_cst before it
  * reads sleep_until: one of them sees the other).
+ *
+ * Invariants of the timer M role (sched.timer_m, proc.c stopm/startm):
+ *  - while any M is idle, one of them holds the role, also when no timer exists
+ *    (it then publishes sleep_until = INT64_MAX, so the next weft__timer_add pokes it);
+ *    sleep_until is always exactly what the holder sleeps for, never a stale earlier
+ *    value (a stale one made weft__timer_add skip the poke and the timer never ran);
+ *  - startm takes the timer M last, and an M that gives the role up (it got a P)
+ *    pokes another idle M, which takes the role when it looks again.
  */
 #include <errno.h>
 #include <time.h>
