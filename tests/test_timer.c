@@ -499,14 +499,15 @@ static int stale_timer_main(void *arg)
     (void)arg;
     weft_chan *a = mk(sizeof(long), 0), *b = mk(sizeof(long), 0);
     long v = 0;
-    /* a select whose 20 ms timeout is not needed */
-    struct later l1 = { a, 1 * MS, 1 };
+    /* a select whose 20 ms timeout is not needed (the value comes at once: with a 1 ms
+     * delay a loaded machine could run both timers in one batch and time the select out) */
+    struct later l1 = { a, 0, 1 };
     cr_assert_eq(weft_spawn(later_fn, &l1), 0);
     weft_case cs[1] = { { a, WEFT_RECV, &v, 0 } };
     cr_assert_eq(weft_select(cs, 1, 20 * MS), 0);
     cr_assert_eq(v, 1);
     /* a deadline that is not needed, then cleared */
-    struct later l2 = { a, 1 * MS, 2 };
+    struct later l2 = { a, 0, 2 };
     cr_assert_eq(weft_spawn(later_fn, &l2), 0);
     weft_deadline(weft_now() + 20 * MS);
     cr_assert_eq(weft_chan_recv(a, &v), 0);
