@@ -238,11 +238,16 @@ struct selunlock {
     int nlocks;
 };
 
+/* Also select's park unlock function, with su on the parked G's stack: once a waker or
+ * the deadline can resume the G, its frame stays only while locks[0] is held (the G's
+ * lock_all takes locks[0] first). So locks[0] goes last and nothing of *su is read
+ * after it. */
 static void unlock_all(void *arg)
 {
     struct selunlock *su = arg;
+    weft_chan **locks = su->locks;
     for (int i = su->nlocks - 1; i >= 0; i--)
-        weft__unlock(&su->locks[i]->lock);
+        weft__unlock(&locks[i]->lock);
 }
 
 static void lock_all(weft_chan **locks, int n)

@@ -84,6 +84,9 @@ static void heap_remove(struct p *pp, int i)
 
 void weft__timer_add(struct timer *t)
 {
+    /* t may fire (and be re-armed by its owner) as soon as the heap lock is dropped:
+     * nothing of it is read after that */
+    int64_t when = t->when;
     struct m *mp = weft__getm();
     struct p *pp = mp != NULL && mp->p != NULL ? mp->p : sched.allp[0];
     weft__lock(&pp->timerlock);
@@ -101,7 +104,7 @@ void weft__timer_add(struct timer *t)
     set_timer0(pp);
     weft__unlock(&pp->timerlock);
     /* seq_cst: pairs with the timer M's publication of sleep_until */
-    if (t->when < atomic_load_explicit(&sched.timer_sleep_until, SC)) {
+    if (when < atomic_load_explicit(&sched.timer_sleep_until, SC)) {
         struct m *tm = atomic_load_explicit(&sched.timer_m, SC);
         if (tm != NULL) {
             uint32_t zero = 0;

@@ -35,16 +35,23 @@ struct parkarg {
     uint32_t expect;
 };
 
+/* Runs on the next context, gp off its stack. *pa lives on gp's stack: once the timer
+ * is armed it can fire at once on another M and resume gp, whose frame then goes away,
+ * so everything needed from *pa is read before the timer is armed. (The unlock function
+ * itself may still read gp's frame -- select's lock list -- because gp, resumed, first
+ * takes those same locks, which are held until unlock releases them.) */
 static int park_unlock(struct g *gp, void *a)
 {
     struct parkarg *pa = a;
+    void (*unlock)(void *) = pa->unlock;
+    void *arg = pa->arg;
     if (pa->deadline >= 0) {
         gp->timer.when = pa->deadline;
         gp->timer.f = timeout_fire;
         gp->timer.seq = pa->expect;
         weft__timer_add(&gp->timer);
     }
-    pa->unlock(pa->arg);
+    unlock(arg);
     return 1;
 }
 
