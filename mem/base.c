@@ -94,6 +94,8 @@ static void parse_debug(const char *s)
             weft__debug.schedtrace = val;
         else if (nlen == 8 && memcmp(name, "deadlock", 8) == 0)
             weft__debug.deadlock = val ? 0 : -1;
+        else if (nlen == 7 && memcmp(name, "pagemap", 7) == 0)
+            weft__debug.pagemap = val ? 0 : -1;
         if (*s == ',')
             s++;
     }

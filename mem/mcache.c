@@ -3,11 +3,18 @@
  * thread exit, and the registry that statistics walk.
  *
  * A cache holds, per class, a singly linked free list (head) that the fast paths in
- * mem/malloc.c pop and push with no lock. Its length is not stored on the fast path:
- *     len = len_sync + (room_set - room) - (nmalloc - nmalloc_sync)
- * (frees pushed since the last sync, less mallocs popped), computed here. The free
- * fast path may push while room > 0; room starts at max - len, so the list never
- * grows past max = 2 * batch. At that point a batch goes back to mcentral.
+ * mem/malloc.c pop and push with no lock, and room = max - (list length): malloc adds
+ * 1, free takes 1 and may push only while room was positive, so a list never grows
+ * past max = 2 * batch; a free that finds no room gives a batch back to mcentral here
+ * (room is then batch - 1: the next batch of frees are fast again). A malloc that
+ * finds the list empty takes a batch from mcentral.
+ *
+ * Exact counts with one counter per operation: free counts nfree[c] (an add on its
+ * fast path); malloc counts nothing, its count follows from the list's length:
+ *     mallocs = nget + nfree - nput - (max - room)
+ * (objects taken from mcentral, plus frees, less objects given back, less those still
+ * on the list). nget and nput change on slow paths only. So malloc's fast path has
+ * exactly one bookkeeping add (room), which the bound on the list needs anyway.
  *
  * Threads: a plain thread gets its cache on its first slow path, registered with a
  * pthread key whose destructor flushes and frees it at thread exit; after that the
@@ -17,14 +24,14 @@
  *
  * Locking: the registry (all caches, their pool, the folded counters of dead caches)
  * is under reg_lock, which comes before every mcentral lock. A cache's own fields
- * are written by its owner only; stats read nmalloc/nfree/room racily (relaxed),
+ * are written by its owner only; stats read room/nfree/nget/nput racily (relaxed),
  * which can be off by the operations in flight, never more.
  */
 #include <pthread.h>
 #include <string.h>
 #include "mem/mem.h"
 
-struct mcache weft__empty_cache;
+struct mcache weft__empty_cache = { .class_of = { [0 ... 1024] = WEFT_SLOT_BIAS } };
 __thread struct mcache *weft__tls_cache WEFT_TLS_IE = &weft__empty_cache;
 
 enum { TLS_NONE = 0, TLS_CACHE = 1, TLS_DEAD = 2 };
@@ -59,7 +66,9 @@ struct mcache *weft__mcache_create(int kind)
     memset(c, 0, sizeof *c);
     c->kind = kind;
     for (unsigned cls = 1; cls < WEFT_NCLASS; cls++)
-        c->room[cls] = c->room_set[cls] = class_max(cls);
+        WEFT_MC_ROOM(c, cls) = class_max(cls);
+    for (size_t n = 0; n <= 1024; n++)
+        c->class_of[n] = (uint8_t)(WEFT_SLOT_BIAS + weft__class_of_small[n]);
     c->reg_next = reg_head;
     if (reg_head != NULL)
         reg_head->reg_prev = c;
@@ -68,80 +77,74 @@ struct mcache *weft__mcache_create(int kind)
     return c;
 }
 
-/* Bring the bookkeeping of class cls up to date; returns the list length. */
-static uint32_t sync_class(struct mcache *c, unsigned cls)
+static inline uint32_t list_len(const struct mcache *c, unsigned cls)
 {
-    uint32_t pushed = (uint32_t)(c->room_set[cls] - c->room[cls]);
-    uint64_t popped = c->nmalloc[cls] - c->nmalloc_sync[cls];
-    uint32_t len = c->len_sync[cls] + pushed - (uint32_t)popped;
-    c->nfree[cls] += pushed;
-    c->len_sync[cls] = len;
-    c->nmalloc_sync[cls] = c->nmalloc[cls];
-    c->room_set[cls] = c->room[cls];
-    return len;
-}
-
-static void set_len(struct mcache *c, unsigned cls, uint32_t len)
-{
-    c->len_sync[cls] = len;
-    c->nmalloc_sync[cls] = c->nmalloc[cls];
-    c->room[cls] = c->room_set[cls] = class_max(cls) - (int32_t)len;
+    return (uint32_t)(class_max(cls) - WEFT_MC_ROOM(c, cls));
 }
 
 void *weft__mcache_refill_alloc(struct mcache *c, unsigned cls)
 {
-    sync_class(c, cls);             /* the list is empty here */
+    weft_assert(WEFT_MC_HEAD(c, cls) == NULL && list_len(c, cls) == 0);
     void *head;
     unsigned n = weft__mcentral_get(cls, weft__class_batch(cls), &head);
     if (n == 0)
         return NULL;
-    c->head[cls] = *(void **)head;
-    c->nmalloc[cls]++;
-    set_len(c, cls, n - 1);
+    WEFT_MC_HEAD(c, cls) = *(void **)head;
+    c->nget[cls] += n;
+    WEFT_MC_ROOM(c, cls) -= (int32_t)(n - 1);
     return head;
 }
 
 /* Cut the first n objects (n <= len) off list cls; returns them NULL-terminated. */
 static void *cut(struct mcache *c, unsigned cls, unsigned n)
 {
-    void *first = c->head[cls], *last = first;
+    void *first = WEFT_MC_HEAD(c, cls), *last = first;
     for (unsigned i = 1; i < n; i++)
         last = *(void **)last;
-    c->head[cls] = *(void **)last;
+    WEFT_MC_HEAD(c, cls) = *(void **)last;
     *(void **)last = NULL;
     return first;
 }
 
-/* The free fast path found no room (the caller undid its decrement). */
+/* A free that the fast path did not take (no room, or it came by the slow path). */
 void weft__mcache_free_slow(struct mcache *c, void *p, unsigned cls)
 {
-    uint32_t len = sync_class(c, cls);
-    unsigned batch = weft__class_batch(cls);
-    /* full after this push: a batch goes back now, so the fast path gets room for a
-     * whole batch of frees (else a list that hovers at max would take this slow path
-     * on every free) */
-    if (len + 1 >= (uint32_t)class_max(cls)) {
+    if (WEFT_MC_ROOM(c, cls) <= 0) {        /* full: a batch goes back, then batch - 1 fast frees */
+        unsigned batch = weft__class_batch(cls);
         weft__mcentral_put(cls, cut(c, cls, batch), batch);
-        len -= batch;
+        c->nput[cls] += batch;
+        WEFT_MC_ROOM(c, cls) += (int32_t)batch;
     }
-    *(void **)p = c->head[cls];
-    c->head[cls] = p;
+    *(void **)p = WEFT_MC_HEAD(c, cls);
+    WEFT_MC_HEAD(c, cls) = p;
     c->nfree[cls]++;
-    set_len(c, cls, len + 1);
+    WEFT_MC_ROOM(c, cls)--;
 }
 
 void weft__mcache_flush(struct mcache *c)
 {
     for (unsigned cls = 1; cls < WEFT_NCLASS; cls++) {
-        uint32_t len = sync_class(c, cls);
+        uint32_t len = list_len(c, cls);
         unsigned batch = weft__class_batch(cls);
         while (len > 0) {
             unsigned n = len < batch ? len : batch;
             weft__mcentral_put(cls, cut(c, cls, n), n);
+            c->nput[cls] += n;
+            WEFT_MC_ROOM(c, cls) += (int32_t)n;
             len -= n;
         }
-        set_len(c, cls, 0);
     }
+}
+
+/* Cumulative mallocs of class cls from c; racy (relaxed) when c is not the caller's:
+ * then off by the operations in flight, never more. */
+static uint64_t cache_mallocs(struct mcache *c, unsigned cls)
+{
+    int32_t room = __atomic_load_n(&WEFT_MC_ROOM(c, cls), __ATOMIC_RELAXED);
+    uint64_t in = __atomic_load_n(&c->nget[cls], __ATOMIC_RELAXED) +
+                  __atomic_load_n(&c->nfree[cls], __ATOMIC_RELAXED);
+    uint64_t out = __atomic_load_n(&c->nput[cls], __ATOMIC_RELAXED) + (uint64_t)(class_max(cls) - room);
+    return in > out ? in - out : 0;
 }
 
 void weft__mcache_destroy(struct mcache *c)
@@ -149,7 +152,7 @@ void weft__mcache_destroy(struct mcache *c)
     weft__mcache_flush(c);
     weft__lock(&reg_lock);
     for (unsigned cls = 1; cls < WEFT_NCLASS; cls++) {
-        dead_nmalloc[cls] += c->nmalloc[cls];
+        dead_nmalloc[cls] += cache_mallocs(c, cls);
         dead_nfree[cls] += c->nfree[cls];
     }
     if (c->reg_prev != NULL)
@@ -172,10 +175,8 @@ void weft__mcache_stats(uint64_t *nmalloc, uint64_t *nfree)
     }
     for (struct mcache *c = reg_head; c != NULL; c = c->reg_next) {
         for (unsigned cls = 1; cls < WEFT_NCLASS; cls++) {
-            int32_t pushed = __atomic_load_n(&c->room_set[cls], __ATOMIC_RELAXED) -
-                             __atomic_load_n(&c->room[cls], __ATOMIC_RELAXED);
-            nmalloc[cls] += __atomic_load_n(&c->nmalloc[cls], __ATOMIC_RELAXED);
-            nfree[cls] += __atomic_load_n(&c->nfree[cls], __ATOMIC_RELAXED) + (pushed > 0 ? (uint32_t)pushed : 0);
+            nmalloc[cls] += cache_mallocs(c, cls);
+            nfree[cls] += __atomic_load_n(&c->nfree[cls], __ATOMIC_RELAXED);
         }
     }
     weft__unlock(&reg_lock);

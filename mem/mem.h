@@ -5,11 +5,13 @@
  *   size classes  mem/sizeclass.h: n -> class by table lookup, no division.
  *   mheap         mem/mheap.c: 64 MiB arenas reserved from the OS, carved into runs
  *                 of 8 KiB pages (spans); free runs coalesce; one lock.
- *   page map      weft__arena_map[addr >> 26] -> struct arena, whose cls[] gives the
- *                 class of every page (0: not a small-object page) and spans[] the span.
+ *   page maps     weft__arena_map[addr >> 26] -> struct arena, whose spans[] gives the
+ *                 span of a page (mem/mheap.c); weft__class_map[addr >> 13] gives the
+ *                 class of every page in one load (mem/pagemap.c: the free fast
+ *                 path; 16 GiB of address space on x86-64, VSZ only).
  *   mcentral      mem/mcentral.c: one per class; a transfer cache of whole batches plus
  *                 the spans with free objects; one lock per batch moved.
- *   mcache        mem/mcache.c: per thread (later per P): a free list per class.
+ *   mcache        mem/mcache.c: per P, or per plain thread: a free list per class.
  *                 Fast paths (mem/malloc.c) take no lock and no atomic RMW.
  *
  * Invariants:
@@ -18,20 +20,24 @@
  *    never-used bump region [bump, limit).
  *  - span->nalloc counts the span's objects that are not on its freelist nor in its
  *    bump region; a span with nalloc == 0 goes back to the mheap.
- *  - arena->cls[page] != 0 exactly while the page belongs to an in-use small span;
- *    the allocating thread writes it (heap lock held) before any object of the span
- *    is handed out, so a free of a live object -- which happens after its malloc --
- *    reads it without a lock.
+ *  - The class map's byte of a page != 0 exactly while the page belongs to an in-use
+ *    small span (below the map's limit; see mem/pagemap.c); the allocating thread
+ *    writes it (heap lock held) before any object of the span is handed out, so a
+ *    free of a live object -- which happens after its malloc -- reads it without a
+ *    lock. Every other address below the limit reads 0, and the map is readable up
+ *    to the limit, so any pointer below it can be looked up.
  *  - arena->spans[page] is exact for every page of a small span and for the first
  *    and last page of large and free spans; other entries may be stale and are only
  *    trusted after a range check (span structs are never unmapped).
- *  - mcache.room[c] counts the frees the fast path may still push onto list c
- *    before the slow path must look at the list length. It only ever goes below 0
- *    by one (the fast path's decrement), which sends that free to the slow path.
- *    room[0] stays 0 (class 0 = large: always the slow path). On the shared
- *    weft__empty_cache every room stays <= 0 and every head NULL, so threads
- *    without a cache always take the slow path (the racy decrements there are
- *    benign: every value written is <= 0).
+ *  - In a cache that a thread owns, the room of class c == max(c) - (length of its
+ *    list), but for the moment between the free fast path's decrement and its slow
+ *    path's undo (room -1: the list was full). malloc adds 1, free takes 1.
+ *  - Slot 0 (the class map's "not a small page") has room 0 but for that moment, and
+ *    nothing ever reads its head; class 0's slot (WEFT_SLOT_BIAS, which the empty
+ *    cache's class_of[] gives every size) has a NULL head and is never pushed. So
+ *    class 0 always takes the slow paths. On the shared weft__empty_cache every room
+ *    stays <= 0 and every head NULL, so threads without a cache always take the slow
+ *    paths (the racy decrements there are benign: every value written is <= 0).
  * Lock order: cache registry < mcentral[c] (one at a time) < mheap.
  */
 #ifndef WEFT_MEM_H
@@ -69,20 +75,15 @@ struct mspan {
 };
 
 struct arena {
-    uint8_t cls[WEFT_ARENA_PAGES];
     struct mspan *spans[WEFT_ARENA_PAGES];
 };
-/* weft__arena_map[i] is 0 where weft owns no arena, else the arena's address minus
- * i << (WEFT_ARENA_SHIFT - WEFT_PAGE_SHIFT): biased so that the class byte of address
- * a is ((uint8_t *)map[a >> WEFT_ARENA_SHIFT])[a >> WEFT_PAGE_SHIFT], with no mask. */
-#define WEFT_ARENA_BIAS(i) ((uintptr_t)(i) << (WEFT_ARENA_SHIFT - WEFT_PAGE_SHIFT))
-WEFT_HIDDEN extern uintptr_t weft__arena_map[WEFT_ARENA_MAP_LEN];
+/* weft__arena_map[i]: the arena at address i << WEFT_ARENA_SHIFT, or NULL where weft
+ * owns none. */
+WEFT_HIDDEN extern struct arena *weft__arena_map[WEFT_ARENA_MAP_LEN];
 
 static inline struct arena *weft__arena_of(uintptr_t a)
 {
-    size_t i = (a >> WEFT_ARENA_SHIFT) & (WEFT_ARENA_MAP_LEN - 1);
-    uintptr_t e = weft__arena_map[i];
-    return e != 0 ? (struct arena *)(e + WEFT_ARENA_BIAS(i)) : NULL;
+    return weft__arena_map[(a >> WEFT_ARENA_SHIFT) & (WEFT_ARENA_MAP_LEN - 1)];
 }
 static inline size_t weft__page_index(uintptr_t a)
 {
@@ -91,17 +92,91 @@ static inline size_t weft__page_index(uintptr_t a)
 /* The span that holds address a, or NULL; exact for small spans, range-checked else. */
 WEFT_HIDDEN struct mspan *weft__span_of(uintptr_t a);
 
+/* A class's slot: its index in an mcache's fast-path arrays, in the class map and in
+ * mcache.class_of[]: WEFT_SLOT_BIAS + cls for a small class; the class map's 0 (not a
+ * small page) is slot 0. Both fast paths address room[s] and head[s] with no
+ * displacement (two arrays overlaid at the start of the cache, whose used parts do
+ * not overlap: see struct mcache), so that the compilers use one instruction per
+ * access instead of an lea first. */
+#define WEFT_SLOT_BIAS 128
+#define WEFT_NSLOT (WEFT_SLOT_BIAS + WEFT_NCLASS)
+_Static_assert(WEFT_NSLOT <= 256, "a slot must fit the class map's byte");
+_Static_assert(4 * WEFT_NSLOT <= 8 * WEFT_SLOT_BIAS, "room[] must end before the first head[]");
+#define WEFT_MC_ROOM(c, cls) ((c)->slot.room[WEFT_SLOT_BIAS + (cls)])
+#define WEFT_MC_HEAD(c, cls) ((c)->slot.head[WEFT_SLOT_BIAS + (cls)])
+
+/* ---- page class map (mem/pagemap.c) ----------------------------------------- */
+/* One byte per 8 KiB page of the user address space below 2^WEFT_MAP_ADDR_BITS: the
+ * slot of the class of the small span that holds the page, else 0. The word right below the map,
+ * ((uintptr_t *)weft__class_map)[-1], is its limit: addresses from it up are not in
+ * the map (0 while there is no map: before the first arena, or when it could not be
+ * reserved). Readers load weft__class_map first and the limit through it (address
+ * dependency; see weft__class_map_get). */
+#if defined(__x86_64__)
+#define WEFT_MAP_ADDR_BITS 47                       /* user space: 16 GiB of map */
+#else
+#define WEFT_MAP_ADDR_BITS 48                       /* aarch64 (48-bit VA): 32 GiB */
+#endif
+WEFT_HIDDEN extern uint8_t *weft__class_map;
+
+#if defined(__SANITIZE_THREAD__)
+#define WEFT_MAP_ORDER __ATOMIC_ACQUIRE     /* TSan does not see address dependencies */
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define WEFT_MAP_ORDER __ATOMIC_ACQUIRE
+#endif
+#endif
+#ifndef WEFT_MAP_ORDER
+#define WEFT_MAP_ORDER __ATOMIC_RELAXED     /* the limit is read through the pointer */
+#endif
+/* The map; its limit is weft__class_map_limit(m). Relaxed: the limit (and every class
+ * byte of the map) is read through the pointer, an address dependency that orders it
+ * after the load on every CPU weft runs on; pairs with the release in pagemap.c. */
+static inline const uint8_t *weft__class_map_get(void)
+{
+    return __atomic_load_n(&weft__class_map, WEFT_MAP_ORDER);
+}
+static inline uintptr_t weft__class_map_limit(const uint8_t *m)
+{
+    return ((const uintptr_t *)(const void *)m)[-1];
+}
+/* The class of the page that holds a: 0 for large, free and foreign pages, and for
+ * every page when there is no map. */
+static inline unsigned weft__class_of_addr(uintptr_t a)
+{
+    const uint8_t *m = weft__class_map_get();
+    unsigned s = a < weft__class_map_limit(m) ? m[a >> WEFT_PAGE_SHIFT] : 0;
+    return s != 0 ? s - WEFT_SLOT_BIAS : 0;
+}
+/* mheap lock held. Make the map writable over [base, base + size) (a new arena);
+ * 0, or -1 when the OS refuses. Outside the map (above its limit, or no map) there
+ * is nothing to do: frees of those pages take the slow path. */
+WEFT_HIDDEN int weft__pagemap_grow(uintptr_t base, size_t size);
+/* mheap lock held; a is in an arena that went through weft__pagemap_grow. The map
+ * holds the class's slot (see struct mcache), 0 for class 0. */
+static inline void weft__pagemap_set(uintptr_t a, unsigned cls)
+{
+    uint8_t *m = weft__class_map;
+    if (a < weft__class_map_limit(m))
+        m[a >> WEFT_PAGE_SHIFT] = (uint8_t)(cls != 0 ? WEFT_SLOT_BIAS + cls : 0);
+}
+
 /* ---- mcache -------------------------------------------------------------- */
 struct mcache {
-    /* fast path: touched by the owner only */
-    void *head[WEFT_NCLASS];
-    int32_t room[WEFT_NCLASS];
-    uint64_t nmalloc[WEFT_NCLASS];      /* cumulative; read racily by stats */
-    /* slow path bookkeeping, owner only */
-    int32_t room_set[WEFT_NCLASS];      /* room when last set */
-    uint32_t len_sync[WEFT_NCLASS];     /* list length when room was last set */
-    uint64_t nmalloc_sync[WEFT_NCLASS]; /* nmalloc when room was last set */
-    uint64_t nfree[WEFT_NCLASS];        /* frees accounted up to the last sync */
+    /* fast paths: touched by the owner only; stats read room and nfree racily.
+     * room[s] lives in bytes [4s, 4s + 4), head[s] in [8s, 8s + 8): the slots in use,
+     * 0 and WEFT_SLOT_BIAS.. for room, WEFT_SLOT_BIAS.. for head, never share a byte
+     * (head[0] is never used; room[0] is class 0's, see the invariants). */
+    union {
+        int32_t room[WEFT_NSLOT];       /* max - list length (see the invariants) */
+        void *head[WEFT_NSLOT];         /* the free list of each class */
+    } slot;
+    uint64_t nfree[WEFT_NCLASS];        /* cumulative frees into this cache, by class */
+    uint8_t class_of[1024 + 1];         /* size -> slot; all WEFT_SLOT_BIAS (class 0) on
+                                         * the empty cache */
+    /* slow paths, owner only; stats read them racily */
+    uint64_t nget[WEFT_NCLASS];         /* objects taken from mcentral */
+    uint64_t nput[WEFT_NCLASS];         /* objects given back to mcentral */
     int kind;                           /* MCACHE_THREAD, MCACHE_P */
     struct mcache *reg_next, *reg_prev; /* cache registry, under its lock */
 };

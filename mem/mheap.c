@@ -3,8 +3,9 @@
  *
  * Address space comes from the OS in 64 MiB-aligned arenas (more for one huge
  * object), each with a header (struct arena) mapped beside it and entered in
- * weft__arena_map. Arenas are carved into spans: runs of 8 KiB pages that are free,
- * hold small objects of one class, or one large object.
+ * weft__arena_map; the page class map (mem/pagemap.c) is made writable over it.
+ * Arenas are carved into spans: runs of 8 KiB pages that are free, hold small
+ * objects of one class, or one large object.
  *
  * Free spans live in bins by page count (exact bins below HEAP_BINS pages, one
  * best-fit list above) and, while their pages are still resident ("dirty"), on the
@@ -36,7 +37,7 @@
 #define DIRTY_FIRST_PAGES 8
 #define PAGE WEFT_PAGE_SIZE
 
-uintptr_t weft__arena_map[WEFT_ARENA_MAP_LEN];
+struct arena *weft__arena_map[WEFT_ARENA_MAP_LEN];
 
 static struct {
     weft_lock lock;
@@ -286,12 +287,13 @@ static int grow(size_t npages)
         weft__printf("mheap: the OS returned memory above 2^%d; giving it back", WEFT_ADDR_BITS);
         return -1;
     }
+    if (weft__pagemap_grow((uintptr_t)p, size) != 0)
+        return -1;
     for (size_t off = 0; off < size; off += WEFT_ARENA_SIZE) {
         struct arena *ar = weft__os_alloc(sizeof *ar);
         if (ar == NULL)
             return -1;       /* the arenas already entered stay usable later */
-        size_t i = ((uintptr_t)p + off) >> WEFT_ARENA_SHIFT;
-        weft__arena_map[i] = (uintptr_t)ar - WEFT_ARENA_BIAS(i);
+        weft__arena_map[((uintptr_t)p + off) >> WEFT_ARENA_SHIFT] = ar;
     }
     h.sys += size;
     h.hint = (uintptr_t)p + size;
@@ -406,9 +408,8 @@ struct mspan *weft__mheap_alloc(size_t npages, size_t align_pages, int state, un
             return NULL;
         }
         for (uintptr_t a = s->base; a < span_end(s); a += PAGE) {
-            struct arena *ar = weft__arena_of(a);
-            ar->spans[weft__page_index(a)] = s;
-            ar->cls[weft__page_index(a)] = (uint8_t)cls;
+            weft__arena_of(a)->spans[weft__page_index(a)] = s;
+            weft__pagemap_set(a, cls);
         }
     } else {
         map_ends(s);
@@ -425,7 +426,7 @@ void weft__mheap_free(struct mspan *s)
     h.inuse_pages -= s->npages;
     if (s->state == SPAN_SMALL) {
         for (uintptr_t a = s->base; a < span_end(s); a += PAGE)
-            weft__arena_of(a)->cls[weft__page_index(a)] = 0;
+            weft__pagemap_set(a, 0);
     } else {
         h.large_alloc -= (uint64_t)s->npages * PAGE;
         h.large_nfree++;

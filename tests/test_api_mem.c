@@ -19,7 +19,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 #include "weft.h"
-#include "mem/sizeclass.h"
+#include "mem/mem.h"
 #include "tests/common.h"
 
 TestSuite(api_mem, .timeout = 60);
@@ -392,6 +392,86 @@ Test(api_mem, stats_count_every_thread)
     assert_ordered(&c);
 }
 
+/* Random mallocs and frees over small and large classes: every class's list fills past
+ * its bound (a batch goes back) and empties (a batch comes), and the counts stay exact. */
+static void churn_counts_exactly(void)
+{
+    enum { N = 4000, ROUNDS = 12 };
+    static void *ps[N];
+    static const size_t sizes[] = { 8, 24, 100, 1000, 3000, 20000, 100000 };
+    weft_mem_stats a, b;
+    weft_mem_stats_read(&a);
+    uint64_t nm = 0, nf = 0;
+    uint32_t x = 1;
+    for (int round = 0; round < ROUNDS; round++) {
+        for (int i = 0; i < N; i++) {
+            x = x * 1103515245u + 12345u;
+            if (ps[i] == NULL) {
+                size_t n = sizes[(x >> 16) % (sizeof sizes / sizeof sizes[0])];
+                ps[i] = weft_malloc(n);
+                cr_assert_not_null(ps[i]);
+                cr_assert_geq(weft_usable_size(ps[i]), n);
+                *(volatile char *)ps[i] = (char)i;
+                nm++;
+            } else if ((x >> 12) & 1) {
+                weft_free(ps[i]);
+                ps[i] = NULL;
+                nf++;
+            }
+        }
+        weft_mem_stats_read(&b);
+        cr_assert_eq(b.mallocs - a.mallocs, nm, "round %d: %lu mallocs counted, %lu made", round,
+                     (unsigned long)(b.mallocs - a.mallocs), (unsigned long)nm);
+        cr_assert_eq(b.frees - a.frees, nf, "round %d: %lu frees counted, %lu made", round,
+                     (unsigned long)(b.frees - a.frees), (unsigned long)nf);
+    }
+    for (int i = 0; i < N; i++) {
+        if (ps[i] != NULL) {
+            weft_free(ps[i]);
+            ps[i] = NULL;
+            nf++;
+        }
+    }
+    weft_mem_stats_read(&b);
+    cr_assert_eq(b.frees - a.frees, nf);
+    cr_assert_eq(b.mallocs - a.mallocs, nm);
+    cr_assert_eq(b.heap_alloc, a.heap_alloc);
+}
+
+Test(api_mem, stats_exact_under_churn)
+{
+    churn_counts_exactly();
+}
+
+/* ---- the page class map (mem/pagemap.c) and its fallback ---------------------------------- */
+Test(api_mem, class_map_knows_small_pages_only)
+{
+    void *small = weft_malloc(100), *large = weft_malloc(1 << 20);
+    int x;
+    cr_assert_neq(weft__class_map_limit(weft__class_map_get()), 0, "no class map");
+    cr_assert_eq(weft__class_of_addr((uintptr_t)small), weft__size_to_class(100));
+    cr_assert_eq(weft__class_of_addr((uintptr_t)large), 0);
+    cr_assert_eq(weft__class_of_addr((uintptr_t)&x), 0);
+    cr_assert_eq(weft__class_of_addr(0), 0);
+    cr_assert_eq(weft__class_of_addr(~(uintptr_t)0), 0);
+    weft_free(small);
+    weft_free(large);
+}
+
+/* Without the map (WEFT_DEBUG=pagemap=0, as when the reservation fails) every free takes
+ * the slow path through the two-level map: the same results. */
+Test(api_mem, works_without_the_class_map)
+{
+    setenv("WEFT_DEBUG", "pagemap=0", 1);
+    void *p = weft_malloc(100);
+    cr_assert_eq(weft__class_map_limit(weft__class_map_get()), 0, "a class map despite pagemap=0");
+    cr_assert_eq(weft_usable_size(p), class_bytes(100));
+    p = weft_realloc(p, 3000);
+    cr_assert_eq(weft_usable_size(p), class_bytes(3000));
+    weft_free(p);
+    churn_counts_exactly();
+}
+
 /* ---- memory goes back to the OS --------------------------------------------------------------- */
 Test(api_mem, rss_falls_after_weft_mem_release)
 {
@@ -532,6 +612,41 @@ static int free_mmap(void)
     return 0;
 }
 
+static int free_noted(void *p)
+{
+    note(p);
+    weft_free(p);
+    return 0;
+}
+
+/* Above the class map (>= 2^47 on x86-64): the fast path must not index the map with
+ * it, the slow path must say what it is. */
+static int free_high(void)
+{
+    weft_free(weft_malloc(64));
+    return free_noted((void *)(((uintptr_t)1 << 47) + 4096));
+}
+
+static int free_top(void)
+{
+    weft_free(weft_malloc(64));
+    return free_noted((void *)~(uintptr_t)15);
+}
+
+/* An address 2^48 above a live object: the two-level map's index wraps onto the
+ * object's arena, the span's range check must refuse it. */
+static int free_alias(void)
+{
+    return free_noted((char *)weft_malloc(64) + ((uintptr_t)1 << 48));
+}
+
+static int free_foreign_no_map(void)
+{
+    setenv("WEFT_DEBUG", "pagemap=0", 1);
+    weft_free(weft_malloc(64));
+    return free_noted(__libc_malloc(64));
+}
+
 static int double_free_debug(void)
 {
     setenv("WEFT_DEBUG", "allocfree=1", 1);
@@ -589,6 +704,10 @@ Test(api_mem, foreign_free_aborts)
     expect_abort(free_foreign_after_use, "free(__libc_malloc()) after weft_malloc", NULL);
     expect_abort(free_stack, "free(stack)", NULL);
     expect_abort(free_mmap, "free(mmap)", NULL);
+    expect_abort(free_high, "free(2^47 + 4096)", "not allocated by weft");
+    expect_abort(free_top, "free(~15)", "not allocated by weft");
+    expect_abort(free_alias, "free(object + 2^48)", "not allocated by weft");
+    expect_abort(free_foreign_no_map, "free(__libc_malloc()) with pagemap=0", "not allocated by weft");
 }
 
 Test(api_mem, foreign_free_raises_sigabrt, .signal = SIGABRT)

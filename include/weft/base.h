@@ -50,6 +50,7 @@ struct weft_debug {
     int migrate;      /* move a green thread to another M at every yield point */
     int schedtrace;   /* print a schedtrace line every N ms */
     int deadlock;     /* -1 (deadlock=0): no deadlock detection */
+    int pagemap;      /* -1 (pagemap=0): no page class map (mem/pagemap.c's fallback) */
 };
 WEFT_HIDDEN extern struct weft_debug weft__debug;
 WEFT_HIDDEN void weft__debug_init(void);  /* idempotent; safe before libc is up */
