@@ -29,9 +29,11 @@
  * so NULL (page 0 reads 0), foreign pointers, large objects and free pages all reach
  * the slow path.
  *
- * WEFT_DEBUG=pagemap=0 never makes the map (tests run the fallback with it).
+ * No map either under an address-space limit (RLIMIT_AS, ulimit -v: the program
+ * counts its VSZ), or with WEFT_DEBUG=pagemap=0 (tests run the fallback with it).
  */
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include "mem/mem.h"
 
 #define HEAD ((size_t)64 << 10)       /* the largest OS page weft supports */
@@ -45,6 +47,11 @@ static void reserve(void)
 {
     tried = 1;
     if (weft__debug.pagemap < 0)
+        return;
+    /* a process under an address-space limit (ulimit -v) counts VSZ: the map would
+     * take 16 GiB of it, so it does without */
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_AS, &rl) != 0 || rl.rlim_cur != RLIM_INFINITY)
         return;
     char *r = mmap(NULL, HEAD + MAP_BYTES, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (r == MAP_FAILED)

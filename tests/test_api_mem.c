@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include "weft.h"
@@ -468,6 +469,21 @@ Test(api_mem, works_without_the_class_map)
     cr_assert_eq(weft_usable_size(p), class_bytes(100));
     p = weft_realloc(p, 3000);
     cr_assert_eq(weft_usable_size(p), class_bytes(3000));
+    weft_free(p);
+    churn_counts_exactly();
+}
+
+/* Under an address-space limit (ulimit -v) weft does without the map, which would take
+ * 16 GiB of it, and works the same. */
+Test(api_mem, no_class_map_under_an_address_space_limit)
+{
+    if (shadowed())
+        cr_skip_test("%s's shadow needs an unlimited address space", san());
+    struct rlimit rl = { (rlim_t)1 << 40, (rlim_t)1 << 40 };
+    cr_assert_eq(setrlimit(RLIMIT_AS, &rl), 0);
+    void *p = weft_malloc(100);
+    cr_assert_eq(weft__class_map_limit(weft__class_map_get()), 0, "a class map despite ulimit -v");
+    cr_assert_eq(weft_usable_size(p), class_bytes(100));
     weft_free(p);
     churn_counts_exactly();
 }
