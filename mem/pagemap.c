@@ -1,8 +1,9 @@
 /*
  * mem/pagemap.c -- the page class map: one byte per 8 KiB page of the whole user
- * address space, the class of the small span that holds the page (0: large, free,
- * or not weft's). weft_free's fast path finds an object's class in one load:
- *     m = weft__class_map; if (p < m's limit) cls = m[p >> 13];
+ * address space, the class of the small span that holds the page as its mcache slot
+ * (WEFT_SLOT_BIAS + class, see struct mcache), or 0: large, free, or not weft's.
+ * weft_free's fast path finds an object's slot in one load:
+ *     m = weft__class_map; if (p < m's limit) s = m[p >> 13];
  *
  * Layout: one reservation made by the first arena's growth (mheap lock held):
  *     [HEAD bytes: the limit word at its end][map: 2^(WEFT_MAP_ADDR_BITS - 13) bytes]
@@ -25,9 +26,9 @@
  * (release); a reader that sees the new pointer sees its limit through the address
  * dependency (acquire under TSan, which does not model dependencies).
  *
- * Class 0 is never pushed by the fast path: an mcache's room[0] is 0 (see mem/mem.h),
- * so NULL (page 0 reads 0), foreign pointers, large objects and free pages all reach
- * the slow path.
+ * Slot 0 is never pushed by the fast path: its room is 0 in every cache (see
+ * mem/mem.h), so NULL (page 0 reads 0), foreign pointers, large objects and free
+ * pages all reach the slow path.
  *
  * No map either under an address-space limit (RLIMIT_AS, ulimit -v: the program
  * counts its VSZ), or with WEFT_DEBUG=pagemap=0 (tests run the fallback with it).
