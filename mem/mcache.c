@@ -3,15 +3,18 @@
  * thread exit, and the registry that statistics walk.
  *
  * A cache holds, per class, a singly linked free list (head) that the fast paths in
- * mem/malloc.c pop and push with no lock, and room = max - (list length): malloc adds
+ * mem/malloc.c pop and push with no lock, and room = cap - (list length): malloc adds
  * 1, free takes 1 and may push only while room was positive, so a list never grows
- * past max = 2 * batch; a free that finds no room gives a batch back to mcentral here
- * (room is then batch - 1: the next batch of frees are fast again). A malloc that
- * finds the list empty takes a batch from mcentral.
+ * past cap; a free that finds no room gives a batch back to mcentral here (room is
+ * then batch - 1: the next batch of frees are fast again). A malloc that finds the
+ * list empty takes a batch from mcentral. cap is 2 * batch, or one batch on a class
+ * that the thread only frees (no pop since the last slow path: the consumer of a
+ * producer/consumer pair), which then parks at most one batch of it. cap changes on
+ * slow paths only, with room moved by the same amount.
  *
  * Exact counts with one counter per operation: free counts nfree[c] (an add on its
  * fast path); malloc counts nothing, its count follows from the list's length:
- *     mallocs = nget + nfree - nput - (max - room)
+ *     mallocs = nget + nfree - nput - (cap - room)
  * (objects taken from mcentral, plus frees, less objects given back, less those still
  * on the list). nget and nput change on slow paths only. So malloc's fast path has
  * exactly one bookkeeping add (room), which the bound on the list needs anyway.
@@ -66,7 +69,7 @@ struct mcache *weft__mcache_create(int kind)
     memset(c, 0, sizeof *c);
     c->kind = kind;
     for (unsigned cls = 1; cls < WEFT_NCLASS; cls++)
-        WEFT_MC_ROOM(c, cls) = class_max(cls);
+        WEFT_MC_ROOM(c, cls) = c->room_sync[cls] = c->cap[cls] = class_max(cls);
     for (size_t n = 0; n <= 1024; n++)
         c->class_of[n] = (uint8_t)(WEFT_SLOT_BIAS + weft__class_of_small[n]);
     c->reg_next = reg_head;
@@ -79,7 +82,14 @@ struct mcache *weft__mcache_create(int kind)
 
 static inline uint32_t list_len(const struct mcache *c, unsigned cls)
 {
-    return (uint32_t)(class_max(cls) - WEFT_MC_ROOM(c, cls));
+    return (uint32_t)(c->cap[cls] - WEFT_MC_ROOM(c, cls));
+}
+
+/* Note the state at a slow path: pops from now on are read off room and nfree. */
+static inline void sync_class(struct mcache *c, unsigned cls)
+{
+    c->room_sync[cls] = WEFT_MC_ROOM(c, cls);
+    c->nfree_sync[cls] = c->nfree[cls];
 }
 
 void *weft__mcache_refill_alloc(struct mcache *c, unsigned cls)
@@ -91,7 +101,11 @@ void *weft__mcache_refill_alloc(struct mcache *c, unsigned cls)
         return NULL;
     WEFT_MC_HEAD(c, cls) = *(void **)head;
     c->nget[cls] += n;
-    WEFT_MC_ROOM(c, cls) -= (int32_t)(n - 1);
+    /* the thread allocates this class: the full bound again (the list is empty) */
+    c->cap[cls] = class_max(cls);
+    WEFT_MC_ROOM(c, cls) = c->cap[cls] - (int32_t)(n - 1);
+    sync_class(c, cls);
+    c->room_sync[cls]--;                /* this refill's pop counts as one */
     return head;
 }
 
@@ -109,16 +123,27 @@ static void *cut(struct mcache *c, unsigned cls, unsigned n)
 /* A free that the fast path did not take (no room, or it came by the slow path). */
 void weft__mcache_free_slow(struct mcache *c, void *p, unsigned cls)
 {
-    if (WEFT_MC_ROOM(c, cls) <= 0) {        /* full: a batch goes back, then batch - 1 fast frees */
-        unsigned batch = weft__class_batch(cls);
-        weft__mcentral_put(cls, cut(c, cls, batch), batch);
-        c->nput[cls] += batch;
-        WEFT_MC_ROOM(c, cls) += (int32_t)batch;
+    if (WEFT_MC_ROOM(c, cls) <= 0) {
+        /* full: batches go back, then batch - 1 fast frees. pops since the last slow
+         * path: room rose by one per pop and fell by one per free */
+        int32_t batch = (int32_t)weft__class_batch(cls);
+        int64_t pops = (int64_t)WEFT_MC_ROOM(c, cls) - c->room_sync[cls] +
+                       (int64_t)(c->nfree[cls] - c->nfree_sync[cls]);
+        int32_t cap = pops == 0 ? batch : class_max(cls);
+        int32_t len = (int32_t)list_len(c, cls);
+        while (len >= cap && len >= batch) {
+            weft__mcentral_put(cls, cut(c, cls, (unsigned)batch), (unsigned)batch);
+            c->nput[cls] += (uint64_t)batch;
+            len -= batch;
+        }
+        c->cap[cls] = cap;
+        WEFT_MC_ROOM(c, cls) = cap - len;
     }
     *(void **)p = WEFT_MC_HEAD(c, cls);
     WEFT_MC_HEAD(c, cls) = p;
     c->nfree[cls]++;
     WEFT_MC_ROOM(c, cls)--;
+    sync_class(c, cls);
 }
 
 void weft__mcache_flush(struct mcache *c)
@@ -143,7 +168,8 @@ static uint64_t cache_mallocs(struct mcache *c, unsigned cls)
     int32_t room = __atomic_load_n(&WEFT_MC_ROOM(c, cls), __ATOMIC_RELAXED);
     uint64_t in = __atomic_load_n(&c->nget[cls], __ATOMIC_RELAXED) +
                   __atomic_load_n(&c->nfree[cls], __ATOMIC_RELAXED);
-    uint64_t out = __atomic_load_n(&c->nput[cls], __ATOMIC_RELAXED) + (uint64_t)(class_max(cls) - room);
+    int32_t cap = __atomic_load_n(&c->cap[cls], __ATOMIC_RELAXED);
+    uint64_t out = __atomic_load_n(&c->nput[cls], __ATOMIC_RELAXED) + (uint64_t)(cap - room);
     return in > out ? in - out : 0;
 }
 

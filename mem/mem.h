@@ -177,6 +177,9 @@ struct mcache {
     /* slow paths, owner only; stats read them racily */
     uint64_t nget[WEFT_NCLASS];         /* objects taken from mcentral */
     uint64_t nput[WEFT_NCLASS];         /* objects given back to mcentral */
+    int32_t cap[WEFT_NCLASS];           /* the list's bound: room = cap - length */
+    int32_t room_sync[WEFT_NCLASS];     /* room and nfree at the last slow path: pops */
+    uint64_t nfree_sync[WEFT_NCLASS];   /* since then = room rise + frees since then */
     int kind;                           /* MCACHE_THREAD, MCACHE_P */
     struct mcache *reg_next, *reg_prev; /* cache registry, under its lock */
 };
