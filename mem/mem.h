@@ -60,8 +60,7 @@ struct mspan {
     uint32_t npages;
     uint8_t cls;               /* small: its class; else 0 */
     uint8_t state;             /* SPAN_* */
-    uint8_t needzero;          /* pages may hold old data (not fresh from the OS) */
-    uint8_t released;          /* free span whose pages went back to the OS */
+    uint8_t needzero;          /* in use: pages may hold old data (not fresh from the OS) */
     uint8_t in_partial;        /* small: on its mcentral's partial list */
     /* small spans, under their mcentral's lock */
     uint32_t elemsize, nelems, nalloc;
@@ -70,12 +69,14 @@ struct mspan {
     _Atomic uint64_t *allocbits;   /* WEFT_DEBUG=allocfree: one bit per live object */
     /* list links: mcentral partial list, or mheap free bin */
     struct mspan *next, *prev;
-    /* mheap dirty list (free spans whose pages are still resident), oldest first */
+    /* mheap dirty list (free spans with pages that may be resident), oldest first */
     struct mspan *dnext, *dprev;
+    uint32_t ndirty;           /* free span: its pages whose arena->clean bit is 0 */
 };
 
 struct arena {
     struct mspan *spans[WEFT_ARENA_PAGES];
+    uint64_t clean[WEFT_ARENA_PAGES / 64];   /* mheap: page not resident, reads as zero */
 };
 /* weft__arena_map[i]: the arena at address i << WEFT_ARENA_SHIFT, or NULL where weft
  * owns none. */

@@ -8,23 +8,34 @@
  * objects of one class, or one large object.
  *
  * Free spans live in bins by page count (exact bins below HEAP_BINS pages, one
- * best-fit list above) and, while their pages are still resident ("dirty"), on the
+ * best-fit list above) and, while some of their pages may be resident ("dirty"), on the
  * dirty list in the order they were freed. Neighbouring free spans always coalesce,
  * so two free spans are never adjacent.
  *
  * Large requests (8 pages and more) look for a resident free span first
  * (find_dirty_fit), so that churning large objects reuses memory without faults.
  *
- * Scavenger: when the dirty free pages exceed the retained budget
- * (max(HEAP_RETAIN_MIN, in-use / 4)), the oldest dirty spans go back to the OS
- * (MADV_DONTNEED) until a quarter of the budget is free again. Recently freed spans
- * stay resident so that large-object churn does not fault pages in again and again.
- * weft_mem_release() scavenges everything. A merged span whose parts disagree counts
- * as dirty (it may be madvised twice; harmless).
+ * Residency is tracked per page: arena->clean has a bit per page, set while the page
+ * is known not to be resident (fresh from the OS, or released and not handed out
+ * since). A free span counts its pages whose bit is 0 (ndirty); it is on the dirty
+ * list, in the order it was (last) freed, while ndirty > 0. Merging adds the counts,
+ * splitting recounts the bits, so a merged span of released and resident parts never
+ * sends released pages to madvise again, and calloc skips the memset exactly when
+ * every page of the span is clean (needzero = any bit 0).
  *
- * needzero: pages fresh from the OS or released read as zero (needzero = 0);
- * pages that held objects do not. Allocation hands the flag to the span's owner so
- * that calloc of a large object skips the memset when it can.
+ * Scavenger (runs in weft__mheap_free, under h.lock; sysmon does not pace it yet).
+ * Invariant, true whenever h.lock is free: dirty free pages <= retain, where
+ *     retain = max(HEAP_RETAIN_MIN = 64 MiB, in-use pages / 4).
+ * A free that breaks it releases the oldest dirty spans (MADV_DONTNEED, only the runs
+ * of dirty pages) until dirty <= 3/4 retain, so that a burst that is freed gives its
+ * pages back at once, without any call, and a steady churn of large objects whose
+ * free memory stays under the budget reuses resident pages without faults. The floor
+ * is high on purpose: measured on the allocator benchmark's `large` workload (16
+ * slots of 64 KiB..4 MiB), a floor of 32 MiB cut peak RSS from 64 to 16 MiB but
+ * took 8x the page faults and 10x the time (faults cost 20..300 us on the VMs this
+ * runs on), 48 MiB took 3.5x the faults for 58 MiB. weft_mem_release() scavenges
+ * everything. The budget counts whole freed spans as dirty even when the program
+ * touched few of their pages; it may overestimate RSS, never underestimate it.
  *
  * Locking: h.lock guards everything here; it is the last lock in the order
  * (mcentral locks may be held when it is taken). Invariants are stated in mem/mem.h.
@@ -140,6 +151,98 @@ struct mspan *weft__span_of(uintptr_t a)
     return s;
 }
 
+/* ---- page residency: arena->clean ----------------------------------------- *
+ * Bit set: the page reads as zero and is not resident (fresh from the OS, or released
+ * since it was last handed out). Allocation clears the bits of the pages it hands out;
+ * the scavenger sets them again. A free span knows how many of its bits are 0
+ * (s->ndirty), so the scavenger madvises only those pages, however often free spans
+ * merge. Ranges may cross arenas: each helper works arena by arena. */
+
+static inline uint64_t word_mask(size_t b, size_t m)     /* bits b .. b+m-1, m >= 1 */
+{
+    return (m == 64 ? ~(uint64_t)0 : (((uint64_t)1 << m) - 1)) << b;
+}
+
+/* One arena's piece of [a, a + n pages): its bitmap, first index, page count. */
+static size_t piece(uintptr_t a, size_t n, uint64_t **w, size_t *i)
+{
+    *w = weft__arena_of(a)->clean;
+    *i = weft__page_index(a);
+    return n < WEFT_ARENA_PAGES - *i ? n : WEFT_ARENA_PAGES - *i;
+}
+
+enum { BITS_COUNT, BITS_SET, BITS_CLEAR };
+
+/* On the clean bits of [a, a + n pages): count the set ones, set or clear them. */
+static size_t bits_apply(uintptr_t a, size_t n, int op)
+{
+    size_t set = 0;
+    while (n > 0) {
+        uint64_t *w;
+        size_t i, k = piece(a, n, &w, &i);
+        a += k * PAGE;
+        n -= k;
+        while (k > 0) {
+            size_t b = i % 64, m = 64 - b < k ? 64 - b : k;
+            uint64_t mask = word_mask(b, m);
+            if (op == BITS_COUNT)
+                set += (size_t)__builtin_popcountll(w[i / 64] & mask);
+            else if (op == BITS_SET)
+                w[i / 64] |= mask;
+            else
+                w[i / 64] &= ~mask;
+            i += m;
+            k -= m;
+        }
+    }
+    return set;
+}
+
+/* Pages of [a, a + n pages) that may be resident (clean bit 0). */
+static size_t count_dirty(uintptr_t a, size_t n)
+{
+    return n - bits_apply(a, n, BITS_COUNT);
+}
+
+/* Set (v = 1) or clear the clean bits of [a, a + n pages). */
+static void mark(uintptr_t a, size_t n, int v)
+{
+    bits_apply(a, n, v ? BITS_SET : BITS_CLEAR);
+}
+
+/* First index in [i, end) whose bit equals v, or end. */
+static size_t next_bit(const uint64_t *w, size_t i, size_t end, int v)
+{
+    while (i < end) {
+        size_t b = i % 64;
+        uint64_t x = (v ? w[i / 64] : ~w[i / 64]) & (~(uint64_t)0 << b);
+        if (x != 0) {
+            size_t j = i - b + (size_t)__builtin_ctzll(x);
+            return j < end ? j : end;
+        }
+        i += 64 - b;
+    }
+    return end;
+}
+
+/* Give the dirty pages of [a, a + n pages) back to the OS, one madvise per run. */
+static void release_dirty(uintptr_t a, size_t n)
+{
+    while (n > 0) {
+        uint64_t *w;
+        size_t i, k = piece(a, n, &w, &i);
+        uintptr_t base = a - i * PAGE;
+        for (size_t j = next_bit(w, i, i + k, 0); j < i + k; ) {
+            size_t e = next_bit(w, j, i + k, 1);
+            weft__os_release((void *)(base + j * PAGE), (e - j) * PAGE);
+            j = next_bit(w, e, i + k, 0);
+        }
+        mark(a, k, 1);
+        a += k * PAGE;
+        n -= k;
+    }
+}
+
 /* ---- free structures ------------------------------------------------------ */
 static void dlist_push(struct mspan **head, struct mspan *s, int at_tail)
 {
@@ -177,15 +280,14 @@ static void free_insert(struct mspan *s)
     map_ends(s);
     /* dirty spans at the head of their bin: reused first, no page faults */
     if (s->npages < HEAP_BINS) {
-        dlist_push(&h.bins[s->npages], s, s->released);
+        dlist_push(&h.bins[s->npages], s, s->ndirty == 0);
         h.binmask[s->npages / 64] |= (uint64_t)1 << (s->npages % 64);
     } else {
         dlist_push(&h.large, s, 0);
     }
-    if (s->released) {
-        h.released_pages += s->npages;
-    } else {
-        h.dirty_pages += s->npages;
+    h.released_pages += s->npages - s->ndirty;
+    if (s->ndirty > 0) {
+        h.dirty_pages += s->ndirty;
         s->dnext = NULL;
         s->dprev = h.dirty_tail;
         if (h.dirty_tail != NULL)
@@ -205,10 +307,9 @@ static void free_remove(struct mspan *s)
     } else {
         dlist_remove(&h.large, s);
     }
-    if (s->released) {
-        h.released_pages -= s->npages;
-    } else {
-        h.dirty_pages -= s->npages;
+    h.released_pages -= s->npages - s->ndirty;
+    if (s->ndirty > 0) {
+        h.dirty_pages -= s->ndirty;
         if (s->dprev != NULL)
             s->dprev->dnext = s->dnext;
         else
@@ -245,11 +346,7 @@ static void free_coalesce_insert(struct mspan *s)
         if (t->base < s->base)
             s->base = t->base;
         s->npages += t->npages;
-        if (t->released != s->released)
-            s->released = 0;         /* mixed: counts as dirty */
-        s->needzero |= t->needzero;
-        if (!s->released)
-            s->needzero = 1;
+        s->ndirty += t->ndirty;
         span_dispose(t);
     }
     free_insert(s);
@@ -260,9 +357,8 @@ static void scavenge_locked(uint64_t target_pages)
     while (h.dirty_head != NULL && h.dirty_pages > target_pages) {
         struct mspan *s = h.dirty_head;
         free_remove(s);
-        weft__os_release((void *)s->base, (size_t)s->npages * PAGE);
-        s->released = 1;
-        s->needzero = 0;
+        release_dirty(s->base, s->npages);
+        s->ndirty = 0;
         free_insert(s);
     }
 }
@@ -302,7 +398,8 @@ static int grow(size_t npages)
         return -1;
     s->base = (uintptr_t)p;
     s->npages = (uint32_t)(size / PAGE);
-    s->released = 1;          /* fresh: zero and not resident */
+    mark(s->base, s->npages, 1);  /* fresh: zero and not resident */
+    s->ndirty = 0;
     free_coalesce_insert(s);
     return 0;
 }
@@ -349,8 +446,8 @@ static int split_tail(struct mspan *s, size_t n)
         return -1;
     r->base = s->base + n * PAGE;
     r->npages = s->npages - (uint32_t)n;
-    r->released = s->released;
-    r->needzero = s->needzero;
+    r->ndirty = (uint32_t)count_dirty(r->base, r->npages);
+    s->ndirty -= r->ndirty;
     s->npages = (uint32_t)n;
     free_insert(r);          /* its neighbours are s (in use) and a non-free span */
     return 0;
@@ -384,8 +481,8 @@ struct mspan *weft__mheap_alloc(size_t npages, size_t align_pages, int state, un
             }
             lead->base = s->base;
             lead->npages = (uint32_t)((start - s->base) / PAGE);
-            lead->released = s->released;
-            lead->needzero = s->needzero;
+            lead->ndirty = (uint32_t)count_dirty(lead->base, lead->npages);
+            s->ndirty -= lead->ndirty;
             s->base = start;
             s->npages -= lead->npages;
             free_insert(lead);
@@ -396,9 +493,11 @@ struct mspan *weft__mheap_alloc(size_t npages, size_t align_pages, int state, un
         weft__unlock(&h.lock);
         return NULL;
     }
+    s->needzero = s->ndirty > 0;
+    mark(s->base, s->npages, 0);      /* the owner may touch every page now */
+    s->ndirty = s->npages;
     s->state = (uint8_t)state;
     s->cls = (uint8_t)cls;
-    s->released = 0;
     h.inuse_pages += npages;
     if (state == SPAN_SMALL) {
         if (weft__debug.allocfree && (s->allocbits = bits_new()) == NULL) {
@@ -431,8 +530,7 @@ void weft__mheap_free(struct mspan *s)
         h.large_alloc -= (uint64_t)s->npages * PAGE;
         h.large_nfree++;
     }
-    s->needzero = 1;
-    s->released = 0;
+    s->ndirty = s->npages;            /* its clean bits are all 0 since the allocation */
     if (s->allocbits != NULL)
         bits_dispose(s->allocbits);
     s->allocbits = NULL;
