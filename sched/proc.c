@@ -123,8 +123,7 @@ static struct p *pidleget(void)       /* lock held */
     if (pp != NULL) {
         sched.pidle = pp->link;
         atomic_fetch_sub_explicit(&sched.npidle, 1, SC);
-        if (atomic_load_explicit(&sched.sysmon_idle, SC))
-            weft__sysmon_wake();
+        weft__sysmon_poke();
     }
     return pp;
 }

@@ -75,6 +75,13 @@ struct timer {
     _Atomic int running;       /* f is executing */
 };
 
+/* A heap slot: the timer's `when` is copied in, so that sifting compares without
+ * loading each timer (a cold line of its G with 100 k sleepers). */
+struct tentry {
+    int64_t when;
+    struct timer *t;
+};
+
 struct g {
     struct weft_ctx ctx;
     _Atomic uint32_t status;
@@ -129,7 +136,8 @@ struct p {
     int64_t sm_when;
     /* timers (timer.c), under timerlock */
     weft_lock timerlock;
-    struct timer **timers;
+    struct tentry *timers;     /* the heap; timers[1..4] start a cache line (timer.c) */
+    void *timers_mem;          /* what was allocated for it */
     int ntimers, captimers;
     _Atomic int64_t timer0;    /* earliest when, or INT64_MAX */
 } __attribute__((aligned(64)));
@@ -246,7 +254,8 @@ WEFT_HIDDEN int64_t weft__deadline_now(void);              /* the caller's deadl
 /* sysmon.c */
 WEFT_HIDDEN int weft__sysmon_start(void);
 WEFT_HIDDEN void weft__sysmon_stop(void);
-WEFT_HIDDEN void weft__sysmon_wake(void);
+WEFT_HIDDEN void weft__sysmon_wake(void);                /* and tick fast (blocking call) */
+WEFT_HIDDEN void weft__sysmon_poke(void);                /* out of its deep sleep only */
 
 /* sanitizer / valgrind hooks (sched/san.h) */
 #endif

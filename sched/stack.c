@@ -51,7 +51,10 @@ struct freestk {
 #define FREESTK(st) ((struct freestk *)((st)->hi - sizeof(struct freestk)))
 
 static weft_lock stack_lock = WEFT_LOCK_INIT;
-static struct freestk *pool;           /* global free stacks, any size, under stack_lock */
+/* global free stacks, any size: written under stack_lock (relaxed atomic stores, so
+ * that weft__stack_get may peek at it without the lock: an empty pool, the common case
+ * of a burst of new green threads, then costs no lock round trip) */
+static struct freestk *pool;
 static long npool;
 static int guard_mode = -1;            /* -1 unknown, 1 madvise guards, 0 mprotect/canary */
 static long nguarded;
@@ -122,8 +125,19 @@ int weft__stack_alloc(struct stack *st, size_t size)
         st->map = g;
         st->mapsize = size + GUARD;
     }
-    st->guarded = (uint8_t)guard(g);
-    weft__unlock(&stack_lock);
+    if (guard_mode == 1) {
+        /* the madvise needs no lock: another M may carve the next stack meanwhile */
+        weft__unlock(&stack_lock);
+        st->guarded = madvise((void *)g, GUARD, MADV_GUARD_INSTALL) == 0;
+        if (!st->guarded) {
+            weft__lock(&stack_lock);
+            st->guarded = (uint8_t)guard(g);
+            weft__unlock(&stack_lock);
+        }
+    } else {
+        st->guarded = (uint8_t)guard(g);
+        weft__unlock(&stack_lock);
+    }
     st->lo = g + GUARD;
     st->hi = g + GUARD + size;
     if (!st->guarded)
@@ -141,10 +155,12 @@ int weft__stack_get(struct p *pp, size_t size, struct stack *st)
         *st = f->desc;
         return 0;
     }
+    if (__atomic_load_n(&pool, __ATOMIC_RELAXED) == NULL)
+        return weft__stack_alloc(st, size);   /* a racy peek: at worst a new stack */
     weft__lock(&stack_lock);
     f = pool;
     if (f != NULL && (size_t)(f->desc.hi - f->desc.lo) == size) {
-        pool = f->next;
+        __atomic_store_n(&pool, f->next, __ATOMIC_RELAXED);
         npool--;
         weft__unlock(&stack_lock);
         *st = f->desc;
@@ -160,7 +176,7 @@ static void pool_put_locked(struct stack *st)
     f->desc = *st;
     f->desc.trimmed = 0;
     f->next = pool;
-    pool = f;
+    __atomic_store_n(&pool, f, __ATOMIC_RELAXED);
     npool++;
 }
 
@@ -192,7 +208,7 @@ void weft__stack_put(struct p *pp, struct stack *st)
         pp->stackfree = f->next;
         pp->nstackfree--;
         f->next = pool;
-        pool = f;
+        __atomic_store_n(&pool, f, __ATOMIC_RELAXED);
         npool++;
     }
     weft__unlock(&stack_lock);

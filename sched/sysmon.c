@@ -12,8 +12,9 @@
  *  - prints weft_dump to stderr after a SIGQUIT (the handler only sets a flag);
  *  - trims the stacks in the global free pool, once each (weft__stack_trim_pool).
  * It sleeps without timeout while every P is idle and nothing is asked of it, so an
- * idle runtime uses no CPU. weft__sysmon_wake wakes it: a P leaves the idle list,
- * a G enters a blocking call, a SIGQUIT. No lost wake-up: sysmon publishes
+ * idle runtime uses no CPU. weft__sysmon_poke wakes it when a P leaves the idle list
+ * (its tick keeps growing as before); weft__sysmon_wake also brings the tick back to
+ * 20 us: a G enters a blocking call, a SIGQUIT. No lost wake-up: sysmon publishes
  * sysmon_idle (seq_cst) and then re-reads npidle; wakers change npidle (seq_cst)
  * and then read sysmon_idle; the futex word is read before the re-check.
  */
@@ -35,6 +36,7 @@
 #define OVERRUN_NS  10000000
 
 static _Atomic int64_t tick_ns = TICK_MIN_NS;
+static _Atomic int urgent;           /* weft__sysmon_wake asked for quick ticks */
 static uint64_t nlongrunning;        /* green threads flagged since the last schedtrace */
 static bool started;
 
@@ -50,6 +52,16 @@ void weft__sysmon_wake(void)
     if (atomic_load_explicit(&sched.sysmon_idle, SC) ||
         atomic_load_explicit(&tick_ns, RLX) > TICK_MIN_NS) {
         atomic_store_explicit(&tick_ns, TICK_MIN_NS, RLX);
+        atomic_store_explicit(&urgent, 1, RLX);
+        atomic_fetch_add_explicit(&sched.sysmon_wake, 1, SC);
+        weft__futex_wake(&sched.sysmon_wake, 1);
+    }
+}
+
+void weft__sysmon_poke(void)
+{
+    /* seq_cst: the caller changed npidle (seq_cst) first; see the header */
+    if (atomic_load_explicit(&sched.sysmon_idle, SC)) {
         atomic_fetch_add_explicit(&sched.sysmon_wake, 1, SC);
         weft__futex_wake(&sched.sysmon_wake, 1);
     }
@@ -218,7 +230,12 @@ static void *sysmon_main(void *arg)
                 !atomic_load_explicit(&sched.sigquit, SC))
                 wait_wake(seen, -1);
             atomic_store_explicit(&sched.sysmon_idle, 0, SC);
-            idle = 0;
+            /* back to 20 us ticks only if a blocking call (or SIGQUIT) asked: a P that
+             * merely left the idle list (weft__sysmon_poke) keeps the slow pace, else
+             * a runtime that idles between bursts (100 k sleepers: every timer batch)
+             * had sysmon tick at 20 us for a millisecond after each */
+            if (atomic_exchange_explicit(&urgent, 0, RLX))
+                idle = 0;
         }
     }
     return NULL;

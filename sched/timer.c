@@ -26,6 +26,7 @@
  *    pokes another idle M, which takes the role when it looks again.
  */
 #include <errno.h>
+#include <string.h>
 #include <time.h>
 #include "sched/sched.h"
 
@@ -34,41 +35,52 @@
 
 static inline void set_timer0(struct p *pp)
 {
-    atomic_store_explicit(&pp->timer0, pp->ntimers > 0 ? pp->timers[0]->when : INT64_MAX, SC);
+    atomic_store_explicit(&pp->timer0, pp->ntimers > 0 ? pp->timers[0].when : INT64_MAX, SC);
 }
 
+/* The heap's slots hold `when` beside the timer pointer (struct tentry, 16 bytes), and
+ * slot 1 starts a cache line, so the four children of a slot (4i+1 .. 4i+4) share
+ * one line: a sift touches one line of the heap per level plus the idx of each timer
+ * it moves, not the four children's timers (Go 1.23's timerWhen does the same). */
 static void sift_up(struct p *pp, int i)
 {
-    struct timer **h = pp->timers, *t = h[i];
+    struct tentry *h = pp->timers, e = h[i];
     while (i > 0) {
         int parent = (i - 1) / 4;
-        if (h[parent]->when <= t->when)
+        if (h[parent].when <= e.when)
             break;
         h[i] = h[parent];
-        h[i]->idx = i;
+        h[i].t->idx = i;
         i = parent;
     }
-    h[i] = t;
-    t->idx = i;
+    h[i] = e;
+    e.t->idx = i;
 }
 
 static void sift_down(struct p *pp, int i)
 {
-    struct timer **h = pp->timers, *t = h[i];
+    struct tentry *h = pp->timers, e = h[i];
     int n = pp->ntimers;
     for (;;) {
-        int c = 4 * i + 1, best = -1;
-        for (int k = c; k < c + 4 && k < n; k++)
-            if (best < 0 || h[k]->when < h[best]->when)
+        int c = 4 * i + 1;
+        if (c >= n)
+            break;
+        int best = c;
+        int64_t bw = h[c].when;
+        int end = c + 4 < n ? c + 4 : n;
+        for (int k = c + 1; k < end; k++)
+            if (h[k].when < bw) {
+                bw = h[k].when;
                 best = k;
-        if (best < 0 || h[best]->when >= t->when)
+            }
+        if (bw >= e.when)
             break;
         h[i] = h[best];
-        h[i]->idx = i;
+        h[i].t->idx = i;
         i = best;
     }
-    h[i] = t;
-    t->idx = i;
+    h[i] = e;
+    e.t->idx = i;
 }
 
 static void heap_remove(struct p *pp, int i)
@@ -76,10 +88,27 @@ static void heap_remove(struct p *pp, int i)
     int last = --pp->ntimers;
     if (i != last) {
         pp->timers[i] = pp->timers[last];
-        pp->timers[i]->idx = i;
+        pp->timers[i].t->idx = i;
         sift_down(pp, i);
-        sift_up(pp, pp->timers[i]->idx);
+        sift_up(pp, pp->timers[i].t->idx);
     }
+}
+
+/* Room for one more slot (timerlock held). */
+static void heap_grow(struct p *pp)
+{
+    int cap = pp->captimers ? pp->captimers * 2 : 64;
+    /* 3 spare slots in front: timers = mem + 48 bytes, so &timers[1] is 64-aligned */
+    char *mem = weft_aligned_alloc(64, ((size_t)cap + 3) * sizeof(struct tentry));
+    if (mem == NULL)
+        weft__throw("timer: out of memory for the timer heap");
+    struct tentry *h = (struct tentry *)(mem + 3 * sizeof(struct tentry));
+    if (pp->ntimers > 0)
+        memcpy(h, pp->timers, (size_t)pp->ntimers * sizeof *h);
+    weft_free(pp->timers_mem);
+    pp->timers_mem = mem;
+    pp->timers = h;
+    pp->captimers = cap;
 }
 
 void weft__timer_add(struct timer *t)
@@ -90,15 +119,9 @@ void weft__timer_add(struct timer *t)
     struct m *mp = weft__getm();
     struct p *pp = mp != NULL && mp->p != NULL ? mp->p : sched.allp[0];
     weft__lock(&pp->timerlock);
-    if (pp->ntimers == pp->captimers) {
-        int cap = pp->captimers ? pp->captimers * 2 : 64;
-        struct timer **h = weft_realloc(pp->timers, (size_t)cap * sizeof *h);
-        if (h == NULL)
-            weft__throw("timer: out of memory for the timer heap");
-        pp->timers = h;
-        pp->captimers = cap;
-    }
-    pp->timers[pp->ntimers] = t;
+    if (pp->ntimers == pp->captimers)
+        heap_grow(pp);
+    pp->timers[pp->ntimers] = (struct tentry){ t->when, t };
     sift_up(pp, pp->ntimers++);
     atomic_store_explicit(&t->pp, pp, RLX);
     set_timer0(pp);
@@ -142,8 +165,8 @@ void weft__timers_run(struct p *pp, int64_t now)
     if (atomic_load_explicit(&pp->timer0, RLX) > now)
         return;
     weft__lock(&pp->timerlock);
-    while (pp->ntimers > 0 && pp->timers[0]->when <= now) {
-        struct timer *t = pp->timers[0];
+    while (pp->ntimers > 0 && pp->timers[0].when <= now) {
+        struct timer *t = pp->timers[0].t;
         heap_remove(pp, 0);
         atomic_store_explicit(&t->pp, NULL, RLX);
         atomic_fetch_add_explicit(&t->running, 1, RLX);
@@ -184,7 +207,8 @@ int64_t weft__timer_next(void)
 
 void weft__timers_free(struct p *pp)
 {
-    weft_free(pp->timers);
+    weft_free(pp->timers_mem);
+    pp->timers_mem = NULL;
     pp->timers = NULL;
     pp->ntimers = pp->captimers = 0;
     atomic_store_explicit(&pp->timer0, INT64_MAX, RLX);
