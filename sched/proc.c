@@ -400,7 +400,9 @@ void weft_yield(void)
         return;
     }
     struct g *next = next_local(mp->p);
-    if (next == NULL && atomic_load_explicit(&sched.runqsize, RLX) > 0) {
+    /* (next_local says NULL while stopping, whatever the ring holds: g0 then leaves) */
+    if (next == NULL && atomic_load_explicit(&sched.runqsize, RLX) > 0 &&
+        !atomic_load_explicit(&sched.stopping, RLX)) {
         /* the local queue is empty: take a share of the global one */
         weft__lock(&sched.lock);
         next = weft__globrunqget(mp->p, 0);

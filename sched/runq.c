@@ -205,6 +205,14 @@ struct g *weft__globrunqget(struct p *pp, uint32_t max)
         n = max;
     if (n > RUNQ_SIZE / 2)
         n = RUNQ_SIZE / 2;
+    /* never more than pp's ring has room for: a full ring would spill into the global
+     * queue, whose lock we hold (weft_yield called this while stopping, with a full
+     * ring, and its M deadlocked on sched.lock). A stale head only shrinks the room. */
+    uint32_t used = atomic_load_explicit(&pp->runqtail, RLX) -
+                    atomic_load_explicit(&pp->runqhead, ACQ);
+    uint32_t room = used < RUNQ_SIZE ? RUNQ_SIZE - used : 0;
+    if (n > room + 1)
+        n = room + 1;
     atomic_store_explicit(&sched.runqsize, size - n, RLX);
     struct g *gp = sched.runqhead;
     sched.runqhead = gp->schedlink;

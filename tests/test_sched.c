@@ -536,6 +536,35 @@ Test(sched, schedtrace_prints_and_flags_long_runners)
     cr_assert_not_null(strstr(buf, "longrunning=1"), "stderr: %s", buf);
 }
 
+/* ---- stopping while green threads yield with full run queues ---------------------------------------
+ * weft_run's teardown sets `stopping` while these still yield; a yield then went to the
+ * global queue for more work and, with its ring full, spilled back into the global
+ * queue under the lock it held: its M deadlocked on sched.lock and teardown waited. */
+static void forever_yielder(void *arg)
+{
+    (void)arg;
+    for (;;)
+        weft_yield();
+}
+
+static int full_rings_main(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < 3000; i++)
+        cr_assert_eq(weft_spawn(forever_yielder, NULL), 0);
+    for (int i = 0; i < 2000; i++)
+        weft_yield();
+    return 0;
+}
+
+Test(sched, stop_while_yielding_with_full_rings, .timeout = 60)
+{
+    for (int round = 0; round < 20; round++) {
+        weft_config cfg = { .nprocs = 1 + round % 2 };
+        cr_assert_eq(weft_run(full_rings_main, NULL, &cfg), 0);
+    }
+}
+
 /* ---- a million live green threads on a stock kernel (vm.max_map_count = 65530) --------------------- */
 static _Atomic long started;
 static _Atomic int release_all;
