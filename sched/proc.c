@@ -6,8 +6,8 @@
  *   findrunnable: every 61st tick one G from the global queue first (fairness); the
  *   local runnext and ring; the global queue; then, if fewer than half the busy Ps
  *   have spinning Ms, spin: steal half of a random victim's ring (4 rounds over all
- *   Ps, runnext in the last). Nothing: give the P back, drop spinning, look at every
- *   run queue once more (see the no-lost-wake-up rule in sched.h), park the M on
+ *   Ps; never runnext, runq.c). Nothing: give the P back, drop spinning, look at every
+ *   ring once more (see the no-lost-wake-up rule in sched.h), park the M on
  *   its futex until startm hands it a P.
  * Switches are direct where they can be: yield, park and exit switch straight to the
  * next local G; only when there is none do they go through g0 (gswitch).
@@ -42,6 +42,9 @@
 #define SPIN_NS 20000          /* how long a spinning M looks for work before it parks */
 
 struct schedt weft__sched = { .lock = WEFT_LOCK_INIT, .gflock = WEFT_LOCK_INIT };
+#ifdef WEFT_VALGRIND
+int weft__on_valgrind;
+#endif
 
 static __thread struct m *tls_m WEFT_TLS_IE;
 static weft_lock start_lock = WEFT_LOCK_INIT;
@@ -154,8 +157,11 @@ static inline void gswitch(struct m *mp, struct g *from, struct g *to, int actio
     after_switch(from);
 }
 
+static WEFT_NOINLINE void after_switch_slow(struct m *mp, struct g *prev, int action);
+
 /* Runs first thing on whichever context resumed: completes the action of the G that
- * switched away, now that it is off its stack. */
+ * switched away, now that it is off its stack. A yield's is a tail call; the other
+ * actions live out of line, so this needs no stack frame. */
 static void after_switch(struct g *self)
 {
     struct m *mp = weft__getm();
@@ -163,12 +169,15 @@ static void after_switch(struct g *self)
     struct g *prev = mp->after_g;
     int action = mp->after;
     mp->after = AFTER_NONE;
-    switch (action) {
-    case AFTER_NONE:
-        break;
-    case AFTER_YIELD:
+    if (action == AFTER_YIELD)
         weft__runqput(mp->p, prev, false);
-        break;
+    else if (action != AFTER_NONE)
+        after_switch_slow(mp, prev, action);
+}
+
+static void after_switch_slow(struct m *mp, struct g *prev, int action)
+{
+    switch (action) {
     case AFTER_PARK:
         if (prev->unlockf != NULL && !prev->unlockf(prev, prev->unlockarg))
             weft__ready(prev);
@@ -345,7 +354,9 @@ int weft_spawn_ex(void (*fn)(void *), void *arg, const weft_spawn_opts *opts, ui
         *id_out = gp->id;
     if (pp != NULL) {
         counter_inc(&pp->nspawned);
-        weft__runqput(pp, gp, true);
+        /* into runnext: wake a spinner only if the ring got a G (see weft__ready) */
+        if (!weft__runqput(pp, gp, true) || sched.nprocs == 1)
+            return 0;
     } else {
         atomic_fetch_add_explicit(&sched.nspawned_plain, 1, RLX);
         weft__lock(&sched.lock);
@@ -368,7 +379,7 @@ uint64_t weft_self(void)
 }
 
 /* The next G this P should run without going through g0, or NULL. */
-static struct g *next_local(struct p *pp)
+WEFT_INLINE struct g *next_local(struct p *pp)
 {
     if (atomic_load_explicit(&sched.stopping, RLX))
         return NULL;
@@ -444,9 +455,14 @@ void weft__ready(struct g *gp)
     atomic_store_explicit(&gp->status, G_RUNNABLE, RLX);
     struct p *pp = curp(weft__getm());
     if (pp != NULL) {
-        weft__runqput(pp, gp, true);
-        if (sched.nprocs == 1)
-            return;            /* the only P is ours: it runs gp, nobody to wake */
+        /* A G that lands in an empty runnext wakes nobody: no other M may take a
+         * P's runnext (runq.c), so a woken M could only spin in vain
+         * (2P ping-pong kept the other M spinning for good, its look at our queues
+         * costing ~100 ns per round trip); our own M runs gp at its next scheduling
+         * point. Only a G that reaches the ring (or one runnext kicked out to it) is
+         * work for another M. With one P there is nobody to wake at all. */
+        if (!weft__runqput(pp, gp, true) || sched.nprocs == 1)
+            return;
     } else {
         weft__lock(&sched.lock);
         weft__globrunqput(gp);
@@ -674,10 +690,9 @@ static struct g *stealwork(struct m *mp, struct p *pp)
             struct p *victim = sched.allp[(start + i) % n];
             if (victim == pp)
                 continue;
-            /* runnext of a running P is about to run there: leave it (ping-pong pairs
-             * stay on one P); a P stuck in a blocking call gives it up */
-            bool next = round == 3 && atomic_load_explicit(&victim->status, RLX) != P_RUNNING;
-            struct g *gp = weft__runqsteal(pp, victim, next);
+            /* the ring only: runnext stays with its P (runq.c; ping-pong pairs stay
+             * on one P, and a P stuck in a blocking call goes to another M whole) */
+            struct g *gp = weft__runqsteal(pp, victim);
             if (gp != NULL) {
                 counter_inc(&pp->nsteals);
                 return gp;
@@ -769,7 +784,10 @@ top:
          * look above, seen us spinning, and skipped its wakep */
         bool work = atomic_load_explicit(&sched.runqsize, SC) > 0;
         for (int i = 0; i < sched.nprocs; i++) {
-            if (work || !weft__runqempty(sched.allp[i])) {
+            /* rings only: runnext belongs to its P's M, which runs it (or hands
+             * the P on from a blocking call, sysmon's handoffp), and its submitter
+             * did not wakep (weft__ready) */
+            if (work || !weft__runqringempty(sched.allp[i])) {
                 weft__lock(&sched.lock);
                 struct p *p2 = pidleget();
                 weft__unlock(&sched.lock);
@@ -954,6 +972,9 @@ int weft_start(const weft_config *cfg)
         return -EBUSY;
     }
     weft__mem_init();
+#ifdef WEFT_VALGRIND
+    weft__on_valgrind = RUNNING_ON_VALGRIND != 0;
+#endif
     int n = cfg != NULL ? cfg->nprocs : 0;
     if (n <= 0) {
         const char *env = getenv("WEFT_MAXPROCS");

@@ -5,9 +5,21 @@
  * Invariants: only the owner P writes runqtail (store-release, publishing the slot it
  * filled); the owner and stealers consume by CAS on runqhead (release, so that the
  * owner, which reads runqhead with acquire before refilling a slot, never overwrites a
- * slot a stealer is still reading); tail - head <= RUNQ_SIZE. runnext is taken by CAS
- * by the owner or a stealer. Slots are relaxed atomics: a stealer may read a slot the
- * owner is rewriting, and then its CAS on runqhead fails and it retries.
+ * slot a stealer is still reading); tail - head <= RUNQ_SIZE. Slots are relaxed
+ * atomics: a stealer may read a slot the owner is rewriting, and then its CAS on
+ * runqhead fails and it retries. With one P nobody steals: the owner then moves
+ * runqhead with a plain store-release.
+ * runnext is the owner's alone, at any nprocs: only the M holding the P reads and
+ * writes it (relaxed loads and stores, no RMW: a hand-off costs no locked CAS);
+ * others only peek (runqempty, runqlen). Ownership moves with the P, under the
+ * release/acquire of acquirep/startm/pidleget and of the P_SYSCALL CASes. Nobody
+ * steals it: the owner runs it at its next scheduling point, or, when its G enters a
+ * blocking call, sysmon retakes the P and handoffp starts an M for it (runqempty
+ * counts runnext). So a G put into an empty runnext is nobody else's work:
+ * weft__runqput says whether the ring grew, and only then does its caller wake a
+ * spinner (proc.c weft__ready). Rejected: Go's runnext steal after ~3 us from a
+ * running P (it needs a CAS on every hand-off and a woken M per ready, which kept
+ * the other M spinning through 2P ping-pong at ~100 ns a round trip).
  * The global queue is a list through g->schedlink under sched.lock.
  * Callers: runqput/runqget "owner P only"; runqsteal "any M holding pp"; glob* "sched.lock held".
  */
@@ -53,26 +65,14 @@ static WEFT_NOINLINE void runqput_full(struct p *pp, struct g *gp)
     }
 }
 
-void weft__runqput(struct p *pp, struct g *gp, bool next)
+bool weft__runqput(struct p *pp, struct g *gp, bool next)
 {
-    if (next && sched.nprocs == 1) {
-        /* one P: nobody steals, runnext is ours alone (ownership moves with the P,
-         * under its status's release/acquire) */
+    if (next) {
+        /* runnext is the owner's alone: plain loads and stores (see the header) */
         struct g *old = atomic_load_explicit(&pp->runnext, RLX);
         atomic_store_explicit(&pp->runnext, gp, RLX);
         if (old == NULL)
-            return;
-        gp = old;
-        next = false;
-    }
-    if (next) {
-        struct g *old = atomic_load_explicit(&pp->runnext, RLX);
-        /* acq_rel: stealers CAS runnext too; the G we kick out must be fully visible */
-        while (!atomic_compare_exchange_weak_explicit(&pp->runnext, &old, gp,
-                                                      memory_order_acq_rel, RLX))
-            ;
-        if (old == NULL)
-            return;
+            return false;
         gp = old;
     }
     /* acquire: pairs with consumers' release CAS (they are done with the slots) */
@@ -82,21 +82,31 @@ void weft__runqput(struct p *pp, struct g *gp, bool next)
         atomic_store_explicit(&pp->runq[t % RUNQ_SIZE], gp, RLX);
         /* release: publishes the slot (and the G) to consumers */
         atomic_store_explicit(&pp->runqtail, t + 1, REL);
-        return;
+        return true;
     }
     runqput_full(pp, gp);
+    return true;
 }
 
 struct g *weft__runqget(struct p *pp)
 {
     struct g *next = atomic_load_explicit(&pp->runnext, RLX);
-    if (next != NULL && sched.nprocs == 1) {
-        atomic_store_explicit(&pp->runnext, NULL, RLX);    /* one P: no stealer */
+    if (next != NULL) {
+        atomic_store_explicit(&pp->runnext, NULL, RLX);    /* ours alone */
         return next;
     }
-    if (next != NULL &&
-        atomic_compare_exchange_strong_explicit(&pp->runnext, &next, NULL, ACQ, RLX))
-        return next;
+    if (sched.nprocs == 1) {
+        /* one P: no stealer, so runqhead is ours alone too and needs no RMW (a yield
+         * saves a locked CAS); readers of the queue (sysmon, runqempty) only load.
+         * release: like the CAS below, the slot is done with before the head moves
+         * past it (runqputslow reads slots after an acquire load of the head) */
+        uint32_t h = atomic_load_explicit(&pp->runqhead, RLX);
+        if (h == atomic_load_explicit(&pp->runqtail, RLX))
+            return NULL;
+        struct g *gp = atomic_load_explicit(&pp->runq[h % RUNQ_SIZE], RLX);
+        atomic_store_explicit(&pp->runqhead, h + 1, REL);
+        return gp;
+    }
     for (;;) {
         uint32_t h = atomic_load_explicit(&pp->runqhead, ACQ);
         uint32_t t = atomic_load_explicit(&pp->runqtail, RLX);
@@ -106,6 +116,13 @@ struct g *weft__runqget(struct p *pp)
         if (atomic_compare_exchange_weak_explicit(&pp->runqhead, &h, h + 1, REL, RLX))
             return gp;
     }
+}
+
+/* Nothing in pp's ring (runnext aside): what an M about to park re-checks. */
+bool weft__runqringempty(struct p *pp)
+{
+    uint32_t h = atomic_load_explicit(&pp->runqhead, ACQ);
+    return h == atomic_load_explicit(&pp->runqtail, ACQ);
 }
 
 bool weft__runqempty(struct p *pp)
@@ -130,7 +147,7 @@ uint32_t weft__runqlen(struct p *pp)
 }
 
 /* Take half of victim's ring into batch[bh ...] (batch is pp's ring). */
-static uint32_t runqgrab(struct p *victim, struct g *_Atomic *batch, uint32_t bh, bool stealnext)
+static uint32_t runqgrab(struct p *victim, struct g *_Atomic *batch, uint32_t bh)
 {
     for (;;) {
         uint32_t h = atomic_load_explicit(&victim->runqhead, ACQ);
@@ -138,17 +155,8 @@ static uint32_t runqgrab(struct p *victim, struct g *_Atomic *batch, uint32_t bh
         uint32_t t = atomic_load_explicit(&victim->runqtail, ACQ);
         uint32_t n = t - h;
         n = n - n / 2;
-        if (n == 0) {
-            if (stealnext) {
-                struct g *next = atomic_load_explicit(&victim->runnext, RLX);
-                if (next != NULL && atomic_compare_exchange_strong_explicit(
-                                        &victim->runnext, &next, NULL, ACQ, RLX)) {
-                    atomic_store_explicit(&batch[bh % RUNQ_SIZE], next, RLX);
-                    return 1;
-                }
-            }
-            return 0;
-        }
+        if (n == 0)
+            return 0;              /* runnext is never stolen (see the header) */
         if (n > RUNQ_SIZE / 2)
             continue;              /* read h and t at different times: retry */
         for (uint32_t i = 0; i < n; i++) {
@@ -160,10 +168,10 @@ static uint32_t runqgrab(struct p *victim, struct g *_Atomic *batch, uint32_t bh
     }
 }
 
-struct g *weft__runqsteal(struct p *pp, struct p *victim, bool stealnext)
+struct g *weft__runqsteal(struct p *pp, struct p *victim)
 {
     uint32_t t = atomic_load_explicit(&pp->runqtail, RLX);
-    uint32_t n = runqgrab(victim, pp->runq, t, stealnext);
+    uint32_t n = runqgrab(victim, pp->runq, t);
     if (n == 0)
         return NULL;
     n--;

@@ -77,10 +77,16 @@ static inline void weft__san_thread_start(struct g *g0)
 #endif
 #endif
 
+#ifdef WEFT_VALGRIND
+/* RUNNING_ON_VALGRIND, asked once (weft_start): each client request is a dozen
+ * instructions, a spawn-join made two */
+WEFT_HIDDEN extern int weft__on_valgrind;
+#endif
+
 static inline unsigned weft__valgrind_stack_register(uintptr_t lo, uintptr_t hi)
 {
 #ifdef WEFT_VALGRIND
-    return VALGRIND_STACK_REGISTER(lo, hi);
+    return weft__on_valgrind ? VALGRIND_STACK_REGISTER(lo, hi) : 0;
 #else
     (void)lo, (void)hi;
     return 0;
@@ -90,7 +96,8 @@ static inline unsigned weft__valgrind_stack_register(uintptr_t lo, uintptr_t hi)
 static inline void weft__valgrind_stack_deregister(unsigned id)
 {
 #ifdef WEFT_VALGRIND
-    VALGRIND_STACK_DEREGISTER(id);
+    if (weft__on_valgrind)
+        VALGRIND_STACK_DEREGISTER(id);
 #else
     (void)id;
 #endif

@@ -25,14 +25,17 @@
  * Invariants:
  *  - A G is on at most one queue (schedlink): a P's ring, runnext, the global queue,
  *    or a free list. A RUNNABLE G is on exactly one run queue.
- *  - Only the M holding P writes P's runqtail and runnext... except that stealers CAS
- *    runqhead and may take runnext with a CAS; the owner CASes runqhead too.
+ *  - Only the M holding P writes P's runqtail and runnext (nobody steals runnext,
+ *    runq.c); stealers CAS runqhead, and so does the owner (with nprocs > 1).
  *  - An M holds at most one P, and a P is held by at most one M (p->m).
  *  - Spinning: at most (nprocs - npidle) / 2 Ms spin. wakep starts one only when none
  *    spins; a spinning M that finds work wakes another if it was the last spinner.
  *    No lost wake-up: a submitter stores the G, then (seq_cst) reads nmspinning/npidle;
  *    an M going idle decrements nmspinning (seq_cst), then re-reads every run queue,
  *    the global one included (a plain thread's ready only touches the global queue).
+ *    runnext is outside this rule: a G that lands in an empty runnext wakes nobody
+ *    and the idle M's re-check skips runnexts, because only the P's own M (or, from
+ *    a blocking call, the M sysmon's handoffp starts) runs it (runq.c).
  *  - weft__getm() is the only way to read the current M: a G may resume on another M
  *    after any switch, and compilers cache thread-local addresses (DESIGN.md).
  * Lock order: sched.lock < allg_lock < mem locks. No lock is held across a switch.
@@ -208,10 +211,12 @@ WEFT_HIDDEN struct m *weft__getm(void);
 WEFT_HIDDEN int64_t weft__nanotime(void);
 
 /* runq.c */
-WEFT_HIDDEN void weft__runqput(struct p *pp, struct g *gp, bool next);
+/* true if gp (or the G it kicked out of runnext) went to the ring, where stealers see it */
+WEFT_HIDDEN bool weft__runqput(struct p *pp, struct g *gp, bool next);
 WEFT_HIDDEN struct g *weft__runqget(struct p *pp);
-WEFT_HIDDEN struct g *weft__runqsteal(struct p *pp, struct p *victim, bool stealnext);
+WEFT_HIDDEN struct g *weft__runqsteal(struct p *pp, struct p *victim);  /* ring only */
 WEFT_HIDDEN bool weft__runqempty(struct p *pp);
+WEFT_HIDDEN bool weft__runqringempty(struct p *pp);
 WEFT_HIDDEN uint32_t weft__runqlen(struct p *pp);
 WEFT_HIDDEN void weft__globrunqput(struct g *gp);        /* sched.lock held */
 WEFT_HIDDEN void weft__globrunqputbatch(struct g *head, struct g *tail, uint32_t n); /* lock held */
