@@ -354,8 +354,11 @@ int weft_spawn_ex(void (*fn)(void *), void *arg, const weft_spawn_opts *opts, ui
         *id_out = gp->id;
     if (pp != NULL) {
         counter_inc(&pp->nspawned);
-        /* into runnext: wake a spinner only if the ring got a G (see weft__ready) */
-        if (!weft__runqput(pp, gp, true) || sched.nprocs == 1)
+        /* into runnext, and unlike weft__ready a spinner is woken even when runnext
+         * was empty: a spawner usually goes on running, and an idle P can take the new
+         * G from runnext once it has waited a few microseconds (stealnext) */
+        weft__runqput(pp, gp, true);
+        if (sched.nprocs == 1)
             return 0;
     } else {
         atomic_fetch_add_explicit(&sched.nspawned_plain, 1, RLX);
@@ -455,12 +458,13 @@ void weft__ready(struct g *gp)
     atomic_store_explicit(&gp->status, G_RUNNABLE, RLX);
     struct p *pp = curp(weft__getm());
     if (pp != NULL) {
-        /* A G that lands in an empty runnext wakes nobody: no other M may take a
-         * P's runnext (runq.c), so a woken M could only spin in vain
-         * (2P ping-pong kept the other M spinning for good, its look at our queues
-         * costing ~100 ns per round trip); our own M runs gp at its next scheduling
-         * point. Only a G that reaches the ring (or one runnext kicked out to it) is
-         * work for another M. With one P there is nobody to wake at all. */
+        /* A G that lands in an empty runnext wakes nobody: a hand-off, whose waker
+         * usually blocks next, so our own M runs gp at its next scheduling point
+         * (waking an M per ready kept the other M spinning through 2P ping-pong, its
+         * look at our queues costing ~100 ns per round trip). If the waker computes
+         * on instead, sysmon sees the stale runnext and wakes a spinner, which takes
+         * it (stealnext). Only a G that reaches the ring (or one runnext kicked out
+         * to it) is work for another M at once. With one P nobody is woken at all. */
         if (!weft__runqput(pp, gp, true) || sched.nprocs == 1)
             return;
     } else {
@@ -681,6 +685,37 @@ static inline uint32_t fastrand(struct m *mp)
     return (uint32_t)(mp->fastrand >> 32);
 }
 
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ volatile("yield");
+#endif
+}
+
+/* victim's runnext, if it has waited there for a while (runq.c): the P is in a
+ * blocking call, or it is running and its schedtick does not move for RUNNEXT_WAIT_NS
+ * (its G computes with no scheduling point). A running P that does schedule (a
+ * ping-pong pair) keeps its runnext. Read racily, like sysmon's look: a stale tick
+ * only delays or hastens one steal. */
+#define RUNNEXT_WAIT_NS 3000
+static struct g *stealnext(struct p *victim)
+{
+    if (atomic_load_explicit(&victim->runnext, RLX) == NULL)
+        return NULL;
+    if (atomic_load_explicit(&victim->status, RLX) == P_RUNNING) {
+        uint32_t tick = __atomic_load_n(&victim->schedtick, __ATOMIC_RELAXED);
+        int64_t t0 = weft__nanotime();
+        while (weft__nanotime() - t0 < RUNNEXT_WAIT_NS)
+            for (int k = 0; k < 50; k++)
+                cpu_relax();
+        if (__atomic_load_n(&victim->schedtick, __ATOMIC_RELAXED) != tick)
+            return NULL;
+    }
+    return weft__runqstealnext(victim);
+}
+
 static struct g *stealwork(struct m *mp, struct p *pp)
 {
     int n = sched.nprocs;
@@ -690,9 +725,9 @@ static struct g *stealwork(struct m *mp, struct p *pp)
             struct p *victim = sched.allp[(start + i) % n];
             if (victim == pp)
                 continue;
-            /* the ring only: runnext stays with its P (runq.c; ping-pong pairs stay
-             * on one P, and a P stuck in a blocking call goes to another M whole) */
             struct g *gp = weft__runqsteal(pp, victim);
+            if (gp == NULL && round == 3)
+                gp = stealnext(victim);
             if (gp != NULL) {
                 counter_inc(&pp->nsteals);
                 return gp;
@@ -753,13 +788,8 @@ top:
             if (atomic_load_explicit(&pp->timer0, RLX) <= now)
                 break;
             /* between looks, leave the victims' cache lines alone for a while */
-            for (int k = 0; k < 256; k++) {
-#if defined(__x86_64__)
-                __builtin_ia32_pause();
-#elif defined(__aarch64__)
-                __asm__ volatile("yield");
-#endif
-            }
+            for (int k = 0; k < 256; k++)
+                cpu_relax();
         }
     }
     /* the other Ps' expired timers (their Ms may be busy) */

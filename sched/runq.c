@@ -9,17 +9,19 @@
  * atomics: a stealer may read a slot the owner is rewriting, and then its CAS on
  * runqhead fails and it retries. With one P nobody steals: the owner then moves
  * runqhead with a plain store-release.
- * runnext is the owner's alone, at any nprocs: only the M holding the P reads and
- * writes it (relaxed loads and stores, no RMW: a hand-off costs no locked CAS);
- * others only peek (runqempty, runqlen). Ownership moves with the P, under the
- * release/acquire of acquirep/startm/pidleget and of the P_SYSCALL CASes. Nobody
- * steals it: the owner runs it at its next scheduling point, or, when its G enters a
- * blocking call, sysmon retakes the P and handoffp starts an M for it (runqempty
- * counts runnext). So a G put into an empty runnext is nobody else's work:
- * weft__runqput says whether the ring grew, and only then does its caller wake a
- * spinner (proc.c weft__ready). Rejected: Go's runnext steal after ~3 us from a
- * running P (it needs a CAS on every hand-off and a woken M per ready, which kept
- * the other M spinning through 2P ping-pong at ~100 ns a round trip).
+ * runnext: the owner puts and takes it; with more than one P it does so with one RMW
+ * (exchange to put, CAS to take: acq_rel/acquire, so a G handed to or taken by a
+ * stealer is fully visible), because a stealer may take it by CAS too -- but only
+ * from a P that has not scheduled for a while (proc.c stealwork: a P stuck in a
+ * blocking call, or a running P whose schedtick did not move while the stealer
+ * waited ~3 us: its G computes without a scheduling point, so runnext would wait for
+ * it). That keeps a ping-pong pair on one P and still runs a G readied or spawned
+ * behind a long computation on an idle P within microseconds. With one P nobody
+ * steals: plain loads and stores. Ownership moves with the P, under the
+ * release/acquire of acquirep/startm/pidleget and of the P_SYSCALL CASes.
+ * weft__runqput says whether the ring grew: a G put into an empty runnext wakes no
+ * spinner from weft__ready (a hand-off: the waker is about to block, usually; if it
+ * computes on instead, sysmon notices the stale runnext and wakes one, sysmon.c).
  * The global queue is a list through g->schedlink under sched.lock.
  * Callers: runqput/runqget "owner P only"; runqsteal "any M holding pp"; glob* "sched.lock held".
  */
@@ -68,9 +70,14 @@ static WEFT_NOINLINE void runqput_full(struct p *pp, struct g *gp)
 bool weft__runqput(struct p *pp, struct g *gp, bool next)
 {
     if (next) {
-        /* runnext is the owner's alone: plain loads and stores (see the header) */
-        struct g *old = atomic_load_explicit(&pp->runnext, RLX);
-        atomic_store_explicit(&pp->runnext, gp, RLX);
+        struct g *old;
+        if (sched.nprocs == 1) {
+            old = atomic_load_explicit(&pp->runnext, RLX);      /* ours alone */
+            atomic_store_explicit(&pp->runnext, gp, RLX);
+        } else {
+            /* acq_rel: publishes gp to a stealer; the G we kick out is ours again */
+            old = atomic_exchange_explicit(&pp->runnext, gp, memory_order_acq_rel);
+        }
         if (old == NULL)
             return false;
         gp = old;
@@ -92,8 +99,13 @@ struct g *weft__runqget(struct p *pp)
 {
     struct g *next = atomic_load_explicit(&pp->runnext, RLX);
     if (next != NULL) {
-        atomic_store_explicit(&pp->runnext, NULL, RLX);    /* ours alone */
-        return next;
+        if (sched.nprocs == 1) {
+            atomic_store_explicit(&pp->runnext, NULL, RLX);    /* ours alone */
+            return next;
+        }
+        /* acquire: pairs with a put's exchange; a stealer's CAS may win instead */
+        if (atomic_compare_exchange_strong_explicit(&pp->runnext, &next, NULL, ACQ, RLX))
+            return next;
     }
     if (sched.nprocs == 1) {
         /* one P: no stealer, so runqhead is ours alone too and needs no RMW (a yield
@@ -156,7 +168,7 @@ static uint32_t runqgrab(struct p *victim, struct g *_Atomic *batch, uint32_t bh
         uint32_t n = t - h;
         n = n - n / 2;
         if (n == 0)
-            return 0;              /* runnext is never stolen (see the header) */
+            return 0;              /* runnext: weft__runqstealnext, by stealwork's rule */
         if (n > RUNQ_SIZE / 2)
             continue;              /* read h and t at different times: retry */
         for (uint32_t i = 0; i < n; i++) {
@@ -181,6 +193,17 @@ struct g *weft__runqsteal(struct p *pp, struct p *victim)
     /* release: publishes the stolen slots to our own consumers */
     atomic_store_explicit(&pp->runqtail, t + n, REL);
     return gp;
+}
+
+/* Take victim's runnext (nprocs > 1; the caller decides whether it may, see the
+ * header). acquire: pairs with the owner's exchange that put it there. */
+struct g *weft__runqstealnext(struct p *victim)
+{
+    struct g *next = atomic_load_explicit(&victim->runnext, RLX);
+    if (next != NULL &&
+        atomic_compare_exchange_strong_explicit(&victim->runnext, &next, NULL, ACQ, RLX))
+        return next;
+    return NULL;
 }
 
 /* ---- global run queue (sched.lock held) ---------------------------------- */

