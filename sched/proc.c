@@ -685,15 +685,6 @@ static inline uint32_t fastrand(struct m *mp)
     return (uint32_t)(mp->fastrand >> 32);
 }
 
-static inline void cpu_relax(void)
-{
-#if defined(__x86_64__)
-    __builtin_ia32_pause();
-#elif defined(__aarch64__)
-    __asm__ volatile("yield");
-#endif
-}
-
 /* victim's runnext, if it has waited there for a while (runq.c): the P is in a
  * blocking call, or it is running and its schedtick does not move for RUNNEXT_WAIT_NS
  * (its G computes with no scheduling point). A running P that does schedule (a
@@ -709,7 +700,7 @@ static struct g *stealnext(struct p *victim)
         int64_t t0 = weft__nanotime();
         while (weft__nanotime() - t0 < RUNNEXT_WAIT_NS)
             for (int k = 0; k < 50; k++)
-                cpu_relax();
+                weft__cpu_relax();
         if (__atomic_load_n(&victim->schedtick, __ATOMIC_RELAXED) != tick)
             return NULL;
     }
@@ -789,7 +780,7 @@ top:
                 break;
             /* between looks, leave the victims' cache lines alone for a while */
             for (int k = 0; k < 256; k++)
-                cpu_relax();
+                weft__cpu_relax();
         }
     }
     /* the other Ps' expired timers (their Ms may be busy) */

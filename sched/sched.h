@@ -216,6 +216,16 @@ WEFT_HIDDEN bool weft__runqput(struct p *pp, struct g *gp, bool next);
 WEFT_HIDDEN struct g *weft__runqget(struct p *pp);
 WEFT_HIDDEN struct g *weft__runqsteal(struct p *pp, struct p *victim);  /* ring only */
 WEFT_HIDDEN struct g *weft__runqstealnext(struct p *victim);
+
+/* A spin-wait hint (pause / yield) */
+static inline void weft__cpu_relax(void)
+{
+#if defined(__x86_64__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ volatile("yield");
+#endif
+}
 WEFT_HIDDEN bool weft__runqempty(struct p *pp);
 WEFT_HIDDEN bool weft__runqringempty(struct p *pp);
 WEFT_HIDDEN uint32_t weft__runqlen(struct p *pp);

@@ -74,15 +74,6 @@ _Static_assert(sizeof(struct mutex) <= sizeof(weft_mutex), "weft_mutex too small
 
 #define MU_SPINS 40
 
-static inline void cpu_relax(void)
-{
-#if defined(__x86_64__)
-    __builtin_ia32_pause();
-#elif defined(__aarch64__)
-    __asm__ volatile("yield");
-#endif
-}
-
 int weft_mutex_trylock(weft_mutex *wm)
 {
     struct mutex *m = (struct mutex *)wm;
@@ -112,7 +103,7 @@ static int mutex_lock_slow(struct mutex *m)
          * (Go's active spinning) rather than park at once */
         if (multi && spin < MU_SPINS && !(s & MU_STARVING)) {
             for (int k = 0; k < 30; k++)
-                cpu_relax();
+                weft__cpu_relax();
             continue;
         }
         weft__lock(&m->lk);
