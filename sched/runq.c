@@ -9,9 +9,10 @@
  * atomics: a stealer may read a slot the owner is rewriting, and then its CAS on
  * runqhead fails and it retries. With one P nobody steals: the owner then moves
  * runqhead with a plain store-release.
- * runnext: the owner puts and takes it; with more than one P it does so with one RMW
- * (exchange to put, CAS to take: acq_rel/acquire, so a G handed to or taken by a
- * stealer is fully visible), because a stealer may take it by CAS too -- but only
+ * runnext: the owner puts and takes it; with more than one P a take is a CAS and a put
+ * into a full runnext an exchange (acquire/acq_rel, so a G handed to or taken by a
+ * stealer is fully visible; a put into an empty one is a release store: only the owner
+ * ever makes it non-NULL), because a stealer may take it by CAS too -- but only
  * from a P that has not scheduled for a while (proc.c stealwork: a P stuck in a
  * blocking call, or a running P whose schedtick did not move while the stealer
  * waited ~3 us: its G computes without a scheduling point, so runnext would wait for
@@ -70,14 +71,15 @@ static WEFT_NOINLINE void runqput_full(struct p *pp, struct g *gp)
 bool weft__runqput(struct p *pp, struct g *gp, bool next)
 {
     if (next) {
-        struct g *old;
-        if (sched.nprocs == 1) {
-            old = atomic_load_explicit(&pp->runnext, RLX);      /* ours alone */
-            atomic_store_explicit(&pp->runnext, gp, RLX);
-        } else {
-            /* acq_rel: publishes gp to a stealer; the G we kick out is ours again */
+        /* Only the owner makes runnext non-NULL, so an empty one stays empty until our
+         * store: a plain store fills it (release: publishes gp to a stealer). A full
+         * one may be taken by a stealer meanwhile: exchange (acq_rel: the G we kick
+         * out is ours again). With one P nobody steals: plain loads and stores. */
+        struct g *old = atomic_load_explicit(&pp->runnext, RLX);
+        if (old == NULL || sched.nprocs == 1)
+            atomic_store_explicit(&pp->runnext, gp, REL);
+        else
             old = atomic_exchange_explicit(&pp->runnext, gp, memory_order_acq_rel);
-        }
         if (old == NULL)
             return false;
         gp = old;
