@@ -6,7 +6,8 @@
  *   findrunnable: every 61st tick one G from the global queue first (fairness); the
  *   local runnext and ring; the global queue; then, if fewer than half the busy Ps
  *   have spinning Ms, spin: steal half of a random victim's ring (4 rounds over all
- *   Ps; never runnext, runq.c). Nothing: give the P back, drop spinning, look at every
+ *   Ps; in the last round also a runnext gone stale, stealnext). Nothing: give the P
+ *   back, drop spinning, look at every
  *   ring once more (see the no-lost-wake-up rule in sched.h), park the M on
  *   its futex until startm hands it a P.
  * Switches are direct where they can be: yield, park and exit switch straight to the
@@ -805,9 +806,8 @@ top:
          * look above, seen us spinning, and skipped its wakep */
         bool work = atomic_load_explicit(&sched.runqsize, SC) > 0;
         for (int i = 0; i < sched.nprocs; i++) {
-            /* rings only: runnext belongs to its P's M, which runs it (or hands
-             * the P on from a blocking call, sysmon's handoffp), and its submitter
-             * did not wakep (weft__ready) */
+            /* rings only: a runnext is run by its P's M at its next scheduling
+             * point, or taken once stale after sysmon wakes a spinner (sched.h) */
             if (work || !weft__runqringempty(sched.allp[i])) {
                 weft__lock(&sched.lock);
                 struct p *p2 = pidleget();

@@ -25,17 +25,21 @@
  * Invariants:
  *  - A G is on at most one queue (schedlink): a P's ring, runnext, the global queue,
  *    or a free list. A RUNNABLE G is on exactly one run queue.
- *  - Only the M holding P writes P's runqtail and runnext (nobody steals runnext,
- *    runq.c); stealers CAS runqhead, and so does the owner (with nprocs > 1).
+ *  - Only the M holding P writes P's runqtail and puts into runnext; stealers CAS
+ *    runqhead, and so does the owner (with nprocs > 1); runnext is taken by CAS, by a
+ *    stealer only from a P that has not scheduled for 3 us or is in a blocking call
+ *    (runq.c, proc.c stealnext).
  *  - An M holds at most one P, and a P is held by at most one M (p->m).
  *  - Spinning: at most (nprocs - npidle) / 2 Ms spin. wakep starts one only when none
  *    spins; a spinning M that finds work wakes another if it was the last spinner.
  *    No lost wake-up: a submitter stores the G, then (seq_cst) reads nmspinning/npidle;
  *    an M going idle decrements nmspinning (seq_cst), then re-reads every run queue,
  *    the global one included (a plain thread's ready only touches the global queue).
- *    runnext is outside this rule: a G that lands in an empty runnext wakes nobody
- *    and the idle M's re-check skips runnexts, because only the P's own M (or, from
- *    a blocking call, the M sysmon's handoffp starts) runs it (runq.c).
+ *    runnext is outside this rule: a G readied into an empty runnext wakes nobody
+ *    and the idle M's re-check skips runnexts: the P's own M runs it at its next
+ *    scheduling point, and if that does not come, sysmon sees the runnext stale for
+ *    a tick and wakes a spinner, which steals it (a blocking call: handoffp). A
+ *    spawn into runnext does wake a spinner.
  *  - weft__getm() is the only way to read the current M: a G may resume on another M
  *    after any switch, and compilers cache thread-local addresses (DESIGN.md).
  * Lock order: sched.lock < allg_lock < mem locks. No lock is held across a switch.
