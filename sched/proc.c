@@ -7,9 +7,8 @@
  *   local runnext and ring; the global queue; then, if fewer than half the busy Ps
  *   have spinning Ms, spin: steal half of a random victim's ring (4 rounds over all
  *   Ps; in the last round also a runnext gone stale, stealnext). Nothing: give the P
- *   back, drop spinning, look at every
- *   ring once more (see the no-lost-wake-up rule in sched.h), park the M on
- *   its futex until startm hands it a P.
+ *   back, drop spinning, look at every ring once more (see the no-lost-wake-up rule
+ *   in sched.h), park the M on its futex until startm hands it a P.
  * Switches are direct where they can be: yield, park and exit switch straight to the
  * next local G; only when there is none do they go through g0 (gswitch).
  *
