@@ -251,6 +251,12 @@ static struct g *newg(void)
     return gp;
 }
 
+/* Dead Gs: a list per P (through schedlink, fewer than GFREE_MAX), and a global stack
+ * of batches (under gflock): a batch's first G links the next batch (gfbatch) and
+ * counts its own list (gfbatchn). Moving a batch either way touches one G, not each:
+ * walking a list of Gs that another core freed is one cache miss after another, and
+ * the spawn benchmark spent most of weft_spawn there (spawner and exits on different
+ * Ps). A P walks only its own, recently freed Gs (gfput's split). */
 static void gfput(struct p *pp, struct g *gp)
 {
     atomic_store_explicit(&gp->status, G_IDLE, RLX);
@@ -259,54 +265,64 @@ static void gfput(struct p *pp, struct g *gp)
     pp->gfree = gp;
     if (++pp->ngfree < GFREE_MAX)
         return;
-    /* move half to the global list */
-    struct g *head = NULL, *tail = NULL;
-    int n = 0;
-    while (pp->ngfree > GFREE_MAX / 2) {
-        struct g *g2 = pp->gfree;
-        pp->gfree = g2->schedlink;
-        pp->ngfree--;
-        g2->schedlink = head;
-        if (tail == NULL)
-            tail = g2;
-        head = g2;
-        n++;
-    }
+    /* the GFREE_MAX / 2 most recently freed stay; the older half goes as one batch */
+    struct g *last = pp->gfree;
+    for (int i = 1; i < GFREE_MAX / 2; i++)
+        last = last->schedlink;
+    struct g *batch = last->schedlink;
+    last->schedlink = NULL;
+    batch->gfbatchn = pp->ngfree - GFREE_MAX / 2;
+    pp->ngfree = GFREE_MAX / 2;
     weft__lock(&sched.gflock);
-    tail->schedlink = sched.gfree;
-    sched.gfree = head;
-    sched.ngfree += n;
+    batch->gfbatch = sched.gfree;
+    __atomic_store_n(&sched.gfree, batch, __ATOMIC_RELAXED);
+    sched.ngfree += batch->gfbatchn;
     weft__unlock(&sched.gflock);
 }
 
 static struct g *gfget(struct p *pp)
 {
-    if (pp != NULL && pp->gfree == NULL && sched.gfree != NULL) {
-        weft__lock(&sched.gflock);
-        while (pp->ngfree < GFREE_MAX / 2 && sched.gfree != NULL) {
-            struct g *g2 = sched.gfree;
-            sched.gfree = g2->schedlink;
-            sched.ngfree--;
-            g2->schedlink = pp->gfree;
-            pp->gfree = g2;
-            pp->ngfree++;
-        }
-        weft__unlock(&sched.gflock);
-    }
-    struct g *gp = NULL;
-    if (pp != NULL && pp->gfree != NULL) {
-        gp = pp->gfree;
-        pp->gfree = gp->schedlink;
-        pp->ngfree--;
-    } else if (pp == NULL && sched.gfree != NULL) {
+    struct g *gp;
+    /* a racy peek (a relaxed load; the list changes under gflock): at worst a new G */
+    if (pp != NULL && pp->gfree == NULL &&
+        __atomic_load_n(&sched.gfree, __ATOMIC_RELAXED) != NULL) {
         weft__lock(&sched.gflock);
         gp = sched.gfree;
         if (gp != NULL) {
-            sched.gfree = gp->schedlink;
-            sched.ngfree--;
+            __atomic_store_n(&sched.gfree, gp->gfbatch, __ATOMIC_RELAXED);
+            sched.ngfree -= gp->gfbatchn;
+            pp->gfree = gp;
+            pp->ngfree = gp->gfbatchn;
         }
         weft__unlock(&sched.gflock);
     }
+    if (pp != NULL) {
+        gp = pp->gfree;
+        if (gp != NULL) {
+            pp->gfree = gp->schedlink;
+            pp->ngfree--;
+            if (pp->gfree != NULL)
+                __builtin_prefetch(pp->gfree, 1);   /* the next spawn's G */
+        }
+        return gp;
+    }
+    /* a plain thread: one G off the first batch */
+    if (__atomic_load_n(&sched.gfree, __ATOMIC_RELAXED) == NULL)
+        return NULL;
+    weft__lock(&sched.gflock);
+    gp = sched.gfree;
+    if (gp != NULL) {
+        struct g *rest = gp->schedlink;
+        if (rest != NULL) {
+            rest->gfbatch = gp->gfbatch;
+            rest->gfbatchn = gp->gfbatchn - 1;
+        } else {
+            rest = gp->gfbatch;
+        }
+        __atomic_store_n(&sched.gfree, rest, __ATOMIC_RELAXED);
+        sched.ngfree--;
+    }
+    weft__unlock(&sched.gflock);
     return gp;
 }
 
@@ -1028,6 +1044,9 @@ int weft_start(const weft_config *cfg)
         pp->mcache = c;
         sched.allp[i] = pp;
     }
+    weft__lock(&sched.lock);
+    weft__globrunqreserve(0);       /* the ring's first slots: none mapped under load */
+    weft__unlock(&sched.lock);
     for (int i = n - 1; i >= 0; i--)
         pidleput(sched.allp[i]);
     weft__stack_signals_install();
@@ -1097,8 +1116,7 @@ static void teardown(void)
     struct m *mp = sched.allm;
     sched.allm = NULL;
     sched.mcount = 0;
-    sched.runqhead = sched.runqtail = NULL;
-    atomic_store_explicit(&sched.runqsize, 0, RLX);
+    weft__globrunqfree();
     sched.pidle = NULL;
     atomic_store_explicit(&sched.npidle, 0, RLX);
     atomic_store_explicit(&sched.nmspinning, 0, RLX);

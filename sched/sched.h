@@ -100,7 +100,9 @@ struct g {
     void *arg;
     const char *name;
     const char *waitreason;
-    struct g *schedlink;       /* run queue / free list */
+    struct g *schedlink;       /* free list (the run queues hold pointers) */
+    struct g *gfbatch;         /* dead, first of a global free batch: the next batch */
+    int gfbatchn;              /* ... and the Gs in its own batch */
     struct g *alllink;         /* every G ever made, for dump and teardown */
     struct m *m;               /* the M running it */
     struct stack stack;        /* lo == 0: none yet (attached when it first runs) */
@@ -175,8 +177,10 @@ struct schedt {
     int nprocs;
     size_t stack_size;
     struct p **allp;
-    /* global run queue, under lock */
-    struct g *runqhead, *runqtail;
+    /* global run queue, under lock: runqsize Gs from runqbuf[runqhead] on, in a ring
+     * of runqcap (a power of two) slots; runqsize is read without the lock as a hint */
+    struct g **runqbuf;
+    uint32_t runqcap, runqhead;
     _Atomic uint32_t runqsize;
     /* idle Ps and Ms, under lock */
     struct p *pidle;
@@ -188,7 +192,7 @@ struct schedt {
     int mcount;
     /* global free Gs, under gflock */
     weft_lock gflock;
-    struct g *gfree;           /* dead Gs (without stacks) */
+    struct g *gfree;           /* dead Gs (without stacks), in batches (proc.c gfput) */
     int ngfree;
     struct freestk *stackfree; /* free stacks of the default size */
     int nstackfree;
@@ -234,7 +238,9 @@ WEFT_HIDDEN bool weft__runqempty(struct p *pp);
 WEFT_HIDDEN bool weft__runqringempty(struct p *pp);
 WEFT_HIDDEN uint32_t weft__runqlen(struct p *pp);
 WEFT_HIDDEN void weft__globrunqput(struct g *gp);        /* sched.lock held */
-WEFT_HIDDEN void weft__globrunqputbatch(struct g *head, struct g *tail, uint32_t n); /* lock held */
+WEFT_HIDDEN void weft__globrunqputbatch(struct g *const *gs, uint32_t n); /* lock held */
+WEFT_HIDDEN void weft__globrunqreserve(uint32_t need);     /* sched.lock held */
+WEFT_HIDDEN void weft__globrunqfree(void);                 /* teardown */
 WEFT_HIDDEN struct g *weft__globrunqget(struct p *pp, uint32_t max); /* lock held */
 
 /* proc.c */
