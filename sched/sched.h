@@ -23,8 +23,9 @@
  * its context is saved, and a yield to a local G is one switch, not two.
  *
  * Invariants:
- *  - A G is on at most one queue (schedlink): a P's ring, runnext, the global queue,
- *    or a free list. A RUNNABLE G is on exactly one run queue.
+ *  - A G is on at most one queue: a P's ring, runnext, the global ring (all three hold
+ *    pointers) or a free list (through schedlink). A RUNNABLE G is on exactly one run
+ *    queue.
  *  - Only the M holding P writes P's runqtail and puts into runnext; stealers CAS
  *    runqhead, and so does the owner (with nprocs > 1); runnext is taken by CAS, by a
  *    stealer only from a P that has not scheduled for 3 us or is in a blocking call
