@@ -185,6 +185,9 @@ static void after_switch_slow(struct m *mp, struct g *prev, int action)
     case AFTER_EXIT:
         gfput(mp->p, prev);
         break;
+    case AFTER_NEXT:
+        weft__runqput(mp->p, prev, true);
+        break;
     case AFTER_BLOCKED:
     case AFTER_GLOBAL:
         weft__lock(&sched.lock);
@@ -224,6 +227,7 @@ static void attach_stack(struct m *mp, struct g *gp)
     weft__san_stack_reuse(gp->stack.lo, gp->stack.hi);
     gp->valgrind_id = weft__valgrind_stack_register(gp->stack.lo, gp->stack.hi);
     atomic_fetch_add_explicit(&weft__stacks_inuse, gp->stack.hi - gp->stack.lo, RLX);
+    counter_inc(&mp->p->nstarted);
     weft__ctx_init(&gp->ctx, (void *)gp->stack.hi, gentry, gp);
 }
 
@@ -240,9 +244,10 @@ static void release_stack(struct p *pp, struct g *gp)
 
 static struct g *newg(void)
 {
-    struct g *gp = weft_calloc(1, sizeof *gp);
+    struct g *gp = weft_aligned_alloc(64, sizeof *gp);   /* lines as struct g lays out */
     if (gp == NULL)
         return NULL;
+    memset(gp, 0, sizeof *gp);
     weft__lock(&allg_lock);
     gp->alllink = allg;
     allg = gp;
@@ -337,6 +342,43 @@ static uint64_t newgoid(struct p *pp)
     return pp->goidcache++;
 }
 
+/* Backpressure on a spawner that outruns the Ps. A G's first run costs its stack's
+ * first touch (several microseconds on a fresh page), so such a spawner queued its Gs
+ * ahead of every G that woke meanwhile (a woken G waited behind 100 k new ones for a
+ * second, and all of them lived at once). When the global queue (the overflow of the
+ * rings) is long and more than SPAWN_BACKLOG Gs per P have never run, the new G runs
+ * now, on this P, and the spawner right after it (runnext): spawning goes on at the
+ * rate the Gs start, and nothing waits behind more than the backlog. (A plain yield
+ * would not do: the spawner would queue behind the flood it made.) The count sums
+ * every P's counters, so it is only taken when the global queue is long. */
+static bool spawn_backlogged(void)
+{
+    uint64_t spawned = atomic_load_explicit(&sched.nspawned_plain, RLX), started = 0;
+    for (int i = 0; i < sched.nprocs; i++) {
+        spawned += atomic_load_explicit(&sched.allp[i]->nspawned, RLX);
+        started += atomic_load_explicit(&sched.allp[i]->nstarted, RLX);
+    }
+    return spawned - started > SPAWN_BACKLOG * (uint64_t)sched.nprocs;
+}
+
+static WEFT_NOINLINE void spawn_handoff(struct m *mp, struct p *pp, struct g *gp)
+{
+    struct g *self = mp->curg;
+    if (atomic_load_explicit(&sched.stopping, RLX) || weft__debug.migrate || !spawn_backlogged())
+        return;
+    weft__wakep();                  /* the G that gp kicked out of runnext is work */
+    struct g *expect = gp;
+    if (sched.nprocs == 1) {
+        if (atomic_load_explicit(&pp->runnext, RLX) != gp)
+            return;
+        atomic_store_explicit(&pp->runnext, NULL, RLX);
+    } else if (!atomic_compare_exchange_strong_explicit(&pp->runnext, &expect, NULL, ACQ, RLX)) {
+        return;                     /* a stealer took it: it runs elsewhere already */
+    }
+    atomic_store_explicit(&self->status, G_RUNNABLE, RLX);
+    gswitch(mp, self, gp, AFTER_NEXT);
+}
+
 int weft_spawn_ex(void (*fn)(void *), void *arg, const weft_spawn_opts *opts, uint64_t *id_out)
 {
     if (fn == NULL)
@@ -374,6 +416,11 @@ int weft_spawn_ex(void (*fn)(void *), void *arg, const weft_spawn_opts *opts, ui
          * was empty: a spawner usually goes on running, and an idle P can take the new
          * G from runnext once it has waited a few microseconds (stealnext) */
         weft__runqput(pp, gp, true);
+        if (WEFT_UNLIKELY(atomic_load_explicit(&sched.runqsize, RLX) >
+                          SPAWN_BACKLOG * (uint32_t)sched.nprocs)) {
+            spawn_handoff(mp, pp, gp);
+            return 0;
+        }
         if (sched.nprocs == 1)
             return 0;
     } else {
@@ -472,6 +519,9 @@ void weft__ready(struct g *gp)
         weft__throwf("ready: green thread %llu is not waiting (status %u)",
                      (unsigned long long)gp->id, st);
     atomic_store_explicit(&gp->status, G_RUNNABLE, RLX);
+    /* its saved frame, which its switch in pops first: cold when many Gs wait (the
+     * saved stack pointer shares the cache line of status, so this costs no miss) */
+    __builtin_prefetch(gp->ctx.sp, 0);
     struct p *pp = curp(weft__getm());
     if (pp != NULL) {
         /* A G that lands in an empty runnext wakes nobody: a hand-off, whose waker

@@ -56,10 +56,12 @@
 
 #define RUNQ_SIZE 256
 #define GFREE_MAX 64          /* per-P free Gs before half move to the global list */
+#define SPAWN_BACKLOG 256     /* Gs never run, per P, past which weft_spawn hands off */
 
 enum { G_IDLE, G_RUNNABLE, G_RUNNING, G_WAITING, G_SYSCALL, G_DEAD };
 enum { P_IDLE, P_RUNNING, P_SYSCALL, P_STOPPED };
-enum { AFTER_NONE, AFTER_YIELD, AFTER_PARK, AFTER_EXIT, AFTER_BLOCKED, AFTER_MIGRATE, AFTER_GLOBAL };
+enum { AFTER_NONE, AFTER_YIELD, AFTER_PARK, AFTER_EXIT, AFTER_BLOCKED, AFTER_MIGRATE, AFTER_GLOBAL,
+       AFTER_NEXT };
 
 struct stack {
     uintptr_t lo, hi;          /* usable [lo, hi); the guard page (if any) lies below lo */
@@ -90,37 +92,45 @@ struct tentry {
     struct timer *t;
 };
 
+/* A green thread. Laid out by use, a cache line at a time (newg allocates it 64-byte
+ * aligned): with 100 k parked Gs every wake-up of a cold G costs a miss per line it
+ * touches. Line 0: what a timer firing, weft__ready and the switch in read (the saved
+ * stack pointer, status, the embedded timer, m). Line 1: parking and waiting. The
+ * rest: spawn, exit, dump. */
 struct g {
+    /* line 0: fire, ready, switch in */
     struct weft_ctx ctx;
     _Atomic uint32_t status;
     uint8_t system;            /* g0 */
     uint8_t overran;           /* ran over 10 ms without yielding (sysmon) */
     _Atomic uint8_t preempt;   /* sysmon asks it to yield at the next yield point */
-    uint64_t id;
-    void (*fn)(void *);
-    void *arg;
-    const char *name;
-    const char *waitreason;
-    struct g *schedlink;       /* free list (the run queues hold pointers) */
-    struct g *gfbatch;         /* dead, first of a global free batch: the next batch */
-    int gfbatchn;              /* ... and the Gs in its own batch */
-    struct g *alllink;         /* every G ever made, for dump and teardown */
+    struct timer timer;        /* sleep and wait timeouts: a G waits on one thing at a time */
     struct m *m;               /* the M running it */
-    struct stack stack;        /* lo == 0: none yet (attached when it first runs) */
-    size_t stacksize;          /* what it asked for */
-    int64_t runstart;          /* when it last started running (sysmon) */
-    void *asan_fake;           /* ASan fake stack of a G that switched away */
-    unsigned valgrind_id;
+    /* line 1 (offset 64): park and wait */
+    int (*unlockf)(struct g *, void *);
+    void *unlockarg;
+    void *param;               /* set by whoever readies it */
+    const char *waitreason;
     /* waiting (wait.c): wakestate = generation << 2 | WAIT_*; claimed by CAS */
     _Atomic uint32_t wakestate;
     uint32_t waitgen;
     int64_t deadline;          /* weft_now() time after which blocking calls fail; -1 none */
-    struct timer timer;        /* sleep and wait timeouts: a G waits on one thing at a time */
-    /* parking */
-    int (*unlockf)(struct g *, void *);
-    void *unlockarg;
-    void *param;               /* set by whoever readies it */
+    int64_t runstart;          /* when it last started running (sysmon) */
+    /* the rest */
+    uint64_t id;
+    void (*fn)(void *);
+    void *arg;
+    const char *name;
+    struct g *schedlink;       /* free list (the run queues hold pointers) */
+    struct g *gfbatch;         /* dead, first of a global free batch: the next batch */
+    int gfbatchn;              /* ... and the Gs in its own batch */
+    unsigned valgrind_id;
+    struct g *alllink;         /* every G ever made, for dump and teardown */
+    struct stack stack;        /* lo == 0: none yet (attached when it first runs) */
+    size_t stacksize;          /* what it asked for */
+    void *asan_fake;           /* ASan fake stack of a G that switched away */
 };
+_Static_assert(offsetof(struct g, unlockf) == 64, "struct g: line 0 is what a wake-up reads");
 
 struct p {
     int id;
@@ -141,6 +151,7 @@ struct p {
     struct p *link;            /* idle list */
     /* counters: owner writes (relaxed), anyone reads */
     _Atomic uint64_t nspawned, nexited, nswitches, nsteals, nparks;
+    _Atomic uint64_t nstarted;     /* Gs that got their stack (first run) on this P */
     /* sysmon's view */
     uint32_t sm_schedtick, sm_syscalltick;
     int64_t sm_when;

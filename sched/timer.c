@@ -168,6 +168,11 @@ void weft__timers_run(struct p *pp, int64_t now)
     while (pp->ntimers > 0 && pp->timers[0].when <= now) {
         struct timer *t = pp->timers[0].t;
         heap_remove(pp, 0);
+        /* the next to fire, likely: its G's line 0 (timer, status, saved stack pointer:
+         * all that firing and readying it read) while this one fires. Every timer is
+         * a G's (struct g.timer), so no load is needed to find the line. */
+        if (pp->ntimers > 0)
+            __builtin_prefetch((char *)pp->timers[0].t - offsetof(struct g, timer), 1);
         atomic_store_explicit(&t->pp, NULL, RLX);
         atomic_fetch_add_explicit(&t->running, 1, RLX);
         set_timer0(pp);
