@@ -152,6 +152,10 @@ struct p {
     /* counters: owner writes (relaxed), anyone reads */
     _Atomic uint64_t nspawned, nexited, nswitches, nsteals, nparks;
     _Atomic uint64_t nstarted;     /* Gs that got their stack (first run) on this P */
+    _Atomic uint64_t nfreshstacks; /* ... of which on a freshly mapped stack */
+    uint32_t spawncheck;           /* spawns since the backlog was counted (proc.c) */
+    bool backlogged;               /* ... and what the count said */
+    uint64_t lastfresh, laststarted; /* all Ps' totals at that count */
     /* sysmon's view */
     uint32_t sm_schedtick, sm_syscalltick;
     int64_t sm_when;
@@ -268,6 +272,7 @@ WEFT_HIDDEN void weft__dump_locked(int fd);
 /* stack.c */
 WEFT_HIDDEN int weft__stack_alloc(struct stack *st, size_t size);
 WEFT_HIDDEN void weft__stack_free(struct stack *st);
+WEFT_HIDDEN long weft__stack_nfree(void);                  /* racy: a heuristic */
 WEFT_HIDDEN int weft__stack_get(struct p *pp, size_t size, struct stack *st);  /* pp may be NULL */
 WEFT_HIDDEN void weft__stack_put(struct p *pp, struct stack *st);
 WEFT_HIDDEN void weft__stack_flush(struct p *pp);
