@@ -1,8 +1,9 @@
 /*
  * sched/sched.h -- G, M, P and the scheduler's shared state (our runtime2.go).
  *
- *   G  a green thread: saved context, stack (the struct g itself sits at the top of
- *      its stack), status, id, entry.
+ *   G  a green thread: saved context, stack (attached at its first run), status, id,
+ *      entry. The struct is allocated apart from the stack (64-byte aligned, laid out
+ *      by cache line: struct g below) and recycled through the free lists.
  *   M  an OS worker thread; runs the scheduler loop on its own pthread stack (g0).
  *   P  a logical processor: run queue (256-slot ring + runnext), mcache, free Gs.
  *      An M must hold a P to run Gs; nprocs Ps exist.
