@@ -626,6 +626,52 @@ Test(sched, stop_while_yielding_with_full_rings, .timeout = 60)
     }
 }
 
+/* ---- a spawn flood: backpressure while fresh stacks are mapped ------------------------------------
+ * A spawner that outruns the Ps while starts need fresh stacks lets the head of the queue
+ * run (proc.c spawn_handoff). On 1 P without that, no spawned G runs before the loop ends
+ * (weft_spawn was never a scheduling point); with it, the first sleepers have started
+ * and even finished while the flood goes on, and every one of them still completes. */
+static _Atomic long flood_started, flood_done;
+static weft_wg flood_wg = WEFT_WG_INIT;
+
+static void flood_sleeper(void *arg)
+{
+    (void)arg;
+    atomic_fetch_add(&flood_started, 1);
+    for (int i = 0; i < 3; i++)
+        cr_assert_eq(weft_sleep(1000000), 0);
+    atomic_fetch_add(&flood_done, 1);
+    weft_wg_done(&flood_wg);
+}
+
+static int flood_main(void *arg)
+{
+    long n = (long)(intptr_t)arg;
+    atomic_store(&flood_started, 0);
+    atomic_store(&flood_done, 0);
+    weft_wg_add(&flood_wg, n);
+    for (long i = 0; i < n; i++)
+        cr_assert_eq(weft_spawn(flood_sleeper, NULL), 0);
+    long started_in_loop = atomic_load(&flood_started);
+    weft_wg_wait(&flood_wg);
+    cr_assert_eq(atomic_load(&flood_done), n);
+    return (int)(started_in_loop > 0 ? 0 : 1);
+}
+
+static void spawn_flood(int nprocs, int migrate, bool expect_interleave)
+{
+    mode(migrate);
+    long n = sanitized() ? 5000 : 30000;
+    weft_config cfg = { .nprocs = nprocs };
+    int r = weft_run(flood_main, (void *)(intptr_t)n, &cfg);
+    if (expect_interleave)
+        cr_assert_eq(r, 0, "no spawned green thread ran before a 1-P flood of %ld ended", n);
+}
+
+Test(sched, spawn_flood_runs_the_queue_1p, .timeout = 60) { spawn_flood(1, 0, true); }
+Test(sched, spawn_flood_completes_2p, .timeout = 60) { spawn_flood(2, 0, false); }
+Test(sched, spawn_flood_completes_migrate, .timeout = 60) { spawn_flood(2, 1, false); }
+
 /* ---- a million live green threads on a stock kernel (vm.max_map_count = 65530) --------------------- */
 static _Atomic long started;
 static _Atomic int release_all;
