@@ -31,7 +31,7 @@
  * back with MADV_DONTNEED. Stacks of other sizes are unmapped when freed.
  */
 #include <errno.h>
-#include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -120,27 +120,36 @@ static int guard(uintptr_t g)
 }
 
 /* One madvise over many ranges: process_madvise on our own pidfd (any advice on the
- * calling process since Linux 6.13). The pidfd is per process: a forked child opens its
- * own. Returns 0 when every range was advised, -1 otherwise (then the caller goes range
- * by range, or does without). stack_lock held. */
+ * calling process since Linux 6.13). The pidfd is per process: a forked child closes
+ * the inherited one at the fork and opens its own. Returns 0 when every range was
+ * advised, -1 otherwise (then the caller goes range by range, or does without).
+ * stack_lock held. */
+static int pidfd = -1;
+
+/* A forked child: the inherited pidfd names the parent. Closed here, at the fork, while
+ * its number is surely still ours (a child may close or reuse descriptors later). */
+static void pidfd_atfork_child(void)
+{
+    if (pidfd >= 0)
+        close(pidfd);
+    pidfd = -1;
+}
+
 static int madvise_many(struct iovec *iov, int n, int advice)
 {
-    static int pidfd = -1;
-    static pid_t pidfd_pid;
-    static bool unsupported;
+    static bool unsupported, atfork;
     if (unsupported)
         return -1;
-    pid_t pid = getpid();
-    if (pidfd < 0 || pidfd_pid != pid) {
-        if (pidfd >= 0 && pidfd_pid != pid)
-            close(pidfd);        /* the parent's, inherited: refers to the parent */
-        pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+    if (pidfd < 0) {
+        if (!atfork) {
+            atfork = true;
+            pthread_atfork(NULL, NULL, pidfd_atfork_child);
+        }
+        pidfd = (int)syscall(SYS_pidfd_open, getpid(), 0);   /* close-on-exec already */
         if (pidfd < 0) {
             unsupported = true;
             return -1;
         }
-        fcntl(pidfd, F_SETFD, FD_CLOEXEC);
-        pidfd_pid = pid;
     }
     size_t want = 0;
     for (int i = 0; i < n; i++)
