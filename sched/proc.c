@@ -380,8 +380,8 @@ static bool spawn_backlogged(struct p *pp)
 static WEFT_NOINLINE bool spawn_handoff(struct m *mp, struct p *pp, struct g *gp)
 {
     struct g *self = mp->curg;
-    if (atomic_load_explicit(&sched.stopping, RLX) || weft__debug.migrate)
-        return false;
+    if (self->system || atomic_load_explicit(&sched.stopping, RLX) || weft__debug.migrate)
+        return false;               /* (g0 never queues: only a green thread hands off) */
     if ((pp->spawncheck++ & 15) == 0)
         pp->backlogged = spawn_backlogged(pp);
     if (!pp->backlogged)

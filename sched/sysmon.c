@@ -12,7 +12,8 @@
  *  - prints weft_dump to stderr after a SIGQUIT (the handler only sets a flag);
  *  - trims the stacks in the global free pool, once each (weft__stack_trim_pool).
  * It sleeps without timeout while every P is idle and nothing is asked of it, so an
- * idle runtime uses no CPU. weft__sysmon_poke wakes it when a P leaves the idle list
+ * idle runtime uses no CPU (under weft_run with green threads alive it looks again
+ * every 200 ms, for a deadlock whose first check was spoiled by a late switch). weft__sysmon_poke wakes it when a P leaves the idle list
  * (its tick keeps growing as before); weft__sysmon_wake also brings the tick back to
  * 20 us: a G enters a blocking call, a SIGQUIT. No lost wake-up: sysmon publishes
  * sysmon_idle (seq_cst) and then re-reads npidle; wakers change npidle (seq_cst)
@@ -169,6 +170,19 @@ static bool maybe_deadlocked(void)
     return live_and_switches(&sw) > 0;
 }
 
+/* Under weft_run with green threads alive, an idle sysmon sleeps at most this long:
+ * check_deadlock gives up when anything moved during its quiet 50 ms, and then nothing
+ * may ever poke sysmon again (every P idle for good: a missed deadlock, a hang; seen
+ * 1 run in 30 under load in timer::deadlock_detected_2p). So it looks again. */
+#define DEADLOCK_RECHECK_NS 200000000
+
+static bool deadlock_watch(void)
+{
+    uint64_t sw;
+    return atomic_load_explicit(&sched.run_mode, RLX) && weft__debug.deadlock >= 0 &&
+           live_and_switches(&sw) > 0;
+}
+
 static void check_deadlock(void)
 {
     /* look again after a quiet 50 ms: nothing may have moved in between */
@@ -238,7 +252,7 @@ static void *sysmon_main(void *arg)
             if (atomic_load_explicit(&sched.npidle, SC) == sched.nprocs &&
                 !atomic_load_explicit(&sched.stopping, SC) &&
                 !atomic_load_explicit(&sched.sigquit, SC))
-                wait_wake(seen, -1);
+                wait_wake(seen, deadlock_watch() ? DEADLOCK_RECHECK_NS : -1);
             atomic_store_explicit(&sched.sysmon_idle, 0, SC);
             /* back to 20 us ticks only if a blocking call (or SIGQUIT) asked: a P that
              * merely left the idle list (weft__sysmon_poke) keeps the slow pace, else
