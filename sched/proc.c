@@ -369,6 +369,9 @@ static bool spawn_backlogged(struct p *pp)
     pp->lastfresh = fresh;
     /* dear starts: most of those since the last count mapped a fresh stack; or some
      * did (1 in 8) and the Gs waiting for their first run outnumber the free stacks */
+    /* the per-P counters are read one after another: started may briefly run ahead */
+    if (started >= spawned)
+        return false;
     uint64_t unstarted = spawned - started;
     if (unstarted <= SPAWN_BACKLOG * (uint64_t)sched.nprocs)
         return false;
@@ -382,8 +385,12 @@ static WEFT_NOINLINE bool spawn_handoff(struct m *mp, struct p *pp, struct g *gp
     struct g *self = mp->curg;
     if (self->system || atomic_load_explicit(&sched.stopping, RLX) || weft__debug.migrate)
         return false;               /* (g0 never queues: only a green thread hands off) */
-    if ((pp->spawncheck++ & 15) == 0)
+    /* counted every 16 spawns of this P, and at once in a new burst */
+    uint64_t ns = atomic_load_explicit(&pp->nspawned, RLX);
+    if (ns - pp->backlog_checked >= 16) {
+        pp->backlog_checked = ns;
         pp->backlogged = spawn_backlogged(pp);
+    }
     if (!pp->backlogged)
         return false;
     weft__runqput(pp, gp, false);   /* behind what is queued: no jumping the line */
@@ -445,9 +452,11 @@ int weft_spawn_ex(void (*fn)(void *), void *arg, const weft_spawn_opts *opts, ui
         if (sched.nprocs == 1)
             return 0;
     } else {
-        atomic_fetch_add_explicit(&sched.nspawned_plain, 1, RLX);
         weft__lock(&sched.lock);
         weft__globrunqput(gp);
+        /* counted once queued (no M can take it before the unlock): sysmon's deadlock
+         * check must not see a live G that is in no queue yet */
+        atomic_fetch_add_explicit(&sched.nspawned_plain, 1, RLX);
         weft__unlock(&sched.lock);
     }
     weft__wakep();

@@ -154,7 +154,7 @@ struct p {
     _Atomic uint64_t nspawned, nexited, nswitches, nsteals, nparks;
     _Atomic uint64_t nstarted;     /* Gs that got their stack (first run) on this P */
     _Atomic uint64_t nfreshstacks; /* ... of which on a freshly mapped stack */
-    uint32_t spawncheck;           /* spawns since the backlog was counted (proc.c) */
+    uint64_t backlog_checked;      /* nspawned when the backlog was last counted (proc.c) */
     bool backlogged;               /* ... and what the count said */
     uint64_t lastfresh, laststarted; /* all Ps' totals at that count */
     /* sysmon's view */

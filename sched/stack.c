@@ -157,6 +157,8 @@ static int madvise_many(struct iovec *iov, int n, int advice)
     long r = syscall(SYS_process_madvise, pidfd, iov, (size_t)n, advice, 0);
     if (r < 0 && (errno == ENOSYS || errno == EINVAL || errno == EPERM))
         unsupported = true;
+    else if (r < 0 && errno == EBADF)
+        pidfd = -1;          /* the program closed our descriptor: open another next time */
     return r == (long)want ? 0 : -1;
 }
 
