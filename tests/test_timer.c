@@ -101,11 +101,13 @@ static int sleep_accuracy_main(void *arg)
     if (m >= 11 * MS)               /* a noisy machine: measure once more */
         m = sleep_median();
     cr_assert_lt(m, 11 * MS, "median of 20 sleeps of 10 ms: %.3f ms", m / 1e6);
-    /* zero and negative sleeps return at once */
+    /* zero and negative sleeps return at once: a yield, no timer. (The bound is loose:
+     * in migrate mode the yield hands the P to another M, which a loaded machine may
+     * run only milliseconds later; 5 ms failed once under ASan with the CPUs busy.) */
     int64_t t0 = weft_now();
     cr_assert_eq(weft_sleep(0), 0);
     cr_assert_eq(weft_sleep(-5), 0);
-    cr_assert_lt(weft_now() - t0, 5 * MS);
+    cr_assert_lt(weft_now() - t0, 100 * MS);
     return 0;
 }
 
