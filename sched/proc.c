@@ -17,6 +17,13 @@
  * another M if there is work. On return the G CASes its P back; if the P is gone it
  * takes an idle P, or queues itself globally and its M goes idle.
  *
+ * Spawning: a new G goes to runnext (kicking the old one to the ring) and gets its
+ * stack at its first run. A spawner that outruns the Ps while fresh stacks are being
+ * mapped hands off instead (spawn_handoff): the new G goes to the ring tail, the head
+ * of the queue runs, and the spawner waits in runnext (AFTER_NEXT, put there by the
+ * owner after the switch, so its context is saved before a stealer can see it).
+ * Dead Gs: per-P lists and a global stack of batches (gfput / gfget).
+ *
  * Stop: `stopping` makes every M leave its loop at its next scheduling point; idle Ms
  * are woken; all are joined, then every G and stack is released. A G that never
  * reaches a scheduling point (a loop with no yield, a blocking call that never
@@ -133,6 +140,7 @@ static struct p *pidleget(void)       /* lock held */
 
 /* ---- switching --------------------------------------------------------------- */
 static void gfput(struct p *pp, struct g *gp);
+WEFT_INLINE struct g *next_or_global(struct p *pp);
 static void after_switch(struct g *self);
 static void startm(struct p *pp, bool spinning);
 static WEFT_NORETURN void gexit(void);
@@ -367,14 +375,14 @@ static bool spawn_backlogged(struct p *pp)
     uint64_t dstarted = started - pp->laststarted, dfresh = fresh - pp->lastfresh;
     pp->laststarted = started;
     pp->lastfresh = fresh;
-    /* dear starts: most of those since the last count mapped a fresh stack; or some
-     * did (1 in 8) and the Gs waiting for their first run outnumber the free stacks */
     /* the per-P counters are read one after another: started may briefly run ahead */
     if (started >= spawned)
         return false;
     uint64_t unstarted = spawned - started;
     if (unstarted <= SPAWN_BACKLOG * (uint64_t)sched.nprocs)
         return false;
+    /* dear starts: most of those since the last count mapped a fresh stack; or some
+     * did (1 in 8) and the Gs waiting for their first run outnumber the free stacks */
     return 2 * dfresh > dstarted ||
            (8 * dfresh > dstarted &&
             (int64_t)unstarted > weft__stack_nfree() + SPAWN_BACKLOG * (int64_t)sched.nprocs);
@@ -394,12 +402,7 @@ static WEFT_NOINLINE bool spawn_handoff(struct m *mp, struct p *pp, struct g *gp
     if (!pp->backlogged)
         return false;
     weft__runqput(pp, gp, false);   /* behind what is queued: no jumping the line */
-    struct g *next = weft__runqget(pp);
-    if (next == NULL && atomic_load_explicit(&sched.runqsize, RLX) > 0) {
-        weft__lock(&sched.lock);
-        next = weft__globrunqget(pp, 0);
-        weft__unlock(&sched.lock);
-    }
+    struct g *next = next_or_global(pp);
     if (next == NULL)
         return true;
     weft__wakep();
@@ -492,6 +495,20 @@ WEFT_INLINE struct g *next_local(struct p *pp)
     return weft__runqget(pp);
 }
 
+/* next_local, else (local queue empty) a share of the global queue; NULL while
+ * stopping. For a G that lets another run on its P (yield, a spawn hand-off). */
+WEFT_INLINE struct g *next_or_global(struct p *pp)
+{
+    struct g *next = next_local(pp);
+    if (next == NULL && atomic_load_explicit(&sched.runqsize, RLX) > 0 &&
+        !atomic_load_explicit(&sched.stopping, RLX)) {
+        weft__lock(&sched.lock);
+        next = weft__globrunqget(pp, 0);
+        weft__unlock(&sched.lock);
+    }
+    return next;
+}
+
 void weft_yield(void)
 {
     struct m *mp = weft__getm();
@@ -506,15 +523,8 @@ void weft_yield(void)
         gswitch(mp, gp, &mp->g0, AFTER_MIGRATE);
         return;
     }
-    struct g *next = next_local(mp->p);
-    /* (next_local says NULL while stopping, whatever the ring holds: g0 then leaves) */
-    if (next == NULL && atomic_load_explicit(&sched.runqsize, RLX) > 0 &&
-        !atomic_load_explicit(&sched.stopping, RLX)) {
-        /* the local queue is empty: take a share of the global one */
-        weft__lock(&sched.lock);
-        next = weft__globrunqget(mp->p, 0);
-        weft__unlock(&sched.lock);
-    }
+    /* (NULL while stopping, whatever the ring holds: g0 then leaves) */
+    struct g *next = next_or_global(mp->p);
     if (next == NULL) {
         if (!atomic_load_explicit(&sched.stopping, RLX))
             return;          /* nothing else to run here: keep going */
