@@ -3,8 +3,9 @@
  * blocking calls, and the runtime's start and stop (our proc.go).
  *
  * schedule loop (on each M's g0, mstart):
- *   findrunnable: every 61st tick one G from the global queue first (fairness); the
- *   local runnext and ring; the global queue; then, if fewer than half the busy Ps
+ *   findrunnable: every 61st tick one G from the global queue first (fairness; every
+ *   other time a never-run one first); the local runnext and ring; the global queue
+ *   (Gs that have run before new ones); then, if fewer than half the busy Ps
  *   have spinning Ms, spin: steal half of a random victim's ring (4 rounds over all
  *   Ps; in the last round also a runnext gone stale, stealnext). Nothing: give the P
  *   back, drop spinning, look at every ring once more (see the no-lost-wake-up rule
@@ -18,10 +19,10 @@
  * takes an idle P, or queues itself globally and its M goes idle.
  *
  * Spawning: a new G goes to runnext (kicking the old one to the ring) and gets its
- * stack at its first run. A spawner that outruns the Ps while fresh stacks are being
- * mapped hands off instead (spawn_handoff): the new G goes to the ring tail, the head
- * of the queue runs, and the spawner waits in runnext (AFTER_NEXT, put there by the
- * owner after the switch, so its context is saved before a stealer can see it).
+ * stack at its first run; weft_spawn is never a scheduling point. A spawner that
+ * outruns the Ps overflows its ring into the global queue's GQ_NEW ring, which is
+ * taken only after GQ_RAN (Gs that have run): a flood of new Gs does not delay the
+ * Gs that wake meanwhile (runq.c).
  * Dead Gs: per-P lists and a global stack of batches (gfput / gfget).
  *
  * Stop: `stopping` makes every M leave its loop at its next scheduling point; idle Ms
@@ -193,9 +194,6 @@ static void after_switch_slow(struct m *mp, struct g *prev, int action)
     case AFTER_EXIT:
         gfput(mp->p, prev);
         break;
-    case AFTER_NEXT:
-        weft__runqput(mp->p, prev, true);
-        break;
     case AFTER_BLOCKED:
     case AFTER_GLOBAL:
         weft__lock(&sched.lock);
@@ -235,7 +233,6 @@ static void attach_stack(struct m *mp, struct g *gp)
     weft__san_stack_reuse(gp->stack.lo, gp->stack.hi);
     gp->valgrind_id = weft__valgrind_stack_register(gp->stack.lo, gp->stack.hi);
     atomic_fetch_add_explicit(&weft__stacks_inuse, gp->stack.hi - gp->stack.lo, RLX);
-    counter_inc(&mp->p->nstarted);
     weft__ctx_init(&gp->ctx, (void *)gp->stack.hi, gentry, gp);
 }
 
@@ -350,67 +347,6 @@ static uint64_t newgoid(struct p *pp)
     return pp->goidcache++;
 }
 
-/* Backpressure on a spawner that outruns the Ps. A G's first run costs its stack's
- * first touch (several microseconds on a fresh page), so such a spawner queued its Gs
- * ahead of every G that woke meanwhile (a woken G waited behind 100 k new ones for a
- * second, and all of them lived at once). When the global queue (the overflow of the
- * rings) is long and more than SPAWN_BACKLOG Gs per P have never run, the new G goes
- * to the tail of the queue and the spawner lets the head of the queue run first, then
- * goes on (it waits in runnext, so it never queues behind the flood it made): one G
- * run per G spawned, in queue order, so nothing waits behind more than the backlog.
- * (Running the new G at once instead turned skynet depth-first: 8x the live Gs, 5x
- * the time.) Only while starts are dear: when most Gs started since the last count
- * mapped a fresh stack. A backlog of Gs that start on reused stacks drains fast, and
- * a hand-off per spawn cost skynet (1.1 M spawns, its Gs mostly on reused stacks)
- * 40%. The count sums every P's counters (lines other Ps write all the time), so it
- * is taken only when the global queue is long, and then at every 16th spawn. */
-static bool spawn_backlogged(struct p *pp)
-{
-    uint64_t spawned = atomic_load_explicit(&sched.nspawned_plain, RLX), started = 0, fresh = 0;
-    for (int i = 0; i < sched.nprocs; i++) {
-        spawned += atomic_load_explicit(&sched.allp[i]->nspawned, RLX);
-        started += atomic_load_explicit(&sched.allp[i]->nstarted, RLX);
-        fresh += atomic_load_explicit(&sched.allp[i]->nfreshstacks, RLX);
-    }
-    uint64_t dstarted = started - pp->laststarted, dfresh = fresh - pp->lastfresh;
-    pp->laststarted = started;
-    pp->lastfresh = fresh;
-    /* the per-P counters are read one after another: started may briefly run ahead */
-    if (started >= spawned)
-        return false;
-    uint64_t unstarted = spawned - started;
-    if (unstarted <= SPAWN_BACKLOG * (uint64_t)sched.nprocs)
-        return false;
-    /* dear starts: most of those since the last count mapped a fresh stack; or some
-     * did (1 in 8) and the Gs waiting for their first run outnumber the free stacks */
-    return 2 * dfresh > dstarted ||
-           (8 * dfresh > dstarted &&
-            (int64_t)unstarted > weft__stack_nfree() + SPAWN_BACKLOG * (int64_t)sched.nprocs);
-}
-
-static WEFT_NOINLINE bool spawn_handoff(struct m *mp, struct p *pp, struct g *gp)
-{
-    struct g *self = mp->curg;
-    if (self->system || atomic_load_explicit(&sched.stopping, RLX) || weft__debug.migrate)
-        return false;               /* (g0 never queues: only a green thread hands off) */
-    /* counted every 16 spawns of this P, and at once in a new burst */
-    uint64_t ns = atomic_load_explicit(&pp->nspawned, RLX);
-    if (ns - pp->backlog_checked >= 16) {
-        pp->backlog_checked = ns;
-        pp->backlogged = spawn_backlogged(pp);
-    }
-    if (!pp->backlogged)
-        return false;
-    weft__runqput(pp, gp, false);   /* behind what is queued: no jumping the line */
-    struct g *next = next_or_global(pp);
-    if (next == NULL)
-        return true;
-    weft__wakep();
-    atomic_store_explicit(&self->status, G_RUNNABLE, RLX);
-    gswitch(mp, self, next, AFTER_NEXT);
-    return true;
-}
-
 int weft_spawn_ex(void (*fn)(void *), void *arg, const weft_spawn_opts *opts, uint64_t *id_out)
 {
     if (fn == NULL)
@@ -447,10 +383,6 @@ int weft_spawn_ex(void (*fn)(void *), void *arg, const weft_spawn_opts *opts, ui
         /* into runnext, and unlike weft__ready a spinner is woken even when runnext
          * was empty: a spawner usually goes on running, and an idle P can take the new
          * G from runnext once it has waited a few microseconds (stealnext) */
-        if (WEFT_UNLIKELY(atomic_load_explicit(&sched.runqsize, RLX) >
-                          SPAWN_BACKLOG * (uint32_t)sched.nprocs) &&
-            spawn_handoff(mp, pp, gp))
-            return 0;
         weft__runqput(pp, gp, true);
         if (sched.nprocs == 1)
             return 0;
@@ -487,7 +419,7 @@ WEFT_INLINE struct g *next_local(struct p *pp)
         weft__timers_run(pp, weft__nanotime());
     if (atomic_load_explicit(&sched.runqsize, RLX) > 0 && pp->schedtick % 61 == 0) {
         weft__lock(&sched.lock);
-        struct g *gp = weft__globrunqget(pp, 1);
+        struct g *gp = weft__globrunqget(pp, 1, (pp->schedtick / 61) & 1);
         weft__unlock(&sched.lock);
         if (gp != NULL)
             return gp;
@@ -496,14 +428,14 @@ WEFT_INLINE struct g *next_local(struct p *pp)
 }
 
 /* next_local, else (local queue empty) a share of the global queue; NULL while
- * stopping. For a G that lets another run on its P (yield, a spawn hand-off). */
+ * stopping. For a G that lets another run on its P (yield). */
 WEFT_INLINE struct g *next_or_global(struct p *pp)
 {
     struct g *next = next_local(pp);
     if (next == NULL && atomic_load_explicit(&sched.runqsize, RLX) > 0 &&
         !atomic_load_explicit(&sched.stopping, RLX)) {
         weft__lock(&sched.lock);
-        next = weft__globrunqget(pp, 0);
+        next = weft__globrunqget(pp, 0, false);
         weft__unlock(&sched.lock);
     }
     return next;
@@ -847,7 +779,7 @@ top:
         weft__timers_run(pp, weft__nanotime());
     if (atomic_load_explicit(&sched.runqsize, RLX) > 0 && pp->schedtick % 61 == 0) {
         weft__lock(&sched.lock);
-        gp = weft__globrunqget(pp, 1);
+        gp = weft__globrunqget(pp, 1, (pp->schedtick / 61) & 1);
         weft__unlock(&sched.lock);
         if (gp != NULL)
             goto found;
@@ -856,7 +788,7 @@ top:
         goto found;
     if (atomic_load_explicit(&sched.runqsize, RLX) > 0) {
         weft__lock(&sched.lock);
-        gp = weft__globrunqget(pp, 0);
+        gp = weft__globrunqget(pp, 0, false);
         weft__unlock(&sched.lock);
         if (gp != NULL)
             goto found;
@@ -896,7 +828,7 @@ top:
     /* nothing: give the P back */
     weft__lock(&sched.lock);
     if (atomic_load_explicit(&sched.runqsize, RLX) > 0) {
-        gp = weft__globrunqget(pp, 0);
+        gp = weft__globrunqget(pp, 0, false);
         weft__unlock(&sched.lock);
         goto found;
     }
@@ -1135,7 +1067,7 @@ int weft_start(const weft_config *cfg)
         sched.allp[i] = pp;
     }
     weft__lock(&sched.lock);
-    weft__globrunqreserve(0);       /* the ring's first slots: none mapped under load */
+    weft__globrunqreserve();       /* the ring's first slots: none mapped under load */
     weft__unlock(&sched.lock);
     for (int i = n - 1; i >= 0; i--)
         pidleput(sched.allp[i]);

@@ -242,50 +242,61 @@ struct g *weft__runqstealnext(struct p *victim)
 }
 
 /* ---- global run queue (sched.lock held) ----------------------------------
- * A ring of G pointers, grown by doubling (never shrunk while the runtime lives), not a
- * list through the Gs: taking a batch then reads pointers eight to a cache line instead
- * of chasing schedlink from G to G, each a miss on a line another core wrote (18% of
- * the spawn benchmark's time went to that walk). */
+ * Two rings of G pointers, grown by doubling (never shrunk while the runtime lives),
+ * not lists through the Gs: taking a batch then reads pointers eight to a cache line
+ * instead of chasing schedlink from G to G, each a miss on a line another core wrote
+ * (18% of the spawn benchmark's time went to that walk).
+ * GQ_RAN holds Gs that have run (woken, yielded, preempted), GQ_NEW Gs never run, and
+ * a batch comes from GQ_RAN while it has any. Why: a G's first run costs a stack, a
+ * fresh one (a page fault, ~10 us on a VM) when no G has exited lately, and a spawner
+ * outruns the Ps by far. In one FIFO the Gs woken meanwhile (which overflow a full
+ * ring into the global queue) waited behind every G spawned before them: 100 k
+ * sleepers all started before any slept twice, 70 k lived at once, each on its own
+ * fresh stack. Run first, a woken G finishes sooner and its stack serves a new G.
+ * No starvation: every other fairness take (next_local's, every 61st tick) prefers
+ * GQ_NEW, so new Gs start at a bounded rate whatever wakes.
+ * A G's ring is told by its saved stack pointer (NULL until its first run), which
+ * lies on the line its queuer has just written (status). */
 #define GLOBRUNQ_MIN 1024
 
-static struct g **grow_buf(struct g **old, uint32_t cap, uint32_t head, uint32_t size, uint32_t ncap)
+static void gring_grow(struct gring *q, uint32_t need)
 {
+    uint32_t ncap = q->cap ? q->cap : GLOBRUNQ_MIN;
+    while (ncap < q->size + need)
+        ncap *= 2;
     /* populated: no page fault later under sched.lock, a spinlock (a fault there
      * cost 12-45 us on this VM and widened every race window around the lock) */
     void *p = mmap(NULL, ncap * sizeof(struct g *), PROT_READ | PROT_WRITE,
                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
     if (p == MAP_FAILED)
-        weft__throwf("out of memory for the global run queue (%u green threads)", size);
+        weft__throwf("out of memory for the global run queue (%u green threads)", q->size);
     struct g **buf = p;
-    for (uint32_t i = 0; i < size; i++)
-        buf[i] = old[(head + i) & (cap - 1)];
-    if (old != NULL)
-        munmap(old, cap * sizeof(struct g *));
-    return buf;
+    for (uint32_t i = 0; i < q->size; i++)
+        buf[i] = q->buf[(q->head + i) & (q->cap - 1)];
+    if (q->buf != NULL)
+        munmap(q->buf, q->cap * sizeof(struct g *));
+    q->buf = buf;
+    q->cap = ncap;
+    q->head = 0;
 }
 
-/* Room for need more Gs (made at weft_start, so that the common case maps nothing
- * under the lock). */
-void weft__globrunqreserve(uint32_t need)
+/* The rings' first slots (weft_start: the common case maps nothing under the lock). */
+void weft__globrunqreserve(void)
 {
-    uint32_t size = atomic_load_explicit(&sched.runqsize, RLX);
-    if (sched.runqbuf != NULL && size + need <= sched.runqcap)
-        return;
-    uint32_t ncap = sched.runqcap ? sched.runqcap : GLOBRUNQ_MIN;
-    while (ncap < size + need)
-        ncap *= 2;
-    sched.runqbuf = grow_buf(sched.runqbuf, sched.runqcap, sched.runqhead, size, ncap);
-    sched.runqcap = ncap;
-    sched.runqhead = 0;
+    for (int k = 0; k < 2; k++)
+        if (sched.globq[k].buf == NULL)
+            gring_grow(&sched.globq[k], 0);
 }
 
-/* Teardown: the ring goes (no G is left in it). */
+/* Teardown: the rings go (no G is left in them). */
 void weft__globrunqfree(void)
 {
-    if (sched.runqbuf != NULL)
-        munmap(sched.runqbuf, sched.runqcap * sizeof(struct g *));
-    sched.runqbuf = NULL;
-    sched.runqcap = sched.runqhead = 0;
+    for (int k = 0; k < 2; k++) {
+        struct gring *q = &sched.globq[k];
+        if (q->buf != NULL)
+            munmap(q->buf, q->cap * sizeof(struct g *));
+        *q = (struct gring){ 0 };
+    }
     atomic_store_explicit(&sched.runqsize, 0, RLX);
 }
 
@@ -296,18 +307,23 @@ void weft__globrunqput(struct g *gp)
 
 void weft__globrunqputbatch(struct g *const *gs, uint32_t n)
 {
-    weft__globrunqreserve(n);
-    uint32_t size = atomic_load_explicit(&sched.runqsize, RLX);
-    uint32_t mask = sched.runqcap - 1;
-    for (uint32_t i = 0; i < n; i++)
-        sched.runqbuf[(sched.runqhead + size + i) & mask] = gs[i];
-    atomic_store_explicit(&sched.runqsize, size + n, RLX);
+    for (uint32_t i = 0; i < n; i++) {
+        struct gring *q = &sched.globq[gs[i]->ctx.sp == NULL ? GQ_NEW : GQ_RAN];
+        if (WEFT_UNLIKELY(q->size == q->cap))
+            gring_grow(q, n - i);
+        q->buf[(q->head + q->size++) & (q->cap - 1)] = gs[i];
+    }
+    atomic_store_explicit(&sched.runqsize, atomic_load_explicit(&sched.runqsize, RLX) + n, RLX);
 }
 
-/* One G to run now; up to max-1 more (0: no limit) go to pp's ring. */
-struct g *weft__globrunqget(struct p *pp, uint32_t max)
+/* One G to run now; up to max-1 more (0: no limit) go to pp's ring. From GQ_RAN while
+ * it has any, unless new_first (and GQ_NEW has any). */
+struct g *weft__globrunqget(struct p *pp, uint32_t max, bool new_first)
 {
-    uint32_t size = atomic_load_explicit(&sched.runqsize, RLX);
+    struct gring *q = &sched.globq[GQ_RAN], *qn = &sched.globq[GQ_NEW];
+    if (q->size == 0 || (new_first && qn->size > 0))
+        q = qn;
+    uint32_t size = q->size;
     if (size == 0)
         return NULL;
     uint32_t n = size / (uint32_t)sched.nprocs + 1;
@@ -325,11 +341,12 @@ struct g *weft__globrunqget(struct p *pp, uint32_t max)
     uint32_t room = used < RUNQ_SIZE ? RUNQ_SIZE - used : 0;
     if (n > room + 1)
         n = room + 1;
-    atomic_store_explicit(&sched.runqsize, size - n, RLX);
-    uint32_t mask = sched.runqcap - 1;
-    struct g *gp = sched.runqbuf[sched.runqhead];
+    q->size -= n;
+    atomic_store_explicit(&sched.runqsize, atomic_load_explicit(&sched.runqsize, RLX) - n, RLX);
+    uint32_t mask = q->cap - 1;
+    struct g *gp = q->buf[q->head];
     for (uint32_t i = 1; i < n; i++)
-        weft__runqput(pp, sched.runqbuf[(sched.runqhead + i) & mask], false);
-    sched.runqhead = (sched.runqhead + n) & mask;
+        weft__runqput(pp, q->buf[(q->head + i) & mask], false);
+    q->head = (q->head + n) & mask;
     return gp;
 }

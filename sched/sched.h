@@ -57,12 +57,10 @@
 
 #define RUNQ_SIZE 256
 #define GFREE_MAX 64          /* per-P free Gs before half move to the global list */
-#define SPAWN_BACKLOG 256     /* Gs never run, per P, past which weft_spawn hands off */
 
 enum { G_IDLE, G_RUNNABLE, G_RUNNING, G_WAITING, G_SYSCALL, G_DEAD };
 enum { P_IDLE, P_RUNNING, P_SYSCALL, P_STOPPED };
-enum { AFTER_NONE, AFTER_YIELD, AFTER_PARK, AFTER_EXIT, AFTER_BLOCKED, AFTER_MIGRATE, AFTER_GLOBAL,
-       AFTER_NEXT };
+enum { AFTER_NONE, AFTER_YIELD, AFTER_PARK, AFTER_EXIT, AFTER_BLOCKED, AFTER_MIGRATE, AFTER_GLOBAL };
 
 struct stack {
     uintptr_t lo, hi;          /* usable [lo, hi); the guard page (if any) lies below lo */
@@ -75,6 +73,14 @@ struct stack {
 struct m;
 struct p;
 struct freestk;
+
+/* A ring of G pointers (the global run queue's two halves, runq.c): size Gs from
+ * buf[head] on, cap (a power of two) slots. */
+struct gring {
+    struct g **buf;
+    uint32_t cap, head, size;
+};
+enum { GQ_RAN, GQ_NEW };
 
 /* A timer in a P's 4-ary heap (timer.c). */
 struct timer {
@@ -152,11 +158,6 @@ struct p {
     struct p *link;            /* idle list */
     /* counters: owner writes (relaxed), anyone reads */
     _Atomic uint64_t nspawned, nexited, nswitches, nsteals, nparks;
-    _Atomic uint64_t nstarted;     /* Gs that got their stack (first run) on this P */
-    _Atomic uint64_t nfreshstacks; /* ... of which on a freshly mapped stack */
-    uint64_t backlog_checked;      /* nspawned when the backlog was last counted (proc.c) */
-    bool backlogged;               /* ... and what the count said */
-    uint64_t lastfresh, laststarted; /* all Ps' totals at that count */
     /* sysmon's view */
     uint32_t sm_schedtick, sm_syscalltick;
     int64_t sm_when;
@@ -194,10 +195,10 @@ struct schedt {
     int nprocs;
     size_t stack_size;
     struct p **allp;
-    /* global run queue, under lock: runqsize Gs from runqbuf[runqhead] on, in a ring
-     * of runqcap (a power of two) slots; runqsize is read without the lock as a hint */
-    struct g **runqbuf;
-    uint32_t runqcap, runqhead;
+    /* global run queue, under lock: two rings (runq.c), Gs that have run (GQ_RAN:
+     * woken, yielded) and Gs never run (GQ_NEW); runqsize, their sum, is read
+     * without the lock as a hint */
+    struct gring globq[2];
     _Atomic uint32_t runqsize;
     /* idle Ps and Ms, under lock */
     struct p *pidle;
@@ -256,9 +257,9 @@ WEFT_HIDDEN bool weft__runqringempty(struct p *pp);
 WEFT_HIDDEN uint32_t weft__runqlen(struct p *pp);
 WEFT_HIDDEN void weft__globrunqput(struct g *gp);        /* sched.lock held */
 WEFT_HIDDEN void weft__globrunqputbatch(struct g *const *gs, uint32_t n); /* lock held */
-WEFT_HIDDEN void weft__globrunqreserve(uint32_t need);     /* sched.lock held */
+WEFT_HIDDEN void weft__globrunqreserve(void);              /* weft_start: first slots */
 WEFT_HIDDEN void weft__globrunqfree(void);                 /* teardown */
-WEFT_HIDDEN struct g *weft__globrunqget(struct p *pp, uint32_t max); /* lock held */
+WEFT_HIDDEN struct g *weft__globrunqget(struct p *pp, uint32_t max, bool new_first); /* lock held */
 
 /* proc.c */
 WEFT_HIDDEN void weft__ready(struct g *gp);              /* WAITING -> RUNNABLE, from anywhere */
@@ -273,7 +274,6 @@ WEFT_HIDDEN void weft__dump_locked(int fd);
 /* stack.c */
 WEFT_HIDDEN int weft__stack_alloc(struct stack *st, size_t size);
 WEFT_HIDDEN void weft__stack_free(struct stack *st);
-WEFT_HIDDEN long weft__stack_nfree(void);                  /* racy: a heuristic */
 WEFT_HIDDEN int weft__stack_get(struct p *pp, size_t size, struct stack *st);  /* pp may be NULL */
 WEFT_HIDDEN void weft__stack_put(struct p *pp, struct stack *st);
 WEFT_HIDDEN void weft__stack_flush(struct p *pp);

@@ -235,15 +235,6 @@ int weft__stack_alloc(struct stack *st, size_t size)
     return 0;
 }
 
-/* Free default-size stacks, about (racy reads): what the next starts can reuse. */
-long weft__stack_nfree(void)
-{
-    long n = __atomic_load_n(&npool, __ATOMIC_RELAXED);
-    for (int i = 0; i < sched.nprocs; i++)
-        n += __atomic_load_n(&sched.allp[i]->nstackfree, __ATOMIC_RELAXED);
-    return n;
-}
-
 /* ---- pools: per P (no lock), then global ------------------------------------- */
 int weft__stack_get(struct p *pp, size_t size, struct stack *st)
 {
@@ -267,10 +258,6 @@ int weft__stack_get(struct p *pp, size_t size, struct stack *st)
     }
     weft__unlock(&stack_lock);
 fresh:
-    if (pp != NULL)     /* owner-only counter: proc.c's spawn backpressure reads it */
-        atomic_store_explicit(&pp->nfreshstacks,
-                              atomic_load_explicit(&pp->nfreshstacks, memory_order_relaxed) + 1,
-                              memory_order_relaxed);
     return weft__stack_alloc(st, size);
 }
 
