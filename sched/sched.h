@@ -85,11 +85,11 @@ enum { GQ_RAN, GQ_NEW };
 /* A timer in a P's 4-ary heap (timer.c). */
 struct timer {
     int64_t when;
-    void (*f)(struct timer *t);
+    struct g *(*f)(struct timer *t);   /* fired: the G to ready, or NULL */
     uint32_t seq;              /* the wait generation it belongs to (wait timeouts) */
     int32_t idx;               /* heap index while in a heap */
     struct p *_Atomic pp;      /* the P whose heap holds it; NULL: none */
-    _Atomic int running;       /* f is executing */
+    _Atomic uint8_t firing;    /* popped, f not done (written by its popper only) */
 };
 
 /* A heap slot: the timer's `when` is copied in, so that sifting compares without
@@ -263,6 +263,7 @@ WEFT_HIDDEN struct g *weft__globrunqget(struct p *pp, uint32_t max, bool new_fir
 
 /* proc.c */
 WEFT_HIDDEN void weft__ready(struct g *gp);              /* WAITING -> RUNNABLE, from anywhere */
+WEFT_HIDDEN void weft__ready_batch(struct g *const *gs, int n);  /* n >= 1 woken together */
 /* Park the running G: after it is off its stack, unlockf(gp, arg) runs on the next
  * context; if it returns 0 the G is readied again at once. */
 WEFT_HIDDEN void weft__park(int (*unlockf)(struct g *, void *), void *arg, const char *reason);

@@ -4,9 +4,13 @@
  * Each P has a 4-ary min-heap of struct timer under its own timerlock; pp->timer0
  * mirrors the earliest `when` so that a scan needs no lock. A timer goes on the heap
  * of the P that adds it (any P when added from a plain thread) and can be deleted from
- * anywhere. Running: whoever finds it expired pops it under the lock, marks it running,
- * drops the lock and calls f; weft__timer_del waits until f is done, so a timer
- * embedded in a G (g->timer) can be re-armed safely right after.
+ * anywhere. Every timer is a G's (g->timer: its sleep or its wait's timeout). Running:
+ * whoever finds timers expired pops up to TIMER_BATCH under the lock, marks them
+ * firing, drops the lock and calls each f, which says which G to ready (sleep: its G;
+ * a timeout: its G if the timeout won the wait), clears firing, then readies those Gs
+ * together. weft__timer_del waits until firing is clear, so the G can re-arm its timer
+ * safely right after; a G is readied only after its timer's firing is clear, so no
+ * timer is ever popped while its previous firing runs.
  *
  * Who runs timers: an M in findrunnable (its own P first, then every P's when it
  * would otherwise spin or sleep); next_local every 16 scheduling ticks; the "timer
@@ -42,7 +46,7 @@ static inline void set_timer0(struct p *pp)
  * slot 1 starts a cache line, so the four children of a slot (4i+1 .. 4i+4) share
  * one line: a sift touches one line of the heap per level plus the idx of each timer
  * it moves, not the four children's timers (Go 1.23's timerWhen does the same). */
-static void sift_up(struct p *pp, int i)
+static int sift_up(struct p *pp, int i)
 {
     struct tentry *h = pp->timers, e = h[i];
     while (i > 0) {
@@ -55,6 +59,7 @@ static void sift_up(struct p *pp, int i)
     }
     h[i] = e;
     e.t->idx = i;
+    return i;
 }
 
 static void sift_down(struct p *pp, int i)
@@ -122,8 +127,16 @@ void weft__timer_add(struct timer *t)
     if (pp->ntimers == pp->captimers)
         heap_grow(pp);
     pp->timers[pp->ntimers] = (struct tentry){ t->when, t };
-    sift_up(pp, pp->ntimers++);
+    bool top = sift_up(pp, pp->ntimers++) == 0;
     atomic_store_explicit(&t->pp, pp, RLX);
+    /* Not the new earliest (the common case: sleeps of one length queue in order):
+     * timer0 stays, and so does every sleeper's view of it -- no seq_cst store, no
+     * poke. (A locked instruction here waited for the stores of the switch just made
+     * to reach cold stack lines.) */
+    if (!top) {
+        weft__unlock(&pp->timerlock);
+        return;
+    }
     set_timer0(pp);
     weft__unlock(&pp->timerlock);
     /* seq_cst: pairs with the timer M's publication of sleep_until */
@@ -141,6 +154,8 @@ bool weft__timer_del(struct timer *t)
 {
     bool removed = false;
     for (;;) {
+        /* acquire: pairs with the firer's release store of NULL, so that firing,
+         * set before it, is seen below */
         struct p *pp = atomic_load_explicit(&t->pp, memory_order_acquire);
         if (pp == NULL)
             break;
@@ -155,31 +170,61 @@ bool weft__timer_del(struct timer *t)
         }
         weft__unlock(&pp->timerlock);
     }
-    while (atomic_load_explicit(&t->running, memory_order_acquire))
-        ;                    /* f is a few dozen instructions (a CAS and a ready) */
+    while (atomic_load_explicit(&t->firing, memory_order_acquire))
+        weft__cpu_relax();   /* f is a few dozen instructions (a CAS) */
     return removed;
 }
+
+/* Expired timers are fired TIMER_BATCH at a time: popped under one hold of the lock,
+ * their Gs' first lines prefetched together, fired, then readied together
+ * (weft__ready_batch prefetches their saved frames together too). With 100 k sleepers
+ * every one of those lines is cold, and one timer at a time meant one miss after
+ * another, each waited for by a locked instruction (lock, unlock and two RMWs on the
+ * timer per timer); in a batch the misses overlap and the locked instructions are per
+ * batch. A popped timer is marked firing (a plain store: only its popper writes it, and
+ * its G cannot re-arm it before it is readied, which comes after firing is cleared). */
+#define TIMER_BATCH 32
 
 void weft__timers_run(struct p *pp, int64_t now)
 {
     if (atomic_load_explicit(&pp->timer0, RLX) > now)
         return;
+    struct timer *batch[TIMER_BATCH];
+    struct g *ready[TIMER_BATCH];
     weft__lock(&pp->timerlock);
-    while (pp->ntimers > 0 && pp->timers[0].when <= now) {
-        struct timer *t = pp->timers[0].t;
-        heap_remove(pp, 0);
-        /* the next to fire, likely: its G's line 0 (timer, status, saved stack pointer:
-         * all that firing and readying it read) while this one fires. Every timer is
-         * a G's (struct g.timer), so no load is needed to find the line. */
-        if (pp->ntimers > 0)
-            __builtin_prefetch((char *)pp->timers[0].t - offsetof(struct g, timer), 1);
-        atomic_store_explicit(&t->pp, NULL, RLX);
-        atomic_fetch_add_explicit(&t->running, 1, RLX);
+    for (;;) {
+        int n = 0;
+        while (n < TIMER_BATCH && pp->ntimers > 0 && pp->timers[0].when <= now) {
+            struct timer *t = pp->timers[0].t;
+            /* its G's line 0 (the timer, status, saved stack pointer: all that firing
+             * and readying read); every timer is a G's (struct g.timer) */
+            __builtin_prefetch(t, 1);
+            heap_remove(pp, 0);
+            batch[n++] = t;
+        }
+        if (n == 0)
+            break;
+        for (int i = 0; i < n; i++) {
+            atomic_store_explicit(&batch[i]->firing, 1, RLX);
+            /* release: firing is set before weft__timer_del can see the timer gone */
+            atomic_store_explicit(&batch[i]->pp, NULL, memory_order_release);
+        }
         set_timer0(pp);
         weft__unlock(&pp->timerlock);
-        t->f(t);
-        /* release: f's effects happen before a waiting weft__timer_del returns */
-        atomic_fetch_sub_explicit(&t->running, 1, memory_order_release);
+        int nr = 0;
+        for (int i = 0; i < n; i++) {
+            struct timer *t = batch[i];
+            struct g *gp = t->f(t);
+            /* release: f's reads of t and its G happen before a waiting
+             * weft__timer_del returns (and its G re-arms t) */
+            atomic_store_explicit(&t->firing, 0, memory_order_release);
+            if (gp != NULL)
+                ready[nr++] = gp;
+        }
+        if (nr > 0)
+            weft__ready_batch(ready, nr);
+        if (n < TIMER_BATCH)
+            return;
         weft__lock(&pp->timerlock);
     }
     set_timer0(pp);
@@ -239,9 +284,9 @@ int64_t weft_deadline(int64_t abs_ns)
     return old;
 }
 
-static void sleep_fire(struct timer *t)
+static struct g *sleep_fire(struct timer *t)
 {
-    weft__ready((struct g *)((char *)t - offsetof(struct g, timer)));
+    return (struct g *)((char *)t - offsetof(struct g, timer));
 }
 
 static int sleep_arm(struct g *gp, void *arg)

@@ -19,13 +19,15 @@ void weft__waiter_wake(struct waiter *w)
     weft__futex_wake(wc->state, 1);
 }
 
-static void timeout_fire(struct timer *t)
+/* The G to ready if the timeout won the wait (timer.c readies it) */
+static struct g *timeout_fire(struct timer *t)
 {
     struct g *gp = (struct g *)((char *)t - offsetof(struct g, timer));
     uint32_t e = t->seq;
     if (atomic_compare_exchange_strong_explicit(&gp->wakestate, &e, (e & ~3u) | WAIT_TIMEDOUT,
                                                 memory_order_acq_rel, RLX))
-        weft__ready(gp);
+        return gp;
+    return NULL;
 }
 
 struct parkarg {
