@@ -484,40 +484,12 @@ void weft__park(int (*unlockf)(struct g *, void *), void *arg, const char *reaso
     gp->waitreason = NULL;
 }
 
-void weft__ready(struct g *gp)
-{
-    uint32_t st = atomic_load_explicit(&gp->status, RLX);
-    if (st != G_WAITING)
-        weft__throwf("ready: green thread %llu is not waiting (status %u)",
-                     (unsigned long long)gp->id, st);
-    atomic_store_explicit(&gp->status, G_RUNNABLE, RLX);
-    /* its saved frame, which its switch in pops first: cold when many Gs wait (the
-     * saved stack pointer shares the cache line of status, so this costs no miss) */
-    __builtin_prefetch(gp->ctx.sp, 0);
-    struct p *pp = curp(weft__getm());
-    if (pp != NULL) {
-        /* A G that lands in an empty runnext wakes nobody: a hand-off, whose waker
-         * usually blocks next, so our own M runs gp at its next scheduling point
-         * (waking an M per ready kept the other M spinning through 2P ping-pong, its
-         * look at our queues costing ~100 ns per round trip). If the waker computes
-         * on instead, sysmon sees the stale runnext and wakes a spinner, which takes
-         * it (stealnext). Only a G that reaches the ring (or one runnext kicked out
-         * to it) is work for another M at once. With one P nobody is woken at all. */
-        if (!weft__runqput(pp, gp, true) || sched.nprocs == 1)
-            return;
-    } else {
-        weft__lock(&sched.lock);
-        weft__globrunqput(gp);
-        weft__unlock(&sched.lock);
-    }
-    weft__wakep();
-}
-
-/* Ready n Gs woken together (expired timers), in order: all but the last to the ring,
- * the last to runnext, as n weft__ready calls would leave them, with one wake-up. Their
- * saved frames are prefetched first, all together: each lies on its own stack page,
- * so each is a TLB miss too, and these overlap instead of coming one per switch in. */
-void weft__ready_batch(struct g *const *gs, int n)
+/* Ready n Gs (n >= 1), in order: all but the last to the ring, the last to runnext,
+ * with one wake-up. Their saved frames, which their switches in pop first, are
+ * prefetched first, all together: cold when many Gs wait, each on its own stack page
+ * (a TLB miss too), and a batch's misses overlap instead of coming one per switch in.
+ * (The saved stack pointer shares the cache line of status: reading it costs no miss.) */
+WEFT_INLINE void ready_n(struct g *const *gs, int n)
 {
     for (int i = 0; i < n; i++) {
         struct g *gp = gs[i];
@@ -532,10 +504,14 @@ void weft__ready_batch(struct g *const *gs, int n)
     if (pp != NULL) {
         for (int i = 0; i < n - 1; i++)
             weft__runqput(pp, gs[i], false);
-        /* (as in weft__ready: a lone G landing in an empty runnext wakes nobody) */
-        if (!weft__runqput(pp, gs[n - 1], true) && n == 1)
-            return;
-        if (sched.nprocs == 1)
+        /* A lone G that lands in an empty runnext wakes nobody: a hand-off, whose
+         * waker usually blocks next, so our own M runs it at its next scheduling point
+         * (waking an M per ready kept the other M spinning through 2P ping-pong, its
+         * look at our queues costing ~100 ns per round trip). If the waker computes
+         * on instead, sysmon sees the stale runnext and wakes a spinner, which takes
+         * it (stealnext). Only a G that reaches the ring (or one runnext kicked out
+         * to it) is work for another M at once. With one P nobody is woken at all. */
+        if ((!weft__runqput(pp, gs[n - 1], true) && n == 1) || sched.nprocs == 1)
             return;
     } else {
         weft__lock(&sched.lock);
@@ -543,6 +519,17 @@ void weft__ready_batch(struct g *const *gs, int n)
         weft__unlock(&sched.lock);
     }
     weft__wakep();
+}
+
+void weft__ready(struct g *gp)
+{
+    ready_n(&gp, 1);
+}
+
+/* Gs woken together (expired timers) */
+void weft__ready_batch(struct g *const *gs, int n)
+{
+    ready_n(gs, n);
 }
 
 static WEFT_NORETURN void gexit(void)
