@@ -87,7 +87,7 @@ struct timer {
     int64_t when;
     struct g *(*f)(struct timer *t);   /* fired: the G to ready, or NULL */
     uint32_t seq;              /* the wait generation it belongs to (wait timeouts) */
-    int32_t idx;               /* heap index while in a heap */
+    int32_t idx;               /* heap index, or -1 - its slot in the P's in-order ring */
     struct p *_Atomic pp;      /* the P whose heap holds it; NULL: none */
     _Atomic uint8_t firing;    /* popped, f not done (written by its popper only) */
 };
@@ -148,6 +148,7 @@ struct p {
     _Atomic uint32_t runqhead;
     _Atomic uint32_t runqtail;
     struct g *_Atomic runq[RUNQ_SIZE];
+    void *_Atomic runqsp[RUNQ_SIZE]; /* hints: the saved sp of the G in each slot (runq.c) */
     struct g *_Atomic runnext;
     struct mcache *mcache;
     struct g *gfree;           /* dead Gs (without stacks) */
@@ -166,6 +167,8 @@ struct p {
     struct tentry *timers;     /* the heap; timers[1..4] start a cache line (timer.c) */
     void *timers_mem;          /* what was allocated for it */
     int ntimers, captimers;
+    struct tentry *tfifo;      /* timers added in `when` order: a ring (timer.c) */
+    uint32_t tfhead, tfn, tfcap, tfdead; /* first slot, slots used, slots, deleted ones */
     _Atomic int64_t timer0;    /* earliest when, or INT64_MAX */
 } __attribute__((aligned(64)));
 

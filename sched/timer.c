@@ -1,9 +1,15 @@
 /*
  * sched/timer.c -- per-P timer heaps, weft_sleep and deadlines (Go's time.go, simplified).
  *
- * Each P has a 4-ary min-heap of struct timer under its own timerlock; pp->timer0
- * mirrors the earliest `when` so that a scan needs no lock. A timer goes on the heap
- * of the P that adds it (any P when added from a plain thread) and can be deleted from
+ * Each P keeps its timers under its own timerlock in two structures: a ring of timers
+ * added in `when` order (tfifo: a timer whose `when` is not before the ring's last
+ * goes to its tail) and a 4-ary min-heap for the rest; pp->timer0 mirrors the
+ * earliest `when` of both so that a scan needs no lock. Timers of one duration (sleep
+ * loops, a server's per-request timeouts) are added in order, so most never touch the
+ * heap: adding is an append, firing takes the ring's head, where a heap pop sifted the
+ * last slot down through every level, the lower ones cold with many timers. A timer
+ * deleted from the ring leaves a hole (t == NULL) that is skipped when it reaches the
+ * head; when holes are half the ring it is compacted. A timer goes to the P (any P when added from a plain thread) and can be deleted from
  * anywhere. Every timer is a G's (g->timer: its sleep or its wait's timeout). Running:
  * whoever finds timers expired pops up to TIMER_BATCH under the lock, marks them
  * firing, drops the lock and calls each f, which says which G to ready (sleep: its G;
@@ -37,16 +43,25 @@
 #define RLX memory_order_relaxed
 #define SC  memory_order_seq_cst
 
+/* The ring's head is never a hole (holes there are dropped at once). */
+static inline int64_t earliest(struct p *pp)
+{
+    int64_t w = pp->ntimers > 0 ? pp->timers[0].when : INT64_MAX;
+    if (pp->tfn > 0 && pp->tfifo[pp->tfhead].when < w)
+        w = pp->tfifo[pp->tfhead].when;
+    return w;
+}
+
 static inline void set_timer0(struct p *pp)
 {
-    atomic_store_explicit(&pp->timer0, pp->ntimers > 0 ? pp->timers[0].when : INT64_MAX, SC);
+    atomic_store_explicit(&pp->timer0, earliest(pp), SC);
 }
 
 /* The heap's slots hold `when` beside the timer pointer (struct tentry, 16 bytes), and
  * slot 1 starts a cache line, so the four children of a slot (4i+1 .. 4i+4) share
  * one line: a sift touches one line of the heap per level plus the idx of each timer
  * it moves, not the four children's timers (Go 1.23's timerWhen does the same). */
-static int sift_up(struct p *pp, int i)
+static void sift_up(struct p *pp, int i)
 {
     struct tentry *h = pp->timers, e = h[i];
     while (i > 0) {
@@ -59,7 +74,6 @@ static int sift_up(struct p *pp, int i)
     }
     h[i] = e;
     e.t->idx = i;
-    return i;
 }
 
 static void sift_down(struct p *pp, int i)
@@ -116,6 +130,116 @@ static void heap_grow(struct p *pp)
     pp->captimers = cap;
 }
 
+/* ---- the in-order ring (timerlock held) ---- */
+static inline struct tentry *fifo_slot(struct p *pp, uint32_t i)   /* i-th from the head */
+{
+    return &pp->tfifo[(pp->tfhead + i) & (pp->tfcap - 1)];
+}
+
+/* Copy the ring's timers (holes dropped) into a new one of cap slots, from slot 0. */
+static void fifo_rebuild(struct p *pp, uint32_t cap)
+{
+    struct tentry *r = weft_aligned_alloc(64, (size_t)cap * sizeof *r);
+    if (r == NULL)
+        weft__throw("timer: out of memory for the timer ring");
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < pp->tfn; i++) {
+        struct tentry e = *fifo_slot(pp, i);
+        if (e.t == NULL)
+            continue;
+        e.t->idx = -1 - (int32_t)n;
+        r[n++] = e;
+    }
+    weft_free(pp->tfifo);
+    pp->tfifo = r;
+    pp->tfcap = cap;
+    pp->tfhead = 0;
+    pp->tfn = n;
+    pp->tfdead = 0;
+}
+
+static void fifo_push(struct p *pp, struct timer *t)
+{
+    if (pp->tfn == pp->tfcap) {
+        uint32_t cap = pp->tfcap ? pp->tfcap : 64;
+        if (pp->tfdead < pp->tfn / 2)
+            cap *= 2;             /* else compacting makes room */
+        if (cap > (1u << 30))
+            weft__throw("timer: too many timers on one P");
+        fifo_rebuild(pp, cap);
+    }
+    uint32_t slot = (pp->tfhead + pp->tfn++) & (pp->tfcap - 1);
+    pp->tfifo[slot] = (struct tentry){ t->when, t };
+    t->idx = -1 - (int32_t)slot;
+}
+
+/* Drop holes at the head, so that it is always a timer. */
+static inline void fifo_trim_head(struct p *pp)
+{
+    while (pp->tfn > 0 && pp->tfifo[pp->tfhead].t == NULL) {
+        pp->tfhead = (pp->tfhead + 1) & (pp->tfcap - 1);
+        pp->tfn--;
+        pp->tfdead--;
+    }
+}
+
+static struct timer *fifo_pop(struct p *pp)
+{
+    struct timer *t = pp->tfifo[pp->tfhead].t;
+    pp->tfhead = (pp->tfhead + 1) & (pp->tfcap - 1);
+    pp->tfn--;
+    fifo_trim_head(pp);
+    return t;
+}
+
+static void fifo_remove(struct p *pp, uint32_t slot)
+{
+    pp->tfifo[slot].t = NULL;       /* `when` stays: the ring stays in order */
+    pp->tfdead++;
+    fifo_trim_head(pp);
+    if (pp->tfdead > 64 && pp->tfdead > pp->tfn / 2)
+        fifo_rebuild(pp, pp->tfcap);    /* holes were half of it: compact */
+}
+
+/* Add t where it belongs; true if it is the new earliest. */
+static bool timer_insert(struct p *pp, struct timer *t)
+{
+    int64_t before = earliest(pp);
+    if (pp->tfn == 0 || t->when >= fifo_slot(pp, pp->tfn - 1)->when) {
+        fifo_push(pp, t);
+    } else {
+        if (pp->ntimers == pp->captimers)
+            heap_grow(pp);
+        pp->timers[pp->ntimers] = (struct tentry){ t->when, t };
+        sift_up(pp, pp->ntimers++);
+    }
+    return t->when < before;
+}
+
+static void timer_remove(struct p *pp, struct timer *t)
+{
+    if (t->idx >= 0)
+        heap_remove(pp, t->idx);
+    else
+        fifo_remove(pp, (uint32_t)(-1 - t->idx));
+}
+
+/* The earliest timer, if it is due by now (it is taken out), else NULL. */
+static inline struct timer *timer_pop_due(struct p *pp, int64_t now)
+{
+    bool fifo = pp->tfn > 0 && (pp->ntimers == 0 || pp->tfifo[pp->tfhead].when <= pp->timers[0].when);
+    if (fifo) {
+        if (pp->tfifo[pp->tfhead].when > now)
+            return NULL;
+        return fifo_pop(pp);
+    }
+    if (pp->ntimers == 0 || pp->timers[0].when > now)
+        return NULL;
+    struct timer *t = pp->timers[0].t;
+    heap_remove(pp, 0);
+    return t;
+}
+
 void weft__timer_add(struct timer *t)
 {
     /* t may fire (and be re-armed by its owner) as soon as the heap lock is dropped:
@@ -124,10 +248,7 @@ void weft__timer_add(struct timer *t)
     struct m *mp = weft__getm();
     struct p *pp = mp != NULL && mp->p != NULL ? mp->p : sched.allp[0];
     weft__lock(&pp->timerlock);
-    if (pp->ntimers == pp->captimers)
-        heap_grow(pp);
-    pp->timers[pp->ntimers] = (struct tentry){ t->when, t };
-    bool top = sift_up(pp, pp->ntimers++) == 0;
+    bool top = timer_insert(pp, t);
     atomic_store_explicit(&t->pp, pp, RLX);
     /* Not the new earliest (the common case: sleeps of one length queue in order):
      * timer0 stays, and so does every sleeper's view of it -- no seq_cst store, no
@@ -161,7 +282,7 @@ bool weft__timer_del(struct timer *t)
             break;
         weft__lock(&pp->timerlock);
         if (atomic_load_explicit(&t->pp, RLX) == pp) {
-            heap_remove(pp, t->idx);
+            timer_remove(pp, t);
             atomic_store_explicit(&t->pp, NULL, RLX);
             set_timer0(pp);
             removed = true;
@@ -194,12 +315,11 @@ void weft__timers_run(struct p *pp, int64_t now)
     weft__lock(&pp->timerlock);
     for (;;) {
         int n = 0;
-        while (n < TIMER_BATCH && pp->ntimers > 0 && pp->timers[0].when <= now) {
-            struct timer *t = pp->timers[0].t;
+        struct timer *t;
+        while (n < TIMER_BATCH && (t = timer_pop_due(pp, now)) != NULL) {
             /* its G's line 0 (the timer, status, saved stack pointer: all that firing
              * and readying read); every timer is a G's (struct g.timer) */
             __builtin_prefetch(t, 1);
-            heap_remove(pp, 0);
             batch[n++] = t;
         }
         if (n == 0)
@@ -213,11 +333,10 @@ void weft__timers_run(struct p *pp, int64_t now)
         weft__unlock(&pp->timerlock);
         int nr = 0;
         for (int i = 0; i < n; i++) {
-            struct timer *t = batch[i];
-            struct g *gp = t->f(t);
-            /* release: f's reads of t and its G happen before a waiting
-             * weft__timer_del returns (and its G re-arms t) */
-            atomic_store_explicit(&t->firing, 0, memory_order_release);
+            struct g *gp = batch[i]->f(batch[i]);
+            /* release: f's reads of the timer and its G happen before a waiting
+             * weft__timer_del returns (and its G re-arms the timer) */
+            atomic_store_explicit(&batch[i]->firing, 0, memory_order_release);
             if (gp != NULL)
                 ready[nr++] = gp;
         }
@@ -261,6 +380,9 @@ void weft__timers_free(struct p *pp)
     pp->timers_mem = NULL;
     pp->timers = NULL;
     pp->ntimers = pp->captimers = 0;
+    weft_free(pp->tfifo);
+    pp->tfifo = NULL;
+    pp->tfhead = pp->tfn = pp->tfcap = pp->tfdead = 0;
     atomic_store_explicit(&pp->timer0, INT64_MAX, RLX);
 }
 

@@ -583,6 +583,87 @@ static int busy_p_main(void *arg)
 Test(timer, timers_fire_while_their_p_is_busy_2p, .timeout = 30) { run(busy_p_main, NULL, 2, 0); }
 Test(timer, timers_fire_while_their_p_is_busy_migrate, .timeout = 30) { run(busy_p_main, NULL, 2, 1); }
 
+/* ---- the timer ring and heap under churn ----------------------------------------------------------
+ * A P keeps timers added in `when` order in a ring and the rest in a heap; a deleted timer
+ * leaves a hole in the ring, dropped at the head and compacted when holes are half of it
+ * (timer.c). Sleepers of mixed lengths (some added in order, most not) must each wake no
+ * earlier than asked, and all wake. Receivers waiting with a 2 ms deadline, which the
+ * sender mostly beats, delete their timers from the ring's head, middle and tail thousands
+ * of times (compactions included): every value sent is received exactly once, and a
+ * timeout is reported only once its deadline has passed. */
+#define CHURN_SLEEPERS 2000
+#define CHURN_RECEIVERS 50
+static weft_wg churn_wg = WEFT_WG_INIT;
+static _Atomic long churn_early, churn_sum, churn_timeouts, churn_bad_timeout;
+static weft_chan *churn_ch;
+
+static void churn_sleeper(void *arg)
+{
+    long i = (long)(intptr_t)arg;
+    int64_t d = (int64_t)((i * 7919) % 40 + 1) * MS / 4;     /* 0.25 .. 10 ms, out of order */
+    for (int k = 0; k < 3; k++) {
+        int64_t t0 = weft_now();
+        cr_assert_eq(weft_sleep(d), 0);
+        if (weft_now() - t0 < d)
+            atomic_fetch_add(&churn_early, 1);
+    }
+    weft_wg_done(&churn_wg);
+}
+
+static void churn_receiver(void *arg)
+{
+    (void)arg;
+    for (;;) {
+        long v;
+        int64_t until = weft_now() + 2 * MS;
+        weft_deadline(until);
+        int r = weft_chan_recv(churn_ch, &v);
+        weft_deadline(-1);
+        if (r == -EPIPE)
+            break;
+        if (r == -ETIMEDOUT) {
+            atomic_fetch_add(&churn_timeouts, 1);
+            if (weft_now() < until)
+                atomic_fetch_add(&churn_bad_timeout, 1);
+            continue;
+        }
+        cr_assert_eq(r, 0);
+        atomic_fetch_add(&churn_sum, v);
+    }
+    weft_wg_done(&churn_wg);
+}
+
+static int churn_main(void *arg)
+{
+    (void)arg;
+    long n = iters(20000, 2000);
+    atomic_store(&churn_early, 0);
+    atomic_store(&churn_sum, 0);
+    atomic_store(&churn_timeouts, 0);
+    atomic_store(&churn_bad_timeout, 0);
+    churn_ch = mk(sizeof(long), 0);
+    weft_wg_add(&churn_wg, CHURN_SLEEPERS + CHURN_RECEIVERS);
+    for (long i = 0; i < CHURN_SLEEPERS; i++)
+        cr_assert_eq(weft_spawn(churn_sleeper, (void *)(intptr_t)i), 0);
+    for (int i = 0; i < CHURN_RECEIVERS; i++)
+        cr_assert_eq(weft_spawn(churn_receiver, NULL), 0);
+    for (long v = 1; v <= n; v++) {
+        cr_assert_eq(weft_chan_send(churn_ch, &v), 0);
+        if (v % 2000 == 0)
+            cr_assert_eq(weft_sleep(3 * MS), 0);    /* the receivers time out meanwhile */
+    }
+    weft_chan_close(churn_ch);
+    weft_wg_wait(&churn_wg);
+    weft_chan_free(churn_ch);
+    cr_assert_eq(atomic_load(&churn_early), 0, "a sleep woke before its time");
+    cr_assert_eq(atomic_load(&churn_sum), n * (n + 1) / 2, "values lost or received twice");
+    cr_assert_eq(atomic_load(&churn_bad_timeout), 0, "a timeout before the deadline");
+    cr_assert_gt(atomic_load(&churn_timeouts), 0);
+    return 0;
+}
+
+VARIANTS(timer_ring_and_heap_churn, churn_main, NULL, 60)
+
 /* ---- deadlock detection ------------------------------------------------------------------------------- */
 static const char deadlock_msg[] = "weft: all green threads are asleep - deadlock!";
 
