@@ -228,6 +228,7 @@ WEFT_HIDDEN void weft__mheap_stats(struct heap_stats *out);
 WEFT_HIDDEN void *weft__os_reserve(size_t size, size_t align, uintptr_t hint);
 WEFT_HIDDEN void *weft__os_alloc(size_t size);               /* metadata: zeroed, never freed */
 WEFT_HIDDEN void weft__os_release(void *p, size_t size);     /* MADV_DONTNEED */
+WEFT_HIDDEN void weft__os_unreserve(void *p, size_t size);   /* munmap: never handed out */
 
 WEFT_HIDDEN extern _Atomic uint64_t weft__stacks_inuse;   /* bytes, kept by sched/ */
 WEFT_HIDDEN void weft__mem_init_slow(void);

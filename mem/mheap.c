@@ -371,6 +371,8 @@ static uint64_t retain_pages(void)
 }
 
 /* ---- growth --------------------------------------------------------------- */
+/* Reserve arenas for at least npages more pages and add them as one free span. On
+ * failure the reservation goes back (it leaked before: 64 MiB or more each time). */
 static int grow(size_t npages)
 {
     size_t size = ((npages * PAGE) + WEFT_ARENA_SIZE - 1) & ~(WEFT_ARENA_SIZE - 1);
@@ -379,29 +381,37 @@ static int grow(size_t npages)
     char *p = weft__os_reserve(size, WEFT_ARENA_SIZE, h.hint);
     if (p == NULL)
         return -1;
+    size_t entered = 0;
+    struct mspan *s = NULL;
     if (((uintptr_t)p + size) >> WEFT_ADDR_BITS) {      /* outside the page map */
         weft__printf("mheap: the OS returned memory above 2^%d; giving it back", WEFT_ADDR_BITS);
-        return -1;
+        goto fail;
     }
     if (weft__pagemap_grow((uintptr_t)p, size) != 0)
-        return -1;
-    for (size_t off = 0; off < size; off += WEFT_ARENA_SIZE) {
+        goto fail;
+    for (; entered < size; entered += WEFT_ARENA_SIZE) {
         struct arena *ar = weft__os_alloc(sizeof *ar);
         if (ar == NULL)
-            return -1;       /* the arenas already entered stay usable later */
-        weft__arena_map[((uintptr_t)p + off) >> WEFT_ARENA_SHIFT] = ar;
+            goto fail;
+        weft__arena_map[((uintptr_t)p + entered) >> WEFT_ARENA_SHIFT] = ar;
     }
+    if ((s = span_new()) == NULL)
+        goto fail;
     h.sys += size;
     h.hint = (uintptr_t)p + size;
-    struct mspan *s = span_new();
-    if (s == NULL)
-        return -1;
     s->base = (uintptr_t)p;
     s->npages = (uint32_t)(size / PAGE);
     mark(s->base, s->npages, 1);  /* fresh: zero and not resident */
     s->ndirty = 0;
     free_coalesce_insert(s);
     return 0;
+fail:
+    /* The arena records stay mapped (a free of a foreign pointer may be reading one
+     * right now); they leave the map, so that the range reads as not ours again. */
+    for (size_t off = 0; off < entered; off += WEFT_ARENA_SIZE)
+        weft__arena_map[((uintptr_t)p + off) >> WEFT_ARENA_SHIFT] = NULL;
+    weft__os_unreserve(p, size);
+    return -1;
 }
 
 /* Smallest free span with at least n pages, or NULL. */

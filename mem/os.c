@@ -39,6 +39,12 @@ void *weft__os_alloc(size_t size)
     return p == MAP_FAILED ? NULL : p;
 }
 
+/* Give back a reservation (or metadata) that was never handed out. */
+void weft__os_unreserve(void *p, size_t size)
+{
+    munmap(p, size);
+}
+
 void weft__os_release(void *p, size_t size)
 {
     madvise(p, size, MADV_DONTNEED);
