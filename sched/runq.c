@@ -33,15 +33,6 @@
 #define ACQ memory_order_acquire
 #define REL memory_order_release
 
-/* Fill slot t (owner only): the G, its saved sp as a prefetch hint, then the tail. */
-static inline void ring_put(struct p *pp, uint32_t t, struct g *gp)
-{
-    atomic_store_explicit(&pp->runq[t % RUNQ_SIZE], gp, RLX);
-    atomic_store_explicit(&pp->runqsp[t % RUNQ_SIZE], gp->ctx.sp, RLX);
-    /* release: publishes the slot (and the G) to consumers */
-    atomic_store_explicit(&pp->runqtail, t + 1, REL);
-}
-
 /* Move half of the full local ring and gp to the global queue. 0 if it raced. */
 static bool runqputslow(struct p *pp, struct g *gp, uint32_t h, uint32_t t)
 {
@@ -67,7 +58,8 @@ static WEFT_NOINLINE void runqput_full(struct p *pp, struct g *gp)
         uint32_t h = atomic_load_explicit(&pp->runqhead, ACQ);
         uint32_t t = atomic_load_explicit(&pp->runqtail, RLX);
         if (t - h < RUNQ_SIZE) {
-            ring_put(pp, t, gp);
+            atomic_store_explicit(&pp->runq[t % RUNQ_SIZE], gp, RLX);
+            atomic_store_explicit(&pp->runqtail, t + 1, REL);
             return;
         }
         if (runqputslow(pp, gp, h, t))
@@ -95,31 +87,33 @@ bool weft__runqput(struct p *pp, struct g *gp, bool next)
     uint32_t h = atomic_load_explicit(&pp->runqhead, ACQ);
     uint32_t t = atomic_load_explicit(&pp->runqtail, RLX);
     if (WEFT_LIKELY(t - h < RUNQ_SIZE)) {
-        ring_put(pp, t, gp);
+        atomic_store_explicit(&pp->runq[t % RUNQ_SIZE], gp, RLX);
+        /* release: publishes the slot (and the G) to consumers */
+        atomic_store_explicit(&pp->runqtail, t + 1, REL);
         return true;
     }
     runqput_full(pp, gp);
     return true;
 }
 
-/* The G in ring slot h + 2 runs third from now: start loading what its switch in
- * touches first, its saved frame (two lines) and its struct. With many green threads
- * both are cold, the frame a TLB miss too (every stack is its own page): ~0.2-0.5 us
- * on this VM with 100 k Gs, and one G ahead was not enough to hide it. The frame's
- * address comes from runqsp, a hint written with the slot, so that finding it needs no
- * load from the cold struct. The reads are racy on purpose (a stealer may take those
- * Gs meanwhile: then we prefetched for nothing); a G never run has no frame yet (NULL),
- * and a prefetch never faults. Every return of a G does this, runnext's too. */
+/* The Gs in ring slots h and h + 1 run soon (after the one being returned): start
+ * loading what their switches in will touch first. With many green threads both are
+ * cold: the G's struct (its saved stack pointer) and its saved frame, a miss each
+ * (~0.2-0.5 us on this VM with 100 k Gs), and the switch waited for one after the
+ * other. Two stages, one G apart: slot h + 1's struct now; slot h's frame now, through
+ * a struct that the previous call prefetched (as its h + 1). Every return of a G does
+ * this, runnext's too. The slot reads are racy on purpose (a stealer may take those
+ * Gs meanwhile: then we prefetched for nothing); a G's struct is never freed while the
+ * runtime runs, a G never run has no frame yet (sp NULL), and a prefetch never faults. */
 static inline void prefetch_next(struct p *pp, uint32_t h, uint32_t t)
 {
-    if (t - h > 2 && t - h <= RUNQ_SIZE) {
-        uint32_t k = (h + 2) % RUNQ_SIZE;
-        char *sp = atomic_load_explicit(&pp->runqsp[k], RLX);
-        if (sp != NULL) {
+    if (h != t) {
+        struct g *gp = atomic_load_explicit(&pp->runq[h % RUNQ_SIZE], RLX);
+        void *sp = __atomic_load_n(&gp->ctx.sp, __ATOMIC_RELAXED);
+        if (sp != NULL)
             __builtin_prefetch(sp, 0);
-            __builtin_prefetch(sp + 48, 0);  /* the frame is 56 bytes: maybe two lines */
-        }
-        __builtin_prefetch(atomic_load_explicit(&pp->runq[k], RLX), 1);
+        if (h + 1 != t)
+            __builtin_prefetch(atomic_load_explicit(&pp->runq[(h + 1) % RUNQ_SIZE], RLX), 1);
     }
 }
 
@@ -200,7 +194,7 @@ uint32_t weft__runqlen(struct p *pp)
 }
 
 /* Take half of victim's ring into batch[bh ...] (batch is pp's ring). */
-static uint32_t runqgrab(struct p *victim, struct g *_Atomic *batch, void *_Atomic *sps, uint32_t bh)
+static uint32_t runqgrab(struct p *victim, struct g *_Atomic *batch, uint32_t bh)
 {
     for (;;) {
         uint32_t h = atomic_load_explicit(&victim->runqhead, ACQ);
@@ -215,8 +209,6 @@ static uint32_t runqgrab(struct p *victim, struct g *_Atomic *batch, void *_Atom
         for (uint32_t i = 0; i < n; i++) {
             struct g *gp = atomic_load_explicit(&victim->runq[(h + i) % RUNQ_SIZE], RLX);
             atomic_store_explicit(&batch[(bh + i) % RUNQ_SIZE], gp, RLX);
-            atomic_store_explicit(&sps[(bh + i) % RUNQ_SIZE],
-                                  atomic_load_explicit(&victim->runqsp[(h + i) % RUNQ_SIZE], RLX), RLX);
         }
         if (atomic_compare_exchange_strong_explicit(&victim->runqhead, &h, h + n, REL, RLX))
             return n;
@@ -226,7 +218,7 @@ static uint32_t runqgrab(struct p *victim, struct g *_Atomic *batch, void *_Atom
 struct g *weft__runqsteal(struct p *pp, struct p *victim)
 {
     uint32_t t = atomic_load_explicit(&pp->runqtail, RLX);
-    uint32_t n = runqgrab(victim, pp->runq, pp->runqsp, t);
+    uint32_t n = runqgrab(victim, pp->runq, t);
     if (n == 0)
         return NULL;
     n--;

@@ -148,7 +148,6 @@ struct p {
     _Atomic uint32_t runqhead;
     _Atomic uint32_t runqtail;
     struct g *_Atomic runq[RUNQ_SIZE];
-    void *_Atomic runqsp[RUNQ_SIZE]; /* hints: the saved sp of the G in each slot (runq.c) */
     struct g *_Atomic runnext;
     struct mcache *mcache;
     struct g *gfree;           /* dead Gs (without stacks) */
