@@ -23,7 +23,8 @@
  * weft__runqput says whether the ring grew: a G put into an empty runnext wakes no
  * spinner from weft__ready (a hand-off: the waker is about to block, usually; if it
  * computes on instead, sysmon notices the stale runnext and wakes one, sysmon.c).
- * The global queue is a growable ring of G pointers under sched.lock.
+ * The global queue is two growable rings of G pointers under sched.lock, Gs that have
+ * run (GQ_RAN) served before Gs never run (GQ_NEW); runqsize is their sum (below).
  * Callers: runqput/runqget "owner P only"; runqsteal "any M holding pp"; glob* "sched.lock held".
  */
 #include <sys/mman.h>

@@ -24,7 +24,7 @@
  * its context is saved, and a yield to a local G is one switch, not two.
  *
  * Invariants:
- *  - A G is on at most one queue: a P's ring, runnext, the global ring (all three hold
+ *  - A G is on at most one queue: a P's ring, runnext, a global ring (all three hold
  *    pointers) or a free list (through schedlink). A RUNNABLE G is on exactly one run
  *    queue.
  *  - Only the M holding P writes P's runqtail and puts into runnext; stealers CAS

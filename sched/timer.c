@@ -1,5 +1,5 @@
 /*
- * sched/timer.c -- per-P timer heaps, weft_sleep and deadlines (Go's time.go, simplified).
+ * sched/timer.c -- per-P timers (an in-order ring and a heap), weft_sleep and deadlines (Go's time.go, simplified).
  *
  * Each P keeps its timers under its own timerlock in two structures: a ring of timers
  * added in `when` order (tfifo: a timer whose `when` is not before the ring's last
@@ -9,8 +9,9 @@
  * heap: adding is an append, firing takes the ring's head, where a heap pop sifted the
  * last slot down through every level, the lower ones cold with many timers. A timer
  * deleted from the ring leaves a hole (t == NULL) that is skipped when it reaches the
- * head; when holes are half the ring it is compacted. A timer goes to the P (any P when added from a plain thread) and can be deleted from
- * anywhere. Every timer is a G's (g->timer: its sleep or its wait's timeout). Running:
+ * head; when holes are half the ring it is compacted. A timer goes to the P that adds
+ * it (any P when added from a plain thread) and can be deleted from anywhere. Every
+ * timer is a G's (g->timer: its sleep or its wait's timeout). Running:
  * whoever finds timers expired pops up to TIMER_BATCH under the lock, marks them
  * firing, drops the lock and calls each f, which says which G to ready (sleep: its G;
  * a timeout: its G if the timeout won the wait), clears firing, then readies those Gs
