@@ -141,7 +141,6 @@ static struct p *pidleget(void)       /* lock held */
 
 /* ---- switching --------------------------------------------------------------- */
 static void gfput(struct p *pp, struct g *gp);
-WEFT_INLINE struct g *next_or_global(struct p *pp);
 static void after_switch(struct g *self);
 static void startm(struct p *pp, bool spinning);
 static WEFT_NORETURN void gexit(void);
