@@ -18,12 +18,13 @@
  * another M if there is work. On return the G CASes its P back; if the P is gone it
  * takes an idle P, or queues itself globally and its M goes idle.
  *
- * Spawning: a new G goes to runnext (kicking the old one to the ring) and gets its
- * stack at its first run; weft_spawn is never a scheduling point. A spawner that
+ * Spawning: a new G -- a 64-byte spawn record until it first runs, then a struct g
+ * and a stack (first_run) -- goes to runnext (kicking the old one to the ring);
+ * weft_spawn is never a scheduling point. A spawner that
  * outruns the Ps overflows its ring into the global queue's GQ_NEW ring, which is
  * taken only after GQ_RAN (Gs that have run): a flood of new Gs does not delay the
  * Gs that wake meanwhile (runq.c).
- * Dead Gs: per-P lists and a global stack of batches (gfput / gfget).
+ * Dead Gs and spawn records: per-P lists and a global stack of batches (flist_put).
  *
  * Stop: `stopping` makes every M leave its loop at its next scheduling point; idle Ms
  * are woken; all are joined, then every G and stack is released. A G that never
@@ -147,10 +148,12 @@ static WEFT_NORETURN void gexit(void);
 
 static WEFT_NOINLINE void attach_stack(struct m *mp, struct g *gp);
 
+static WEFT_NOINLINE struct g *first_run(struct m *mp, struct g *rec);
+
 static inline void gswitch(struct m *mp, struct g *from, struct g *to, int action)
 {
     if (WEFT_UNLIKELY(to->ctx.sp == NULL))
-        attach_stack(mp, to);       /* a G's first run: it gets its stack now */
+        to = first_run(mp, to);     /* a spawn record: now a G, with a stack */
     mp->after = action;
     mp->after_g = from;
     mp->curg = to;
@@ -260,78 +263,155 @@ static struct g *newg(void)
     return gp;
 }
 
-/* Dead Gs: a list per P (through schedlink, fewer than GFREE_MAX), and a global stack
- * of batches (under gflock): a batch's first G links the next batch (gfbatch) and
- * counts its own list (gfbatchn). Moving a batch either way touches one G, not each:
- * walking a list of Gs that another core freed is one cache miss after another, and
- * the spawn benchmark spent most of weft_spawn there (spawner and exits on different
- * Ps). A P walks only its own, recently freed Gs (gfput's split). */
+/* Free lists (sched.h struct flist) of dead Gs and of spawn records: a list per P
+ * (fewer than GFREE_MAX) and a global stack of batches (under gflock): a batch's first
+ * object links the next batch and counts its own list. Moving a batch either way
+ * touches one object, not each: walking a list that another core freed is one cache
+ * miss after another, and the spawn benchmark spent most of weft_spawn there (spawner
+ * and exits on different Ps). A P walks only its own, recently freed ones (the split
+ * below). */
+static void flist_put(struct flist *local, struct flist *global, struct fnode *x)
+{
+    x->next = local->head;
+    local->head = x;
+    if (++local->n < GFREE_MAX)
+        return;
+    /* the GFREE_MAX / 2 most recently freed stay; the older half goes as one batch */
+    struct fnode *last = local->head;
+    for (int i = 1; i < GFREE_MAX / 2; i++)
+        last = last->next;
+    struct fnode *batch = last->next;
+    last->next = NULL;
+    batch->n = local->n - GFREE_MAX / 2;
+    local->n = GFREE_MAX / 2;
+    weft__lock(&sched.gflock);
+    batch->batch = global->head;
+    __atomic_store_n(&global->head, batch, __ATOMIC_RELAXED);
+    global->n += batch->n;
+    weft__unlock(&sched.gflock);
+}
+
+/* One off the P's list (local), refilled with a global batch when empty; or, for a
+ * plain thread (local NULL), one off the first global batch. NULL: none free. */
+static struct fnode *flist_get(struct flist *local, struct flist *global)
+{
+    struct fnode *x;
+    /* a racy peek (a relaxed load; the list changes under gflock): at worst a new one */
+    if (local != NULL && local->head == NULL &&
+        __atomic_load_n(&global->head, __ATOMIC_RELAXED) != NULL) {
+        weft__lock(&sched.gflock);
+        x = global->head;
+        if (x != NULL) {
+            __atomic_store_n(&global->head, x->batch, __ATOMIC_RELAXED);
+            global->n -= x->n;
+            local->head = x;
+            local->n = x->n;
+        }
+        weft__unlock(&sched.gflock);
+    }
+    if (local != NULL) {
+        x = local->head;
+        if (x != NULL) {
+            local->head = x->next;
+            local->n--;
+            if (local->head != NULL)
+                __builtin_prefetch(local->head, 1);   /* the next one's line */
+        }
+        return x;
+    }
+    if (__atomic_load_n(&global->head, __ATOMIC_RELAXED) == NULL)
+        return NULL;
+    weft__lock(&sched.gflock);
+    x = global->head;
+    if (x != NULL) {
+        struct fnode *rest = x->next;
+        if (rest != NULL) {
+            rest->batch = x->batch;
+            rest->n = x->n - 1;
+        } else {
+            rest = x->batch;
+        }
+        __atomic_store_n(&global->head, rest, __ATOMIC_RELAXED);
+        global->n--;
+    }
+    weft__unlock(&sched.gflock);
+    return x;
+}
+
 static void gfput(struct p *pp, struct g *gp)
 {
     atomic_store_explicit(&gp->status, G_IDLE, RLX);
     release_stack(pp, gp);
-    gp->schedlink = pp->gfree;
-    pp->gfree = gp;
-    if (++pp->ngfree < GFREE_MAX)
-        return;
-    /* the GFREE_MAX / 2 most recently freed stay; the older half goes as one batch */
-    struct g *last = pp->gfree;
-    for (int i = 1; i < GFREE_MAX / 2; i++)
-        last = last->schedlink;
-    struct g *batch = last->schedlink;
-    last->schedlink = NULL;
-    batch->gfbatchn = pp->ngfree - GFREE_MAX / 2;
-    pp->ngfree = GFREE_MAX / 2;
-    weft__lock(&sched.gflock);
-    batch->gfbatch = sched.gfree;
-    __atomic_store_n(&sched.gfree, batch, __ATOMIC_RELAXED);
-    sched.ngfree += batch->gfbatchn;
-    weft__unlock(&sched.gflock);
+    flist_put(&pp->gfree, &sched.gfree, &gp->freenode);
 }
 
-static struct g *gfget(struct p *pp)
+/* ---- spawn records (sched.h struct gspawn), recycled like dead Gs ----------------- */
+static struct gspawn *fnode_rec(struct fnode *x)
 {
-    struct g *gp;
-    /* a racy peek (a relaxed load; the list changes under gflock): at worst a new G */
-    if (pp != NULL && pp->gfree == NULL &&
-        __atomic_load_n(&sched.gfree, __ATOMIC_RELAXED) != NULL) {
-        weft__lock(&sched.gflock);
-        gp = sched.gfree;
-        if (gp != NULL) {
-            __atomic_store_n(&sched.gfree, gp->gfbatch, __ATOMIC_RELAXED);
-            sched.ngfree -= gp->gfbatchn;
-            pp->gfree = gp;
-            pp->ngfree = gp->gfbatchn;
-        }
-        weft__unlock(&sched.gflock);
-    }
-    if (pp != NULL) {
-        gp = pp->gfree;
-        if (gp != NULL) {
-            pp->gfree = gp->schedlink;
-            pp->ngfree--;
-            if (pp->gfree != NULL)
-                __builtin_prefetch(pp->gfree, 1);   /* the next spawn's G */
-        }
-        return gp;
-    }
-    /* a plain thread: one G off the first batch */
-    if (__atomic_load_n(&sched.gfree, __ATOMIC_RELAXED) == NULL)
+    return x != NULL ? (struct gspawn *)((char *)x - offsetof(struct gspawn, freenode)) : NULL;
+}
+
+/* A chunk of records: line 0 links the chunks (teardown, dump), then RECS_PER_CHUNK
+ * records. The first is returned, the rest become the free list local (the P's, empty
+ * when this is called), or, for a plain thread (local NULL), a global batch. */
+static struct gspawn *newrecs(struct flist *local)
+{
+    struct gspawn *c = weft_aligned_alloc(4096, 64 * (RECS_PER_CHUNK + 1));
+    if (c == NULL)
         return NULL;
+    memset(c, 0, 64 * (RECS_PER_CHUNK + 1));
+    for (int i = 1; i <= RECS_PER_CHUNK; i++) {
+        c[i].spawnrec = 1;
+        c[i].freenode.next = i < RECS_PER_CHUNK && i > 1 ? &c[i + 1].freenode : NULL;
+    }
+    struct fnode *rest = &c[2].freenode;
+    if (local != NULL) {
+        local->head = rest;
+        local->n = RECS_PER_CHUNK - 1;
+    }
     weft__lock(&sched.gflock);
-    gp = sched.gfree;
-    if (gp != NULL) {
-        struct g *rest = gp->schedlink;
-        if (rest != NULL) {
-            rest->gfbatch = gp->gfbatch;
-            rest->gfbatchn = gp->gfbatchn - 1;
-        } else {
-            rest = gp->gfbatch;
-        }
-        __atomic_store_n(&sched.gfree, rest, __ATOMIC_RELAXED);
-        sched.ngfree--;
+    *(void **)c = sched.recchunks;
+    sched.recchunks = c;
+    if (local == NULL) {
+        rest->n = RECS_PER_CHUNK - 1;
+        rest->batch = sched.recfree.head;
+        __atomic_store_n(&sched.recfree.head, rest, __ATOMIC_RELAXED);
+        sched.recfree.n += rest->n;
     }
     weft__unlock(&sched.gflock);
+    return &c[1];
+}
+
+static struct gspawn *recget(struct p *pp)
+{
+    struct flist *local = pp != NULL ? &pp->recfree : NULL;
+    struct gspawn *r = fnode_rec(flist_get(local, &sched.recfree));
+    return r != NULL ? r : newrecs(local);
+}
+
+/* A G's first run (gswitch, to a G whose saved sp is NULL: a spawn record): a struct g
+ * (a dead one of this P if any) and a stack now; the record goes back. */
+static struct g *first_run(struct m *mp, struct g *to)
+{
+    struct gspawn *r = (struct gspawn *)to;
+    struct p *pp = mp->p;
+    struct fnode *x = flist_get(&pp->gfree, &sched.gfree);
+    struct g *gp = x != NULL ? (struct g *)((char *)x - offsetof(struct g, freenode)) : newg();
+    if (gp == NULL)
+        weft__throwf("out of memory for green thread %llu", (unsigned long long)r->id);
+    gp->id = r->id;
+    gp->fn = r->fn;
+    gp->arg = r->arg;
+    gp->name = r->name;
+    gp->stacksize = r->stacksize;
+    gp->waitreason = NULL;
+    gp->overran = 0;
+    atomic_store_explicit(&gp->preempt, 0, RLX);
+    gp->asan_fake = NULL;
+    gp->deadline = -1;
+    atomic_store_explicit(&r->status, G_IDLE, RLX);
+    flist_put(&pp->recfree, &sched.recfree, &r->freenode);
+    attach_stack(mp, gp);
     return gp;
 }
 
@@ -360,23 +440,18 @@ int weft_spawn_ex(void (*fn)(void *), void *arg, const weft_spawn_opts *opts, ui
     }
     struct m *mp = weft__getm();
     struct p *pp = curp(mp);
-    struct g *gp = gfget(pp);
-    if (gp == NULL && (gp = newg()) == NULL)
+    struct gspawn *r = recget(pp);
+    if (r == NULL)
         return -ENOMEM;
-    gp->fn = fn;
-    gp->arg = arg;
-    gp->name = opts != NULL ? opts->name : NULL;
-    gp->waitreason = NULL;
-    gp->overran = 0;
-    atomic_store_explicit(&gp->preempt, 0, RLX);
-    gp->id = newgoid(pp);
-    gp->asan_fake = NULL;
-    gp->deadline = -1;
-    gp->stacksize = size;
-    gp->ctx.sp = NULL;          /* the stack comes at its first run (attach_stack) */
-    atomic_store_explicit(&gp->status, G_RUNNABLE, RLX);
+    r->fn = fn;
+    r->arg = arg;
+    r->name = opts != NULL ? opts->name : NULL;
+    r->id = newgoid(pp);
+    r->stacksize = size;
+    atomic_store_explicit(&r->status, G_RUNNABLE, RLX);
     if (id_out != NULL)
-        *id_out = gp->id;
+        *id_out = r->id;
+    struct g *gp = (struct g *)r;      /* queued as a G: sched.h struct gspawn */
     if (pp != NULL) {
         counter_inc(&pp->nspawned);
         /* into runnext, and unlike weft__ready a spinner is woken even when runnext
@@ -1185,8 +1260,13 @@ static void teardown(void)
         weft_free(gp);
         gp = next;
     }
-    sched.gfree = NULL;
-    sched.ngfree = 0;
+    sched.gfree = (struct flist){ 0 };
+    for (void *c = sched.recchunks, *next; c != NULL; c = next) {
+        next = *(void **)c;
+        weft_free(c);
+    }
+    sched.recchunks = NULL;
+    sched.recfree = (struct flist){ 0 };
     atomic_store_explicit(&sched.nspawned_plain, 0, RLX);
     for (int i = 0; i < sched.nprocs; i++) {
         weft__timers_free(sched.allp[i]);
@@ -1288,6 +1368,24 @@ static const char *status_name(uint32_t st)
     return st < sizeof names / sizeof names[0] ? names[st] : "?";
 }
 
+static void dump_one(int fd, uint64_t id, const char *name, uint32_t st, const char *why,
+                     int overran, void (*fn)(void *))
+{
+    Dl_info info;
+    char where[160];
+    if (dladdr((void *)fn, &info) && info.dli_sname != NULL)
+        snprintf(where, sizeof where, "%s", info.dli_sname);
+    else if (info.dli_fname != NULL)    /* not exported: module + offset, for addr2line */
+        snprintf(where, sizeof where, "%s+%#lx", info.dli_fname,
+                 (unsigned long)((uintptr_t)fn - (uintptr_t)info.dli_fbase));
+    else
+        snprintf(where, sizeof where, "?");
+    dprintf(fd, "green thread %llu%s%s%s [%s%s%s]%s entry %s (%p)\n",
+            (unsigned long long)id, name ? " (" : "", name ? name : "", name ? ")" : "",
+            status_name(st), why ? ", " : "", why ? why : "",
+            overran ? " ran over 10 ms without yielding;" : "", where, (void *)fn);
+}
+
 void weft__dump_locked(int fd)
 {
     dprintf(fd, "weft: %d procs, %d idle, %d threads (%d idle), %d spinning, global runq %u\n",
@@ -1296,24 +1394,22 @@ void weft__dump_locked(int fd)
     weft__lock(&allg_lock);
     for (struct g *gp = allg; gp != NULL; gp = gp->alllink) {
         uint32_t st = atomic_load_explicit(&gp->status, RLX);
-        if (st == G_IDLE || st == G_DEAD)
-            continue;
-        Dl_info info;
-        char where[160];
-        if (dladdr((void *)gp->fn, &info) && info.dli_sname != NULL)
-            snprintf(where, sizeof where, "%s", info.dli_sname);
-        else if (info.dli_fname != NULL)    /* not exported: module + offset, for addr2line */
-            snprintf(where, sizeof where, "%s+%#lx", info.dli_fname,
-                     (unsigned long)((uintptr_t)gp->fn - (uintptr_t)info.dli_fbase));
-        else
-            snprintf(where, sizeof where, "?");
-        dprintf(fd, "green thread %llu%s%s%s [%s%s%s]%s entry %s (%p)\n",
-                (unsigned long long)gp->id, gp->name ? " (" : "", gp->name ? gp->name : "",
-                gp->name ? ")" : "", status_name(st), gp->waitreason && st == G_WAITING ? ", " : "",
-                gp->waitreason && st == G_WAITING ? gp->waitreason : "",
-                gp->overran ? " ran over 10 ms without yielding;" : "", where, (void *)gp->fn);
+        if (st != G_IDLE && st != G_DEAD)
+            dump_one(fd, gp->id, gp->name, st, st == G_WAITING ? gp->waitreason : NULL,
+                     gp->overran, gp->fn);
     }
     weft__unlock(&allg_lock);
+    /* never run: spawn records (read racily, as the Gs above: a record being started
+     * may show as runnable once more, or be missed) */
+    weft__lock(&sched.gflock);
+    for (struct gspawn *c = sched.recchunks; c != NULL; c = *(struct gspawn **)c) {
+        for (int i = 1; i <= RECS_PER_CHUNK; i++) {
+            struct gspawn *r = &c[i];
+            if (atomic_load_explicit(&r->status, RLX) == G_RUNNABLE)
+                dump_one(fd, r->id, r->name, G_RUNNABLE, "not started", 0, r->fn);
+        }
+    }
+    weft__unlock(&sched.gflock);
 }
 
 void weft_dump(int fd)

@@ -2,8 +2,9 @@
  * sched/sched.h -- G, M, P and the scheduler's shared state (our runtime2.go).
  *
  *   G  a green thread: saved context, stack (attached at its first run), status, id,
- *      entry. The struct is allocated apart from the stack (64-byte aligned, laid out
- *      by cache line: struct g below) and recycled through the free lists.
+ *      entry. Until its first run it is a 64-byte spawn record (struct gspawn, queued
+ *      as a struct g pointer); then a struct g, allocated apart from the stack (64-byte
+ *      aligned, laid out by cache line: struct g below). Both recycled through free lists.
  *   M  an OS worker thread; runs the scheduler loop on its own pthread stack (g0).
  *   P  a logical processor: run queue (256-slot ring + runnext), mcache, free Gs.
  *      An M must hold a P to run Gs; nprocs Ps exist.
@@ -11,6 +12,7 @@
  * G status (each arrow names the function that takes it):
  *
  *   IDLE --newproc--> RUNNABLE --execute/gswitch--> RUNNING --gexit--> DEAD --gfput--> IDLE
+ *   (the record)                 (first_run: a struct g)
  *                        ^                           |  |  \--weft_blocking--> SYSCALL
  *                        |                           |  \--park--> WAITING      |
  *                        +-------------yield---------+                |         |
@@ -25,8 +27,11 @@
  *
  * Invariants:
  *  - A G is on at most one queue: a P's ring, runnext, a global ring (all three hold
- *    pointers) or a free list (through schedlink). A RUNNABLE G is on exactly one run
+ *    pointers) or a free list (through freenode). A RUNNABLE G is on exactly one run
  *    queue.
+ *  - A queued G with saved sp NULL is a spawn record (struct gspawn): nothing reads
+ *    more of it than ctx.sp, status and spawnrec until gswitch hands it to first_run,
+ *    which makes it a struct g; the record is free again before that G runs.
  *  - Only the M holding P writes P's runqtail and puts into runnext; stealers CAS
  *    runqhead, and so does the owner (with nprocs > 1); runnext is taken by CAS, by a
  *    stealer only from a P that has not scheduled for 3 us or is in a blocking call
@@ -99,6 +104,19 @@ struct tentry {
     struct timer *t;
 };
 
+/* Free lists of dead Gs and free spawn records (proc.c flist_put): per P, and a global
+ * stack of batches under gflock. An object on one links the next (next); the first of
+ * a global batch also links the next batch (batch) and counts its own list (n). */
+struct fnode {
+    struct fnode *next;
+    struct fnode *batch;
+    long n;
+};
+struct flist {
+    struct fnode *head;
+    long n;
+};
+
 /* A green thread. Laid out by use, a cache line at a time (newg allocates it 64-byte
  * aligned): with 100 k parked Gs every wake-up of a cold G costs a miss per line it
  * touches. Line 0: what a timer firing, weft__ready and the switch in read (the saved
@@ -111,6 +129,7 @@ struct g {
     uint8_t system;            /* g0 */
     uint8_t overran;           /* ran over 10 ms without yielding (sysmon) */
     _Atomic uint8_t preempt;   /* sysmon asks it to yield at the next yield point */
+    uint8_t spawnrec;          /* 0: a struct g (struct gspawn has 1 here) */
     struct timer timer;        /* sleep and wait timeouts: a G waits on one thing at a time */
     struct m *m;               /* the M running it */
     /* line 1 (offset 64): park and wait */
@@ -128,9 +147,7 @@ struct g {
     void (*fn)(void *);
     void *arg;
     const char *name;
-    struct g *schedlink;       /* free list (the run queues hold pointers) */
-    struct g *gfbatch;         /* dead, first of a global free batch: the next batch */
-    int gfbatchn;              /* ... and the Gs in its own batch */
+    struct fnode freenode;     /* dead: free list (the run queues hold pointers) */
     unsigned valgrind_id;
     struct g *alllink;         /* every G ever made, for dump and teardown */
     struct stack stack;        /* lo == 0: none yet (attached when it first runs) */
@@ -138,6 +155,38 @@ struct g {
     void *asan_fake;           /* ASan fake stack of a G that switched away */
 };
 _Static_assert(offsetof(struct g, unlockf) == 64, "struct g: line 0 is what a wake-up reads");
+
+/* A green thread that has not run yet: what weft_spawn records, one cache line. The
+ * run queues hold it as a struct g pointer: its first fields are struct g's (saved sp
+ * NULL: never run; status; spawnrec = 1), and nothing reads more of a queued G until
+ * gswitch, at its first run, moves it into a struct g (first_run in proc.c) and frees
+ * the record. So a G costs 64 bytes until it runs and a struct g (and a stack) only
+ * while it has run and not exited: 100 k spawned at once cost 6.4 MB, not 25 MB of
+ * G structs, each page of which is a page fault (~10 us on a VM). Records come in
+ * chunks that are never freed while the runtime runs (the dump walks them) and are
+ * recycled through per-P free lists, like dead Gs. */
+struct gspawn {
+    struct weft_ctx ctx;       /* sp == NULL */
+    _Atomic uint32_t status;   /* G_RUNNABLE queued, G_IDLE free */
+    uint8_t pad[3];
+    uint8_t spawnrec;          /* 1 */
+    uint64_t id;
+    const char *name;
+    size_t stacksize;
+    union {
+        struct {               /* queued */
+            void (*fn)(void *);
+            void *arg;
+        };
+        struct fnode freenode; /* free */
+    };
+};
+_Static_assert(sizeof(struct gspawn) == 64, "struct gspawn: one cache line");
+_Static_assert(offsetof(struct gspawn, ctx) == offsetof(struct g, ctx) &&
+               offsetof(struct gspawn, status) == offsetof(struct g, status) &&
+               offsetof(struct gspawn, spawnrec) == offsetof(struct g, spawnrec),
+               "struct gspawn: struct g's first fields");
+#define RECS_PER_CHUNK 63      /* a 4 KiB chunk: a header line and 63 records */
 
 struct p {
     int id;
@@ -150,8 +199,8 @@ struct p {
     struct g *_Atomic runq[RUNQ_SIZE];
     struct g *_Atomic runnext;
     struct mcache *mcache;
-    struct g *gfree;           /* dead Gs (without stacks) */
-    int ngfree;
+    struct flist gfree;        /* dead Gs (without stacks) */
+    struct flist recfree;      /* free spawn records */
     struct freestk *stackfree; /* free stacks of the default size */
     int nstackfree;
     uint64_t goidcache, goidcacheend;
@@ -212,8 +261,9 @@ struct schedt {
     int mcount;
     /* global free Gs, under gflock */
     weft_lock gflock;
-    struct g *gfree;           /* dead Gs (without stacks), in batches (proc.c gfput) */
-    int ngfree;
+    struct flist gfree;        /* dead Gs (without stacks), in batches (proc.c flist_put) */
+    struct flist recfree;      /* free spawn records, in batches */
+    void *recchunks;           /* every chunk of records (under gflock) */
     struct freestk *stackfree; /* free stacks of the default size */
     int nstackfree;
     /* counters for Gs spawned from plain threads */

@@ -23,7 +23,7 @@
  * against 1-2.5 us). At most SLAB_BATCH top pages (64 KiB) are populated before use.
  *
  * A G gets its stack when it first runs, not when it is spawned, and gives it back
- * when it exits: a million spawned-but-not-started green threads cost ~200 bytes
+ * when it exits: a million spawned-but-not-started green threads cost 64 bytes
  * each, and spawn-join bursts reuse a handful of hot stacks. Free stacks sit in a
  * per-P cache (no lock; half goes to the global pool past STACKFREE_MAX) and the
  * global pool (stack_lock), which outlives the runtime: slab stacks are never
