@@ -395,6 +395,9 @@ static struct g *first_run(struct m *mp, struct g *to)
 {
     struct gspawn *r = (struct gspawn *)to;
     struct p *pp = mp->p;
+    if (pp == NULL)     /* only an M holding a P runs Gs */
+        weft__throwf("first_run: green thread %llu started on an M without a P",
+                     (unsigned long long)r->id);
     struct fnode *x = flist_get(&pp->gfree, &sched.gfree);
     struct g *gp = x != NULL ? (struct g *)((char *)x - offsetof(struct g, freenode)) : newg();
     if (gp == NULL)
@@ -1371,11 +1374,13 @@ static const char *status_name(uint32_t st)
 static void dump_one(int fd, uint64_t id, const char *name, uint32_t st, const char *why,
                      int overran, void (*fn)(void *))
 {
-    Dl_info info;
+    /* fn may be stale (a record freed while we look): dladdr then finds nothing */
+    Dl_info info = { 0 };
     char where[160];
-    if (dladdr((void *)fn, &info) && info.dli_sname != NULL)
+    int found = fn != NULL && dladdr((void *)fn, &info) != 0;
+    if (found && info.dli_sname != NULL)
         snprintf(where, sizeof where, "%s", info.dli_sname);
-    else if (info.dli_fname != NULL)    /* not exported: module + offset, for addr2line */
+    else if (found && info.dli_fname != NULL)   /* not exported: module + offset, for addr2line */
         snprintf(where, sizeof where, "%s+%#lx", info.dli_fname,
                  (unsigned long)((uintptr_t)fn - (uintptr_t)info.dli_fbase));
     else
@@ -1399,17 +1404,22 @@ void weft__dump_locked(int fd)
                      gp->overran, gp->fn);
     }
     weft__unlock(&allg_lock);
-    /* never run: spawn records (read racily, as the Gs above: a record being started
-     * may show as runnable once more, or be missed) */
+    /* never run: spawn records, read racily as the Gs above (a record being started
+     * may show once more, or be missed). Not under gflock, which spawns and first runs
+     * take: a dump written to a pipe that a not-yet-started G reads would deadlock.
+     * Chunks are only pushed at the head (linked before gflock is released) and freed
+     * only by teardown, which cannot run during a dump. */
     weft__lock(&sched.gflock);
-    for (struct gspawn *c = sched.recchunks; c != NULL; c = *(struct gspawn **)c) {
+    struct gspawn *chunks = sched.recchunks;
+    weft__unlock(&sched.gflock);
+    for (struct gspawn *c = chunks; c != NULL; c = *(struct gspawn **)c) {
         for (int i = 1; i <= RECS_PER_CHUNK; i++) {
             struct gspawn *r = &c[i];
+            void (*fn)(void *) = r->fn;
             if (atomic_load_explicit(&r->status, RLX) == G_RUNNABLE)
-                dump_one(fd, r->id, r->name, G_RUNNABLE, "not started", 0, r->fn);
+                dump_one(fd, r->id, r->name, G_RUNNABLE, "not started", 0, fn);
         }
     }
-    weft__unlock(&sched.gflock);
 }
 
 void weft_dump(int fd)
