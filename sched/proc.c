@@ -799,9 +799,14 @@ static bool stopm(struct m *mp)
     }
     atomic_store_explicit(&mp->park, 0, RLX);
     struct m *self = mp;
-    if (atomic_compare_exchange_strong_explicit(&sched.timer_m, &self, NULL, SC, RLX)) {
+    bool held = atomic_compare_exchange_strong_explicit(&sched.timer_m, &self, NULL, SC, RLX);
+    if (held)
         atomic_store_explicit(&sched.timer_sleep_until, INT64_MAX, SC);
-        /* hand the role on: poke an idle M, which takes it when it looks again */
+    /* Hand the role on: poke an idle M, which takes it when it looks again. Also when
+     * we did not hold it but nobody does: the M poked by the last holder may be us,
+     * taken by startm (park 2 overwritten by 1) before it looked, and the other idle
+     * Ms sleep with no timeout -- the timers of busy Ps would wait for sysmon. */
+    if (held || atomic_load_explicit(&sched.timer_m, SC) == NULL) {
         weft__lock(&sched.lock);
         struct m *other = sched.midle;
         uint32_t zero = 0;

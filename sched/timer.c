@@ -34,7 +34,9 @@
  *    sleep_until is always exactly what the holder sleeps for, never a stale earlier
  *    value (a stale one made weft__timer_add skip the poke and the timer never ran);
  *  - startm takes the timer M last, and an M that gives the role up (it got a P)
- *    pokes another idle M, which takes the role when it looks again.
+ *    pokes another idle M, which takes the role when it looks again; so does any M
+ *    that leaves the idle list while nobody holds the role (the poked M may have
+ *    been handed a P before it looked).
  */
 #include <errno.h>
 #include <string.h>
