@@ -1401,19 +1401,21 @@ void weft__dump_locked(int fd)
     dprintf(fd, "weft: %d procs, %d idle, %d threads (%d idle), %d spinning, global runq %u\n",
             sched.nprocs, atomic_load_explicit(&sched.npidle, RLX), sched.mcount, sched.nmidle,
             atomic_load_explicit(&sched.nmspinning, RLX), atomic_load_explicit(&sched.runqsize, RLX));
+    /* The lists are walked without their locks, which first runs take (newg: allg_lock;
+     * the free lists: gflock): a dump written to a pipe that a not-yet-started G reads
+     * would deadlock. Both lists only grow at the head (linked before the unlock) and
+     * are freed only by teardown, which cannot run during a dump. Fields are read
+     * racily: a G that changes meanwhile may show its old or new state, or be missed. */
     weft__lock(&allg_lock);
-    for (struct g *gp = allg; gp != NULL; gp = gp->alllink) {
+    struct g *gs = allg;
+    weft__unlock(&allg_lock);
+    for (struct g *gp = gs; gp != NULL; gp = gp->alllink) {
         uint32_t st = atomic_load_explicit(&gp->status, RLX);
         if (st != G_IDLE && st != G_DEAD)
             dump_one(fd, gp->id, gp->name, st, st == G_WAITING ? gp->waitreason : NULL,
                      gp->overran, gp->fn);
     }
-    weft__unlock(&allg_lock);
-    /* never run: spawn records, read racily as the Gs above (a record being started
-     * may show once more, or be missed). Not under gflock, which spawns and first runs
-     * take: a dump written to a pipe that a not-yet-started G reads would deadlock.
-     * Chunks are only pushed at the head (linked before gflock is released) and freed
-     * only by teardown, which cannot run during a dump. */
+    /* never run: spawn records */
     weft__lock(&sched.gflock);
     struct gspawn *chunks = sched.recchunks;
     weft__unlock(&sched.gflock);

@@ -126,6 +126,83 @@ Test(sched, spawn_from_plain_threads_1p) { plain_spawns(1, 0); }
 Test(sched, spawn_from_plain_threads_2p) { plain_spawns(2, 0); }
 Test(sched, spawn_from_plain_threads_migrate) { plain_spawns(2, 1); }
 
+/* ---- spawns from plain and green threads while dumps run (spawn records, free lists) --- */
+static _Atomic long sd_ran, sd_spawned;
+static _Atomic int sd_stop_plain, sd_stop_dump;
+static _Atomic long sd_dumps;
+
+static void sd_leaf(void *arg)
+{
+    atomic_fetch_add(&sd_ran, 1);
+    if (((uintptr_t)arg & 3) == 0)
+        weft_yield();
+}
+
+static void sd_spawner(void *arg)
+{
+    (void)arg;
+    for (long i = 0; i < 20; i++) {
+        /* names and a non-default stack size: both travel through the record */
+        weft_spawn_opts o = { .name = (i & 1) ? "sd-leaf" : NULL,
+                              .stack_size = i % 3 == 0 ? 32768 : 0 };
+        if (weft_spawn_ex(sd_leaf, (void *)(uintptr_t)i, &o, NULL) == 0)
+            atomic_fetch_add(&sd_spawned, 1);
+    }
+    atomic_fetch_add(&sd_ran, 1);
+}
+
+static void *sd_plain(void *arg)
+{
+    (void)arg;
+    for (long i = 0; i < 3000 && !atomic_load(&sd_stop_plain); i++)
+        if (weft_spawn(i % 16 == 0 ? sd_spawner : sd_leaf, (void *)(uintptr_t)i) == 0)
+            atomic_fetch_add(&sd_spawned, 1);
+    return NULL;
+}
+
+static void *sd_dumper(void *arg)
+{
+    (void)arg;
+    int fd = open("/dev/null", O_WRONLY);
+    while (!atomic_load(&sd_stop_dump)) {
+        weft_dump(fd);
+        atomic_fetch_add(&sd_dumps, 1);
+    }
+    close(fd);
+    return NULL;
+}
+
+static void spawn_dump(int nprocs, int migrate)
+{
+    mode(migrate);
+    atomic_store(&sd_stop_dump, 0);
+    pthread_t d;
+    pthread_create(&d, NULL, sd_dumper, NULL);
+    for (int cycle = 0; cycle < 3; cycle++) {
+        weft_config cfg = { .nprocs = nprocs };
+        atomic_store(&sd_ran, 0);
+        atomic_store(&sd_spawned, 0);
+        atomic_store(&sd_stop_plain, 0);
+        cr_assert_eq(weft_start(&cfg), 0);
+        pthread_t th[3];
+        for (int i = 0; i < 3; i++)
+            pthread_create(&th[i], NULL, sd_plain, NULL);
+        for (int i = 0; i < 3; i++)
+            pthread_join(th[i], NULL);
+        cr_assert_eq(weft_stop(), 0);
+        cr_assert_eq(atomic_load(&sd_ran), atomic_load(&sd_spawned),
+                     "cycle %d: %ld ran, %ld spawned", cycle, atomic_load(&sd_ran),
+                     atomic_load(&sd_spawned));
+    }
+    atomic_store(&sd_stop_dump, 1);
+    pthread_join(d, NULL);
+    cr_assert_gt(atomic_load(&sd_dumps), 0);
+}
+
+Test(sched, spawns_while_dumping_1p) { spawn_dump(1, 0); }
+Test(sched, spawns_while_dumping_2p) { spawn_dump(2, 0); }
+Test(sched, spawns_while_dumping_migrate) { spawn_dump(2, 1); }
+
 /* ---- fairness: two busy yielding green threads on one P both progress ---------------------- */
 static _Atomic long prog[2];
 static _Atomic int stop_flag;
@@ -463,6 +540,63 @@ static int dump_main(void *arg)
                        "dump: %s", tmp);
     atomic_store(&release_parked, 1);
     return 0;
+}
+
+/* A dump written into a pipe that a green thread started after it drains: the dump may
+ * not hold the locks a first run takes (newg's allg_lock), or both wait forever. */
+static weft_wg dp_release = WEFT_WG_INIT, dp_read = WEFT_WG_INIT;
+static _Atomic long dp_started, dp_bytes;
+static void dp_waiter(void *arg)
+{
+    (void)arg;
+    atomic_fetch_add(&dp_started, 1);
+    weft_wg_wait(&dp_release);
+}
+
+static void dp_reader(void *arg)
+{
+    int fd = (int)(intptr_t)arg;
+    char buf[4096];
+    ssize_t r;
+    while ((r = read(fd, buf, sizeof buf)) > 0)
+        atomic_fetch_add(&dp_bytes, r);
+    close(fd);
+    weft_wg_done(&dp_read);
+}
+
+/* starts the reader 5 ms late: by then the dump has filled the pipe and waits */
+static void dp_starter(void *arg)
+{
+    weft_sleep(5 * WEFT_MILLISECOND);
+    cr_assert_eq(weft_spawn(dp_reader, arg), 0);
+    weft_wg_wait(&dp_release);   /* no exit: its struct g would serve the reader */
+}
+
+static int dump_pipe_main(void *arg)
+{
+    (void)arg;
+    enum { N = 1500 };     /* ~100 KB of dump: more than a pipe holds */
+    weft_wg_add(&dp_release, 1);
+    for (int i = 0; i < N; i++)
+        cr_assert_eq(weft_spawn(dp_waiter, NULL), 0);
+    while (atomic_load(&dp_started) < N)
+        weft_yield();
+    int fds[2];
+    cr_assert_eq(pipe(fds), 0);
+    weft_wg_add(&dp_read, 1);
+    cr_assert_eq(weft_spawn(dp_starter, (void *)(intptr_t)fds[0]), 0);
+    weft_dump(fds[1]);      /* blocks this M until the reader, on the other P, drains */
+    close(fds[1]);
+    weft_wg_wait(&dp_read);
+    cr_assert_gt(atomic_load(&dp_bytes), 65536, "%ld bytes of dump", atomic_load(&dp_bytes));
+    weft_wg_done(&dp_release);
+    return 0;
+}
+
+Test(sched, dump_into_a_pipe_a_new_green_thread_drains, .timeout = 20)
+{
+    weft_config cfg = { .nprocs = 2 };
+    cr_assert_eq(weft_run(dump_pipe_main, NULL, &cfg), 0);
 }
 
 /* A spawned G that has not run costs its spawn record (64 bytes), not a struct g:
