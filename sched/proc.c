@@ -351,6 +351,11 @@ static struct gspawn *fnode_rec(struct fnode *x)
     return x != NULL ? (struct gspawn *)((char *)x - offsetof(struct gspawn, freenode)) : NULL;
 }
 
+static struct g *fnode_g(struct fnode *x)
+{
+    return x != NULL ? (struct g *)((char *)x - offsetof(struct g, freenode)) : NULL;
+}
+
 /* A chunk of records: line 0 links the chunks (teardown, dump), then RECS_PER_CHUNK
  * records. The first is returned, the rest become the free list local (the P's, empty
  * when this is called), or, for a plain thread (local NULL), a global batch. */
@@ -360,10 +365,8 @@ static struct gspawn *newrecs(struct flist *local)
     if (c == NULL)
         return NULL;
     memset(c, 0, 64 * (RECS_PER_CHUNK + 1));
-    for (int i = 1; i <= RECS_PER_CHUNK; i++) {
-        c[i].spawnrec = 1;
-        c[i].freenode.next = i < RECS_PER_CHUNK && i > 1 ? &c[i + 1].freenode : NULL;
-    }
+    for (int i = 2; i < RECS_PER_CHUNK; i++)
+        c[i].freenode.next = &c[i + 1].freenode;
     struct fnode *rest = &c[2].freenode;
     if (local != NULL) {
         local->head = rest;
@@ -398,9 +401,8 @@ static struct g *first_run(struct m *mp, struct g *to)
     if (pp == NULL)     /* only an M holding a P runs Gs */
         weft__throwf("first_run: green thread %llu started on an M without a P",
                      (unsigned long long)r->id);
-    struct fnode *x = flist_get(&pp->gfree, &sched.gfree);
-    struct g *gp = x != NULL ? (struct g *)((char *)x - offsetof(struct g, freenode)) : newg();
-    if (gp == NULL)
+    struct g *gp = fnode_g(flist_get(&pp->gfree, &sched.gfree));
+    if (gp == NULL && (gp = newg()) == NULL)
         weft__throwf("out of memory for green thread %llu", (unsigned long long)r->id);
     gp->id = r->id;
     gp->fn = r->fn;

@@ -30,7 +30,7 @@
  *    pointers) or a free list (through freenode). A RUNNABLE G is on exactly one run
  *    queue.
  *  - A queued G with saved sp NULL is a spawn record (struct gspawn): nothing reads
- *    more of it than ctx.sp, status and spawnrec until gswitch hands it to first_run,
+ *    more of it than ctx.sp and status until gswitch hands it to first_run,
  *    which makes it a struct g; the record is free again before that G runs.
  *  - Only the M holding P writes P's runqtail and puts into runnext; stealers CAS
  *    runqhead, and so does the owner (with nprocs > 1); runnext is taken by CAS, by a
@@ -129,7 +129,6 @@ struct g {
     uint8_t system;            /* g0 */
     uint8_t overran;           /* ran over 10 ms without yielding (sysmon) */
     _Atomic uint8_t preempt;   /* sysmon asks it to yield at the next yield point */
-    uint8_t spawnrec;          /* 0: a struct g (struct gspawn has 1 here) */
     struct timer timer;        /* sleep and wait timeouts: a G waits on one thing at a time */
     struct m *m;               /* the M running it */
     /* line 1 (offset 64): park and wait */
@@ -158,7 +157,7 @@ _Static_assert(offsetof(struct g, unlockf) == 64, "struct g: line 0 is what a wa
 
 /* A green thread that has not run yet: what weft_spawn records, one cache line. The
  * run queues hold it as a struct g pointer: its first fields are struct g's (saved sp
- * NULL: never run; status; spawnrec = 1), and nothing reads more of a queued G until
+ * NULL: never run; status), and nothing reads more of a queued G until
  * gswitch, at its first run, moves it into a struct g (first_run in proc.c) and frees
  * the record. So a G costs 64 bytes until it runs and a struct g (and a stack) only
  * while it has run and not exited: 100 k spawned at once cost 6.4 MB, not 25 MB of
@@ -168,8 +167,7 @@ _Static_assert(offsetof(struct g, unlockf) == 64, "struct g: line 0 is what a wa
 struct gspawn {
     struct weft_ctx ctx;       /* sp == NULL */
     _Atomic uint32_t status;   /* G_RUNNABLE queued, G_IDLE free */
-    uint8_t pad[3];
-    uint8_t spawnrec;          /* 1 */
+    uint32_t pad;
     uint64_t id;
     const char *name;
     size_t stacksize;
@@ -183,8 +181,7 @@ struct gspawn {
 };
 _Static_assert(sizeof(struct gspawn) == 64, "struct gspawn: one cache line");
 _Static_assert(offsetof(struct gspawn, ctx) == offsetof(struct g, ctx) &&
-               offsetof(struct gspawn, status) == offsetof(struct g, status) &&
-               offsetof(struct gspawn, spawnrec) == offsetof(struct g, spawnrec),
+               offsetof(struct gspawn, status) == offsetof(struct g, status),
                "struct gspawn: struct g's first fields");
 #define RECS_PER_CHUNK 63      /* a 4 KiB chunk: a header line and 63 records */
 
