@@ -20,10 +20,9 @@
  *
  * Spawning: a new G -- a 64-byte spawn record until it first runs, then a struct g
  * and a stack (first_run) -- goes to runnext (kicking the old one to the ring);
- * weft_spawn is never a scheduling point. A spawner that
- * outruns the Ps overflows its ring into the global queue's GQ_NEW ring, which is
- * taken only after GQ_RAN (Gs that have run): a flood of new Gs does not delay the
- * Gs that wake meanwhile (runq.c).
+ * weft_spawn is never a scheduling point. A spawner that outruns the Ps overflows its
+ * ring into the global queue's GQ_NEW ring, which is taken only after GQ_RAN (Gs that
+ * have run): a flood of new Gs does not delay the Gs that wake meanwhile (runq.c).
  * Dead Gs and spawn records: per-P lists and a global stack of batches (flist_put).
  *
  * Stop: `stopping` makes every M leave its loop at its next scheduling point; idle Ms
@@ -270,7 +269,7 @@ static struct g *newg(void)
  * miss after another, and the spawn benchmark spent most of weft_spawn there (spawner
  * and exits on different Ps). A P walks only its own, recently freed ones (the split
  * below). */
-static void flist_put(struct flist *local, struct flist *global, struct fnode *x)
+static void flist_put(struct flist *local, struct fnode **global, struct fnode *x)
 {
     x->next = local->head;
     local->head = x;
@@ -285,25 +284,23 @@ static void flist_put(struct flist *local, struct flist *global, struct fnode *x
     batch->n = local->n - GFREE_MAX / 2;
     local->n = GFREE_MAX / 2;
     weft__lock(&sched.gflock);
-    batch->batch = global->head;
-    __atomic_store_n(&global->head, batch, __ATOMIC_RELAXED);
-    global->n += batch->n;
+    batch->batch = *global;
+    __atomic_store_n(global, batch, __ATOMIC_RELAXED);
     weft__unlock(&sched.gflock);
 }
 
 /* One off the P's list (local), refilled with a global batch when empty; or, for a
  * plain thread (local NULL), one off the first global batch. NULL: none free. */
-static struct fnode *flist_get(struct flist *local, struct flist *global)
+static struct fnode *flist_get(struct flist *local, struct fnode **global)
 {
     struct fnode *x;
     /* a racy peek (a relaxed load; the list changes under gflock): at worst a new one */
     if (local != NULL && local->head == NULL &&
-        __atomic_load_n(&global->head, __ATOMIC_RELAXED) != NULL) {
+        __atomic_load_n(global, __ATOMIC_RELAXED) != NULL) {
         weft__lock(&sched.gflock);
-        x = global->head;
+        x = *global;
         if (x != NULL) {
-            __atomic_store_n(&global->head, x->batch, __ATOMIC_RELAXED);
-            global->n -= x->n;
+            __atomic_store_n(global, x->batch, __ATOMIC_RELAXED);
             local->head = x;
             local->n = x->n;
         }
@@ -319,10 +316,10 @@ static struct fnode *flist_get(struct flist *local, struct flist *global)
         }
         return x;
     }
-    if (__atomic_load_n(&global->head, __ATOMIC_RELAXED) == NULL)
+    if (__atomic_load_n(global, __ATOMIC_RELAXED) == NULL)
         return NULL;
     weft__lock(&sched.gflock);
-    x = global->head;
+    x = *global;
     if (x != NULL) {
         struct fnode *rest = x->next;
         if (rest != NULL) {
@@ -331,8 +328,7 @@ static struct fnode *flist_get(struct flist *local, struct flist *global)
         } else {
             rest = x->batch;
         }
-        __atomic_store_n(&global->head, rest, __ATOMIC_RELAXED);
-        global->n--;
+        __atomic_store_n(global, rest, __ATOMIC_RELAXED);
     }
     weft__unlock(&sched.gflock);
     return x;
@@ -377,9 +373,8 @@ static struct gspawn *newrecs(struct flist *local)
     sched.recchunks = c;
     if (local == NULL) {
         rest->n = RECS_PER_CHUNK - 1;
-        rest->batch = sched.recfree.head;
-        __atomic_store_n(&sched.recfree.head, rest, __ATOMIC_RELAXED);
-        sched.recfree.n += rest->n;
+        rest->batch = sched.recfree;
+        __atomic_store_n(&sched.recfree, rest, __ATOMIC_RELAXED);
     }
     weft__unlock(&sched.gflock);
     return &c[1];
@@ -1270,13 +1265,13 @@ static void teardown(void)
         weft_free(gp);
         gp = next;
     }
-    sched.gfree = (struct flist){ 0 };
+    sched.gfree = NULL;
     for (void *c = sched.recchunks, *next; c != NULL; c = next) {
         next = *(void **)c;
         weft_free(c);
     }
     sched.recchunks = NULL;
-    sched.recfree = (struct flist){ 0 };
+    sched.recfree = NULL;
     atomic_store_explicit(&sched.nspawned_plain, 0, RLX);
     for (int i = 0; i < sched.nprocs; i++) {
         weft__timers_free(sched.allp[i]);

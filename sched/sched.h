@@ -104,9 +104,10 @@ struct tentry {
     struct timer *t;
 };
 
-/* Free lists of dead Gs and free spawn records (proc.c flist_put): per P, and a global
- * stack of batches under gflock. An object on one links the next (next); the first of
- * a global batch also links the next batch (batch) and counts its own list (n). */
+/* Free lists of dead Gs and free spawn records (proc.c flist_put): per P (struct
+ * flist), and a global stack of batches under gflock (its first batch's first object).
+ * An object on one links the next (next); the first of a global batch also links the
+ * next batch (batch) and counts its own list (n). */
 struct fnode {
     struct fnode *next;
     struct fnode *batch;
@@ -258,8 +259,8 @@ struct schedt {
     int mcount;
     /* global free Gs, under gflock */
     weft_lock gflock;
-    struct flist gfree;        /* dead Gs (without stacks), in batches (proc.c flist_put) */
-    struct flist recfree;      /* free spawn records, in batches */
+    struct fnode *gfree;       /* dead Gs (without stacks), in batches (proc.c flist_put) */
+    struct fnode *recfree;     /* free spawn records, in batches */
     void *recchunks;           /* every chunk of records (under gflock) */
     struct freestk *stackfree; /* free stacks of the default size */
     int nstackfree;
