@@ -262,8 +262,6 @@ struct schedt {
     struct fnode *gfree;       /* dead Gs (without stacks), in batches (proc.c flist_put) */
     struct fnode *recfree;     /* free spawn records, in batches */
     void *recchunks;           /* every chunk of records (under gflock) */
-    struct freestk *stackfree; /* free stacks of the default size */
-    int nstackfree;
     /* counters for Gs spawned from plain threads */
     _Atomic uint64_t nspawned_plain;
     _Atomic uint64_t goidgen;
@@ -323,7 +321,7 @@ WEFT_HIDDEN bool weft__handoffp(struct p *pp);            /* sysmon: P left a bl
 WEFT_HIDDEN void weft__dump_locked(int fd);
 
 /* stack.c */
-WEFT_HIDDEN int weft__stack_alloc(struct stack *st, size_t size);
+WEFT_HIDDEN int weft__stack_alloc(struct p *pp, struct stack *st, size_t size); /* pp may be NULL */
 WEFT_HIDDEN void weft__stack_free(struct stack *st);
 WEFT_HIDDEN int weft__stack_get(struct p *pp, size_t size, struct stack *st);  /* pp may be NULL */
 WEFT_HIDDEN void weft__stack_put(struct p *pp, struct stack *st);

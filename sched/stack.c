@@ -15,12 +15,16 @@
  *   weft: green thread N (name) overflowed its K KiB stack
  * and aborts. Other faults go to the previous handler (or the default action).
  *
- * Slab stacks are made ready SLAB_BATCH at a time (slab_prepare): the guard pages and
+ * Slab stacks are made ready SLAB_BATCH at a time (batch_prepare): the guard pages and
  * the top page of each stack with one process_madvise call per advice (falling back
  * to one madvise per stack on kernels before 6.13). The top page is populated ahead
  * (MADV_POPULATE_WRITE): every stack touches it at its first run, and a page fault
  * costs several times a populate on a VM with shadow page tables (measured: 12 us
- * against 1-2.5 us). At most SLAB_BATCH top pages (64 KiB) are populated before use.
+ * against 1-2.5 us). An M that needs a fresh stack claims the next batch of the slab
+ * under stack_lock and prepares it after dropping the lock (the two calls take
+ * 20-100 us: under the lock, an M needing a stack meanwhile slept on the futex and was
+ * woken by another system call); it keeps one stack and puts the others in its P's
+ * cache. At most SLAB_BATCH - 1 prepared stacks (their top pages) wait in a cache.
  *
  * A G gets its stack when it first runs, not when it is spawned, and gives it back
  * when it exits: a million spawned-but-not-started green threads cost 64 bytes
@@ -76,16 +80,16 @@ static weft_lock stack_lock = WEFT_LOCK_INIT;
  * of a burst of new green threads, then costs no lock round trip) */
 static struct freestk *pool;
 static long npool;
-static int guard_mode = -1;            /* -1 unknown, 1 madvise guards, 0 mprotect/canary */
-static long nguarded;
+/* -1 unknown, 1 madvise guards, 0 mprotect/canary. Read without the lock (relaxed: it
+ * only picks the faster path; guard() decides under stack_lock). */
+static _Atomic int guard_mode = -1;
+static long nguarded;                  /* under stack_lock, as is canary_notice */
 static bool canary_notice;
-/* free default-size stacks not attached to a G: carved slab tails. [slab_next,
- * slab_ready) are prepared (guard installed, top page populated), [slab_ready, slab_end)
- * not yet; slab_guarded[i] says whether stack i of the slab got its guard page. */
-static uintptr_t slab_base, slab_next, slab_ready, slab_end;
-static size_t slab_stack;              /* stack size the current slab was cut for */
-static uint8_t slab_guarded[SLAB_STACKS];
-static bool populate_ok = true;
+/* The slab being cut (under stack_lock): [slab_next, slab_end) not yet claimed by any
+ * M, stacks of slab_stack bytes each after a guard page. */
+static uintptr_t slab_next, slab_end;
+static size_t slab_stack;
+static _Atomic bool populate_ok = true; /* false: MADV_POPULATE_WRITE unknown (< 5.14) */
 
 static uintptr_t map_stacks(size_t bytes)
 {
@@ -97,12 +101,12 @@ static uintptr_t map_stacks(size_t bytes)
 /* Put a guard page at g (GUARD bytes); 1 if guarded. stack_lock held. */
 static int guard(uintptr_t g)
 {
-    if (guard_mode != 0) {
+    if (atomic_load_explicit(&guard_mode, memory_order_relaxed) != 0) {
         if (madvise((void *)g, GUARD, MADV_GUARD_INSTALL) == 0) {
-            guard_mode = 1;
+            atomic_store_explicit(&guard_mode, 1, memory_order_relaxed);
             return 1;
         }
-        guard_mode = 0;
+        atomic_store_explicit(&guard_mode, 0, memory_order_relaxed);
     }
     if (nguarded < GUARD_BUDGET) {
         if (mprotect((void *)g, GUARD, PROT_NONE) == 0) {
@@ -121,117 +125,144 @@ static int guard(uintptr_t g)
 
 /* One madvise over many ranges: process_madvise on our own pidfd (any advice on the
  * calling process since Linux 6.13). The pidfd is per process: a forked child closes
- * the inherited one at the fork and opens its own. Returns 0 when every range was
- * advised, -1 otherwise (then the caller goes range by range, or does without).
- * stack_lock held. */
-static int pidfd = -1;
+ * the inherited one at the fork and opens its own. pidfd_ensure opens it (stack_lock
+ * held); madvise_many runs without the lock (relaxed loads: the descriptor number is
+ * all it needs, and a stale one fails with EBADF) and returns 0 when every range was
+ * advised, -1 otherwise (then the caller goes range by range, or does without). */
+static _Atomic int pidfd = -1;
+static _Atomic bool many_unsupported;
 
 /* A forked child: the inherited pidfd names the parent. Closed here, at the fork, while
  * its number is surely still ours (a child may close or reuse descriptors later). */
 static void pidfd_atfork_child(void)
 {
-    if (pidfd >= 0)
-        close(pidfd);
-    pidfd = -1;
+    int fd = atomic_exchange_explicit(&pidfd, -1, memory_order_relaxed);
+    if (fd >= 0)
+        close(fd);
+}
+
+static void pidfd_ensure(void)
+{
+    static bool atfork;
+    if (atomic_load_explicit(&pidfd, memory_order_relaxed) >= 0 ||
+        atomic_load_explicit(&many_unsupported, memory_order_relaxed))
+        return;
+    if (!atfork) {
+        atfork = true;
+        pthread_atfork(NULL, NULL, pidfd_atfork_child);
+    }
+    int fd = (int)syscall(SYS_pidfd_open, getpid(), 0);   /* close-on-exec already */
+    if (fd < 0)
+        atomic_store_explicit(&many_unsupported, true, memory_order_relaxed);
+    else
+        atomic_store_explicit(&pidfd, fd, memory_order_relaxed);
 }
 
 static int madvise_many(struct iovec *iov, int n, int advice)
 {
-    static bool unsupported, atfork;
-    if (unsupported)
+    int fd = atomic_load_explicit(&pidfd, memory_order_relaxed);
+    if (fd < 0 || atomic_load_explicit(&many_unsupported, memory_order_relaxed))
         return -1;
-    if (pidfd < 0) {
-        if (!atfork) {
-            atfork = true;
-            pthread_atfork(NULL, NULL, pidfd_atfork_child);
-        }
-        pidfd = (int)syscall(SYS_pidfd_open, getpid(), 0);   /* close-on-exec already */
-        if (pidfd < 0) {
-            unsupported = true;
-            return -1;
-        }
-    }
     size_t want = 0;
     for (int i = 0; i < n; i++)
         want += iov[i].iov_len;
-    long r = syscall(SYS_process_madvise, pidfd, iov, (size_t)n, advice, 0);
-    if (r < 0 && (errno == ENOSYS || errno == EINVAL || errno == EPERM))
-        unsupported = true;
-    else if (r < 0 && errno == EBADF)
-        pidfd = -1;          /* the program closed our descriptor: open another next time */
+    long r = syscall(SYS_process_madvise, fd, iov, (size_t)n, advice, 0);
+    if (r < 0 && (errno == ENOSYS || errno == EINVAL || errno == EPERM)) {
+        atomic_store_explicit(&many_unsupported, true, memory_order_relaxed);
+    } else if (r < 0 && errno == EBADF) {
+        /* the program closed our descriptor: the next pidfd_ensure opens another */
+        atomic_compare_exchange_strong_explicit(&pidfd, &fd, -1, memory_order_relaxed,
+                                                memory_order_relaxed);
+    }
     return r == (long)want ? 0 : -1;
 }
 
-/* Make the next stacks of the current slab ready to hand out: a guard page below each
- * and its top page populated (MADV_POPULATE_WRITE), a batch of SLAB_BATCH at a time
- * with one call per advice. Populating costs a fraction of the page fault the stack's
- * first frame would take otherwise (2.5 us against 12 us a page on a Firecracker VM
- * with shadow page tables; the batch brings it to ~1 us), and guards installed in a
- * batch do not interleave page-table writes with running green threads. Only the top
- * page: a green thread that goes deeper faults its pages in as usual. stack_lock held. */
-static void slab_prepare(void)
+/* Make n claimed stacks of a slab ready (stack_lock not held): a guard page below each
+ * and its top page populated (MADV_POPULATE_WRITE), one call per advice for the batch.
+ * Populating costs a fraction of the page fault the stack's first frame would take
+ * otherwise (2.5 us against 12 us a page on a Firecracker VM with shadow page tables;
+ * the batch brings it to ~1 us), and guards installed in a batch do not interleave
+ * page-table writes with running green threads. Only the top page: a green thread that
+ * goes deeper faults its pages in as usual. guarded[i]: stack i got its guard page. */
+static void batch_prepare(uintptr_t first, int n, size_t step, uint8_t *guarded)
 {
-    size_t step = slab_stack + GUARD;
-    int n = (int)((slab_end - slab_ready) / step);
-    if (n > SLAB_BATCH)
-        n = SLAB_BATCH;
-    int first = (int)((slab_ready - slab_base) / step);
     struct iovec iov[SLAB_BATCH];
     for (int i = 0; i < n; i++)
-        iov[i] = (struct iovec){ (void *)(slab_ready + i * step), GUARD };
-    bool all = guard_mode == 1 && madvise_many(iov, n, MADV_GUARD_INSTALL) == 0;
-    for (int i = 0; i < n; i++)
-        slab_guarded[first + i] = all ? 1 : (uint8_t)guard(slab_ready + i * step);
-    for (int i = 0; i < n; i++)
-        iov[i] = (struct iovec){ (void *)(slab_ready + (i + 1) * step - 4096), 4096 };
-    if (madvise_many(iov, n, MADV_POPULATE_WRITE) != 0 && populate_ok) {
-        for (int i = 0; i < n && populate_ok; i++)
-            if (madvise(iov[i].iov_base, 4096, MADV_POPULATE_WRITE) != 0)
-                populate_ok = false;     /* before Linux 5.14: pages fault in as used */
+        iov[i] = (struct iovec){ (void *)(first + i * step), GUARD };
+    if (atomic_load_explicit(&guard_mode, memory_order_relaxed) == 1 &&
+        madvise_many(iov, n, MADV_GUARD_INSTALL) == 0) {
+        memset(guarded, 1, (size_t)n);
+    } else {
+        weft__lock(&stack_lock);      /* guard() counts mprotect guards, says when out */
+        for (int i = 0; i < n; i++)
+            guarded[i] = (uint8_t)guard(first + i * step);
+        weft__unlock(&stack_lock);
     }
-    slab_ready += (uintptr_t)n * step;
+    for (int i = 0; i < n; i++)
+        iov[i] = (struct iovec){ (void *)(first + (i + 1) * step - 4096), 4096 };
+    if (madvise_many(iov, n, MADV_POPULATE_WRITE) != 0 &&
+        atomic_load_explicit(&populate_ok, memory_order_relaxed)) {
+        for (int i = 0; i < n; i++)
+            if (madvise(iov[i].iov_base, 4096, MADV_POPULATE_WRITE) != 0) {
+                /* before Linux 5.14: pages fault in as used */
+                atomic_store_explicit(&populate_ok, false, memory_order_relaxed);
+                break;
+            }
+    }
 }
 
-int weft__stack_alloc(struct stack *st, size_t size)
+static void cache_put(struct p *pp, struct stack *st);
+
+/* A new stack of size bytes. Default-size stacks come from the slab, claimed a batch
+ * at a time: st gets the first, pp's cache (or the pool, without a P) the others. */
+int weft__stack_alloc(struct p *pp, struct stack *st, size_t size)
 {
     size = (size + 4095) & ~(size_t)4095;
-    weft__lock(&stack_lock);
-    uintptr_t g;
-    if (size == sched.stack_size) {
-        if (slab_next == slab_end || slab_stack != size) {
-            size_t bytes = SLAB_STACKS * (size + GUARD);
-            uintptr_t s = map_stacks(bytes);
-            if (s == 0) {
-                weft__unlock(&stack_lock);
-                return -ENOMEM;
-            }
-            slab_base = slab_next = slab_ready = s;
-            slab_end = s + bytes;
-            slab_stack = size;
-        }
-        if (slab_next == slab_ready)
-            slab_prepare();
-        g = slab_next;
-        st->guarded = slab_guarded[(g - slab_base) / (size + GUARD)];
-        slab_next += size + GUARD;
-        st->map = 0;                       /* part of a slab: never unmapped */
-        st->mapsize = 0;
-        weft__unlock(&stack_lock);
-    } else {
-        weft__unlock(&stack_lock);
-        g = map_stacks(size + GUARD);
+    if (size != sched.stack_size) {
+        uintptr_t g = map_stacks(size + GUARD);
         if (g == 0)
             return -ENOMEM;
-        st->map = g;
-        st->mapsize = size + GUARD;
         weft__lock(&stack_lock);
-        st->guarded = (uint8_t)guard(g);
+        uint8_t guarded = (uint8_t)guard(g);
         weft__unlock(&stack_lock);
+        *st = (struct stack){ .lo = g + GUARD, .hi = g + GUARD + size, .map = g,
+                              .mapsize = size + GUARD, .guarded = guarded };
+        if (!guarded)
+            *(uint64_t *)st->lo = CANARY;
+        return 0;
     }
-    st->lo = g + GUARD;
-    st->hi = g + GUARD + size;
-    if (!st->guarded)
-        *(uint64_t *)st->lo = CANARY;
+    size_t step = size + GUARD;
+    weft__lock(&stack_lock);
+    if (slab_next == slab_end || slab_stack != size) {
+        uintptr_t s = map_stacks(SLAB_STACKS * step);
+        if (s == 0) {
+            weft__unlock(&stack_lock);
+            return -ENOMEM;
+        }
+        slab_next = s;
+        slab_end = s + SLAB_STACKS * step;
+        slab_stack = size;
+    }
+    int n = (int)((slab_end - slab_next) / step);
+    if (n > SLAB_BATCH)
+        n = SLAB_BATCH;
+    uintptr_t first = slab_next;
+    slab_next += (uintptr_t)n * step;      /* ours now: prepared below, lock dropped */
+    pidfd_ensure();
+    weft__unlock(&stack_lock);
+    uint8_t guarded[SLAB_BATCH];
+    batch_prepare(first, n, step, guarded);
+    /* slab stacks are never unmapped (map 0); the cache hands them out lowest first */
+    for (int i = n - 1; i >= 0; i--) {
+        uintptr_t g = first + (uintptr_t)i * step;
+        struct stack s = { .lo = g + GUARD, .hi = g + step, .guarded = guarded[i] };
+        if (!s.guarded)
+            *(uint64_t *)s.lo = CANARY;
+        if (i == 0)
+            *st = s;
+        else
+            cache_put(pp, &s);
+    }
     return 0;
 }
 
@@ -258,7 +289,7 @@ int weft__stack_get(struct p *pp, size_t size, struct stack *st)
     }
     weft__unlock(&stack_lock);
 fresh:
-    return weft__stack_alloc(st, size);
+    return weft__stack_alloc(pp, st, size);
 }
 
 static void pool_put_locked(struct stack *st)
@@ -271,28 +302,22 @@ static void pool_put_locked(struct stack *st)
     npool++;
 }
 
-void weft__stack_put(struct p *pp, struct stack *st)
+/* st to pp's cache, half of which goes to the pool when it is full; to the pool
+ * without a P. The descriptor moves into the stack's top bytes: st may be reused. */
+static void cache_put(struct p *pp, struct stack *st)
 {
-    if (pp == NULL || (size_t)(st->hi - st->lo) != sched.stack_size) {
-        if (st->map != 0) {
-            munmap((void *)st->map, st->mapsize);
-        } else {
-            weft__stack_trim(st);
-            weft__lock(&stack_lock);
-            pool_put_locked(st);
-            weft__unlock(&stack_lock);
-        }
-        memset(st, 0, sizeof *st);
+    if (pp == NULL) {
+        weft__lock(&stack_lock);
+        pool_put_locked(st);
+        weft__unlock(&stack_lock);
         return;
     }
     struct freestk *f = FREESTK(st);
     f->desc = *st;
     f->next = pp->stackfree;
     pp->stackfree = f;
-    memset(st, 0, sizeof *st);
     if (++pp->nstackfree < STACKFREE_MAX)
         return;
-    /* half to the global pool */
     weft__lock(&stack_lock);
     while (pp->nstackfree > STACKFREE_MAX / 2) {
         f = pp->stackfree;
@@ -303,6 +328,21 @@ void weft__stack_put(struct p *pp, struct stack *st)
         npool++;
     }
     weft__unlock(&stack_lock);
+}
+
+void weft__stack_put(struct p *pp, struct stack *st)
+{
+    if (pp == NULL || (size_t)(st->hi - st->lo) != sched.stack_size) {
+        if (st->map != 0) {
+            munmap((void *)st->map, st->mapsize);
+        } else {
+            weft__stack_trim(st);
+            cache_put(NULL, st);
+        }
+    } else {
+        cache_put(pp, st);
+    }
+    memset(st, 0, sizeof *st);
 }
 
 /* Every stack of pp's cache to the global pool, trimmed (the runtime stops). */

@@ -457,29 +457,109 @@ static void overflow(void *arg)
 
 static int overflow_main(void *arg)
 {
-    (void)arg;
-    weft_spawn_opts o = { .name = "deep-diver", .stack_size = 64 * 1024 };
+    weft_spawn_opts o = { .name = "deep-diver", .stack_size = (size_t)(uintptr_t)arg };
     weft_spawn_ex(overflow, NULL, &o, NULL);
     for (;;)
         weft_yield();
     return 0;
 }
 
-static int overflow_child(void)
+static int overflow_child_64k(void)
+{
+    return weft_run(overflow_main, (void *)(uintptr_t)(64 * 1024), NULL);
+}
+
+/* A default-size stack: one of a slab, its guard installed with its batch. */
+static int overflow_child_default(void)
 {
     return weft_run(overflow_main, NULL, NULL);
 }
 
-Test(sched, stack_overflow_aborts_with_message)
+static void overflow_aborts(int (*child)(void), const char *want)
 {
     if (sanitized())
         cr_skip_test("the sanitizers handle SIGSEGV themselves");
     char buf[4096];
-    int status = child_stderr(overflow_child, buf, sizeof buf);
+    int status = child_stderr(child, buf, sizeof buf);
     cr_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT, "status %#x, stderr: %s", status, buf);
     cr_assert_not_null(strstr(buf, "weft: green thread"), "stderr: %s", buf);
-    cr_assert_not_null(strstr(buf, "(deep-diver) overflowed its 64 KiB stack"), "stderr: %s", buf);
+    cr_assert_not_null(strstr(buf, want), "stderr: %s", buf);
 }
+
+Test(sched, stack_overflow_aborts_with_message)
+{
+    overflow_aborts(overflow_child_64k, "(deep-diver) overflowed its 64 KiB stack");
+}
+
+Test(sched, default_stack_overflow_aborts_with_message)
+{
+    overflow_aborts(overflow_child_default, "(deep-diver) overflowed its 256 KiB stack");
+}
+
+/* ---- fresh stacks claimed a batch at a time by several Ms at once are all distinct ------------------- */
+#define DISTINCT_N 3000
+static uintptr_t distinct_at[DISTINCT_N];
+static _Atomic int distinct_started;
+static weft_wg distinct_gate = WEFT_WG_INIT, distinct_done = WEFT_WG_INIT;
+static int distinct_spawners;
+
+static void distinct_leaf(void *arg)
+{
+    volatile char here = 0;
+    distinct_at[(intptr_t)arg] = (uintptr_t)&here;
+    atomic_fetch_add(&distinct_started, 1);
+    weft_wg_wait(&distinct_gate);        /* every leaf holds its stack until all have one */
+    weft_wg_done(&distinct_done);
+}
+
+static void distinct_spawner(void *arg)
+{
+    for (intptr_t i = (intptr_t)arg; i < DISTINCT_N; i += distinct_spawners)
+        cr_assert_eq(weft_spawn(distinct_leaf, (void *)i), 0);
+}
+
+static int cmp_uintptr(const void *a, const void *b)
+{
+    uintptr_t x = *(const uintptr_t *)a, y = *(const uintptr_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static int distinct_main(void *arg)
+{
+    distinct_spawners = (int)(intptr_t)arg;
+    weft_wg_add(&distinct_gate, 1);
+    weft_wg_add(&distinct_done, DISTINCT_N);
+    for (int k = 0; k < distinct_spawners; k++)
+        weft_spawn(distinct_spawner, (void *)(intptr_t)k);
+    while (atomic_load(&distinct_started) < DISTINCT_N)
+        weft_sleep(WEFT_MILLISECOND);
+    static uintptr_t sorted[DISTINCT_N];
+    memcpy(sorted, distinct_at, sizeof sorted);
+    qsort(sorted, DISTINCT_N, sizeof sorted[0], cmp_uintptr);
+    /* each leaf's local lies near the top of its 256 KiB stack: two on one stack would
+     * be a few bytes apart */
+    for (int i = 1; i < DISTINCT_N; i++)
+        cr_assert_geq(sorted[i] - sorted[i - 1], (uintptr_t)255 * 1024,
+                      "two live green threads %#lx and %#lx on one stack",
+                      (unsigned long)sorted[i - 1], (unsigned long)sorted[i]);
+    weft_mem_stats ms;
+    weft_mem_stats_read(&ms);
+    cr_assert_geq(ms.stacks_inuse, (uint64_t)DISTINCT_N * 256 * 1024);
+    weft_wg_done(&distinct_gate);
+    weft_wg_wait(&distinct_done);
+    return 0;
+}
+
+static void distinct_stacks(int nprocs, int migrate)
+{
+    mode(migrate);
+    weft_config cfg = { .nprocs = nprocs };
+    cr_assert_eq(weft_run(distinct_main, (void *)(intptr_t)nprocs, &cfg), 0);
+}
+
+Test(sched, fresh_stacks_distinct_2p) { distinct_stacks(2, 0); }
+Test(sched, fresh_stacks_distinct_4p) { distinct_stacks(4, 0); }
+Test(sched, fresh_stacks_distinct_migrate) { distinct_stacks(4, 1); }
 
 /* ---- an idle runtime uses no CPU ------------------------------------------------------------------- */
 static double cpu_seconds(void)
