@@ -9,7 +9,8 @@
  *   sched_bench pingpong [N]  unbuffered ping-pong between two green threads; ns per round trip
  *   sched_bench chanbuf [N]   1 producer, 1 consumer, a 128-slot channel; ns per element
  *   sched_bench mutex [N]     8 green threads share a mutex (N lock/unlock each); ns per lock
- *   sched_bench sleep [N]     N green threads each sleep 10 ms ten times; wall ms, CPU ns per sleep
+ *   sched_bench sleep [N] [K] N green threads each sleep 10 ms ten times; wall ms, CPU ns per
+ *                             sleep; K: their stacks' size in KiB (default: the runtime's, 256)
  *   sched_bench yield  [N]    4 green threads on 1 P each yield N times; ns per yield
  *   sched_bench parked [N]    N green threads parked forever; RSS bytes per parked thread
  * Each prints one line "name value unit". nprocs from $WEFT_MAXPROCS (else all CPUs).
@@ -339,6 +340,7 @@ int main(int argc, char **argv)
     } else if (strcmp(what, "sleep") == 0) {
         fn = sleep_main;
         n = n ? n : 100000;
+        cfg.stack_size = argc > 3 ? (size_t)atol(argv[3]) * 1024 : 0;
     } else {
         fprintf(stderr, "sched_bench: unknown benchmark %s\n", what);
         return 2;
