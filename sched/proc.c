@@ -106,7 +106,7 @@ static inline struct p *curp(struct m *mp)
 static void acquirep(struct m *mp, struct p *pp)
 {
     mp->p = pp;
-    pp->m = mp;
+    __atomic_store_n(&pp->m, mp, __ATOMIC_RELAXED);     /* sysmon reads it */
     atomic_store_explicit(&pp->status, P_RUNNING, REL);
     weft__mcache_use(pp->mcache);
 }
@@ -114,7 +114,7 @@ static void acquirep(struct m *mp, struct p *pp)
 static struct p *releasep(struct m *mp)
 {
     struct p *pp = mp->p;
-    pp->m = NULL;
+    __atomic_store_n(&pp->m, NULL, __ATOMIC_RELAXED);
     atomic_store_explicit(&pp->status, P_IDLE, REL);
     mp->p = NULL;
     weft__mcache_use(NULL);
@@ -143,19 +143,19 @@ static struct p *pidleget(void)       /* lock held */
 static void gfput(struct p *pp, struct g *gp);
 static void after_switch(struct g *self);
 static void startm(struct p *pp, bool spinning);
-static WEFT_NORETURN void gexit(void);
+static WEFT_NORETURN WEFT_TSAN_NOFRAME void gexit(void);
 
 static WEFT_NOINLINE void attach_stack(struct m *mp, struct g *gp);
 
 static WEFT_NOINLINE struct g *first_run(struct m *mp, struct g *rec);
 
-static inline void gswitch(struct m *mp, struct g *from, struct g *to, int action)
+static inline WEFT_TSAN_NOFRAME void gswitch(struct m *mp, struct g *from, struct g *to, int action)
 {
     if (WEFT_UNLIKELY(to->ctx.sp == NULL))
         to = first_run(mp, to);     /* a spawn record: now a G, with a stack */
     mp->after = action;
     mp->after_g = from;
-    mp->curg = to;
+    __atomic_store_n(&mp->curg, to, __ATOMIC_RELAXED);   /* sysmon reads it */
     if (!to->system) {
         to->m = mp;
         atomic_store_explicit(&to->status, G_RUNNING, RLX);
@@ -163,6 +163,7 @@ static inline void gswitch(struct m *mp, struct g *from, struct g *to, int actio
     if (mp->p != NULL)
         counter_inc(&mp->p->nswitches);
     weft__san_start_switch(from, to, action == AFTER_EXIT);
+    weft__tsan_switch(to);
     weft__ctx_switch(&from->ctx, &to->ctx);
     after_switch(from);
 }
@@ -216,7 +217,7 @@ static void after_switch_slow(struct m *mp, struct g *prev, int action)
 }
 
 /* ---- Gs ------------------------------------------------------------------------ */
-static void gentry(void *arg)
+static WEFT_TSAN_NOFRAME void gentry(void *arg)
 {
     struct g *gp = arg;
     after_switch(NULL);
@@ -232,6 +233,7 @@ static void attach_stack(struct m *mp, struct g *gp)
         weft__throwf("out of memory for the %zu KiB stack of green thread %llu",
                      gp->stacksize / 1024, (unsigned long long)gp->id);
     weft__san_stack_reuse(gp->stack.lo, gp->stack.hi);
+    weft__tsan_fiber_new(gp);
     gp->valgrind_id = weft__valgrind_stack_register(gp->stack.lo, gp->stack.hi);
     atomic_fetch_add_explicit(&weft__stacks_inuse, gp->stack.hi - gp->stack.lo, RLX);
     weft__ctx_init(&gp->ctx, (void *)gp->stack.hi, gentry, gp);
@@ -245,7 +247,7 @@ static void release_stack(struct p *pp, struct g *gp)
     weft__valgrind_stack_deregister(gp->valgrind_id);
     atomic_fetch_sub_explicit(&weft__stacks_inuse, gp->stack.hi - gp->stack.lo, RLX);
     weft__stack_put(pp, &gp->stack);
-    gp->ctx.sp = NULL;
+    __atomic_store_n(&gp->ctx.sp, NULL, __ATOMIC_RELAXED);  /* prefetchers peek at it */
 }
 
 static struct g *newg(void)
@@ -405,7 +407,7 @@ static struct g *first_run(struct m *mp, struct g *to)
     gp->name = r->name;
     gp->stacksize = r->stacksize;
     gp->waitreason = NULL;
-    gp->overran = 0;
+    __atomic_store_n(&gp->overran, 0, __ATOMIC_RELAXED);    /* sysmon writes it too */
     atomic_store_explicit(&gp->preempt, 0, RLX);
     gp->asan_fake = NULL;
     gp->deadline = -1;
@@ -502,7 +504,7 @@ WEFT_INLINE struct g *next_local(struct p *pp)
 {
     if (atomic_load_explicit(&sched.stopping, RLX))
         return NULL;
-    pp->schedtick++;
+    __atomic_store_n(&pp->schedtick, pp->schedtick + 1, __ATOMIC_RELAXED);  /* read by stealers, sysmon */
     if ((pp->schedtick & 15) == 0 && atomic_load_explicit(&pp->timer0, RLX) != INT64_MAX)
         weft__timers_run(pp, weft__nanotime());
     if (atomic_load_explicit(&sched.runqsize, RLX) > 0 && pp->schedtick % 61 == 0) {
@@ -618,7 +620,7 @@ void weft__ready_batch(struct g *const *gs, int n)
     ready_n(gs, n);
 }
 
-static WEFT_NORETURN void gexit(void)
+static WEFT_NORETURN WEFT_TSAN_NOFRAME void gexit(void)
 {
     struct m *mp = weft__getm();
     struct g *gp = mp->curg;
@@ -884,7 +886,7 @@ top:
     if (atomic_load_explicit(&sched.stopping, RLX))
         return NULL;
     struct p *pp = mp->p;
-    pp->schedtick++;
+    __atomic_store_n(&pp->schedtick, pp->schedtick + 1, __ATOMIC_RELAXED);
     if (atomic_load_explicit(&pp->timer0, RLX) != INT64_MAX)
         weft__timers_run(pp, weft__nanotime());
     if (atomic_load_explicit(&sched.runqsize, RLX) > 0 && pp->schedtick % 61 == 0 &&
@@ -978,7 +980,7 @@ static void *mstart(void *arg)
 {
     struct m *mp = arg;
     tls_m = mp;
-    mp->curg = &mp->g0;
+    __atomic_store_n(&mp->curg, &mp->g0, __ATOMIC_RELAXED);
     weft__san_thread_start(&mp->g0);
     mp->altstack = weft__altstack_new();
     acquirep(mp, mp->nextp);
@@ -1049,7 +1051,7 @@ void weft_blocking(void (*fn)(void *), void *arg)
 /* sysmon took pp (P_SYSCALL -> P_IDLE): give it to an M if there is work. */
 bool weft__handoffp(struct p *pp)
 {
-    pp->m = NULL;
+    __atomic_store_n(&pp->m, NULL, __ATOMIC_RELAXED);
     if (!weft__runqempty(pp) || atomic_load_explicit(&sched.runqsize, RLX) > 0) {
         startm(pp, false);
         return true;
@@ -1261,6 +1263,8 @@ static void teardown(void)
     weft__unlock(&allg_lock);
     while (gp != NULL) {
         struct g *next = gp->alllink;
+        if (!gp->system)
+            weft__tsan_fiber_free(gp);
         release_stack(NULL, gp);
         weft_free(gp);
         gp = next;
@@ -1395,6 +1399,7 @@ static void dump_one(int fd, uint64_t id, const char *name, uint32_t st, const c
 
 void weft__dump_locked(int fd)
 {
+    weft__tsan_racy_reads_begin();      /* the fields below are read racily, on purpose */
     dprintf(fd, "weft: %d procs, %d idle, %d threads (%d idle), %d spinning, global runq %u\n",
             sched.nprocs, atomic_load_explicit(&sched.npidle, RLX), sched.mcount, sched.nmidle,
             atomic_load_explicit(&sched.nmspinning, RLX), atomic_load_explicit(&sched.runqsize, RLX));
@@ -1424,6 +1429,7 @@ void weft__dump_locked(int fd)
                 dump_one(fd, r->id, r->name, G_RUNNABLE, "not started", 0, fn);
         }
     }
+    weft__tsan_racy_reads_end();
 }
 
 void weft_dump(int fd)

@@ -1,5 +1,5 @@
 /*
- * sched/san.h -- telling ASan and Valgrind about green-thread stacks and switches.
+ * sched/san.h -- telling ASan, TSan and Valgrind about green-thread stacks and switches.
  * Without this ASan reports nonsense (false stack-buffer overflows, leaks of fake
  * frames) and Valgrind thinks every switch is a stack overflow. No cost otherwise.
  */
@@ -51,9 +51,58 @@ static inline void weft__san_finish_switch(struct g *self)
 }
 #endif
 
+/* ThreadSanitizer: each struct g is a TSan fiber, so that TSan keeps a call stack and a
+ * clock per G and sees each switch (a switch also orders what the G did before it with
+ * what the next one does after: the same OS thread). A fiber costs TSan milliseconds
+ * to make (a large zeroed context): it stays with its struct g, dead or alive, and a
+ * new G on a reused struct g continues it (its previous life's exit reached the reuse
+ * through the scheduler anyway). Freed with the struct g at teardown. */
+#ifdef WEFT_TSAN
+#include <sanitizer/tsan_interface.h>
+/* A G's first frames and its exit never return: instrumented, each life would leave
+ * its frames on its fiber's shadow call stack, which a reused fiber would pile up until
+ * TSan dies (at 64 k frames). The switch, a G's entry and its exit carry no TSan
+ * instrumentation (clang keeps function entry and exit under no_sanitize). */
+#if defined(__clang__)
+#define WEFT_TSAN_NOFRAME __attribute__((disable_sanitizer_instrumentation))
+#else
+#define WEFT_TSAN_NOFRAME __attribute__((no_sanitize_thread))
+#endif
+static inline void weft__tsan_fiber_new(struct g *gp)
+{
+    if (gp->tsan_fiber == NULL)
+        gp->tsan_fiber = __tsan_create_fiber(0);
+}
+static inline void weft__tsan_fiber_free(struct g *gp)   /* not the running one */
+{
+    if (gp->tsan_fiber != NULL)
+        __tsan_destroy_fiber(gp->tsan_fiber);
+    gp->tsan_fiber = NULL;
+}
+static inline void weft__tsan_switch(struct g *to)        /* right before the switch */
+{
+    __tsan_switch_to_fiber(to->tsan_fiber, 0);
+}
+/* Reads that race on purpose (the dump: a thread may change while it is printed). */
+void AnnotateIgnoreReadsBegin(const char *file, int line);
+void AnnotateIgnoreReadsEnd(const char *file, int line);
+static inline void weft__tsan_racy_reads_begin(void) { AnnotateIgnoreReadsBegin(__FILE__, __LINE__); }
+static inline void weft__tsan_racy_reads_end(void) { AnnotateIgnoreReadsEnd(__FILE__, __LINE__); }
+#else
+static inline void weft__tsan_racy_reads_begin(void) { }
+static inline void weft__tsan_racy_reads_end(void) { }
+#define WEFT_TSAN_NOFRAME
+static inline void weft__tsan_fiber_new(struct g *gp) { (void)gp; }
+static inline void weft__tsan_fiber_free(struct g *gp) { (void)gp; }
+static inline void weft__tsan_switch(struct g *to) { (void)to; }
+#endif
+
 /* g0's stack is the thread's own: ASan needs its bounds to switch back to it. */
 static inline void weft__san_thread_start(struct g *g0)
 {
+#ifdef WEFT_TSAN
+    g0->tsan_fiber = __tsan_get_current_fiber();
+#endif
 #ifdef WEFT_ASAN
     pthread_attr_t attr;
     void *addr;

@@ -118,6 +118,15 @@ struct flist {
     long n;
 };
 
+/* ThreadSanitizer builds (make SAN=thread): each G is a TSan fiber (sched/san.h). */
+#if defined(__SANITIZE_THREAD__)
+#define WEFT_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define WEFT_TSAN 1
+#endif
+#endif
+
 /* A green thread. Laid out by use, a cache line at a time (newg allocates it 64-byte
  * aligned): with 100 k parked Gs every wake-up of a cold G costs a miss per line it
  * touches. Line 0: what a timer firing, weft__ready and the switch in read (the saved
@@ -153,6 +162,9 @@ struct g {
     struct stack stack;        /* lo == 0: none yet (attached when it first runs) */
     size_t stacksize;          /* what it asked for */
     void *asan_fake;           /* ASan fake stack of a G that switched away */
+#ifdef WEFT_TSAN
+    void *tsan_fiber;          /* its TSan fiber while it has a stack; g0: the thread's */
+#endif
 };
 _Static_assert(offsetof(struct g, unlockf) == 64, "struct g: line 0 is what a wake-up reads");
 

@@ -90,8 +90,9 @@ static bool retake(int64_t now)
                 did = true;
             }
         } else if (st == P_RUNNING) {
-            struct m *mp = pp->m;
-            uint32_t tick = pp->schedtick;
+            /* relaxed: the P's M writes both as it goes; a stale value costs a tick */
+            struct m *mp = __atomic_load_n(&pp->m, __ATOMIC_RELAXED);
+            uint32_t tick = __atomic_load_n(&pp->schedtick, __ATOMIC_RELAXED);
             if (tick != pp->sm_schedtick) {
                 pp->sm_schedtick = tick;
                 pp->sm_when = now;
@@ -106,12 +107,12 @@ static bool retake(int64_t now)
                 did = true;                 /* keep ticking fast */
             }
             if (now - pp->sm_when > OVERRUN_NS && mp != NULL) {
-                struct g *gp = mp->curg;
+                struct g *gp = __atomic_load_n(&mp->curg, __ATOMIC_RELAXED);
                 if (gp != NULL && !gp->system &&
                     atomic_load_explicit(&gp->status, RLX) == G_RUNNING) {
-                    if (!gp->overran)
+                    if (!__atomic_load_n(&gp->overran, __ATOMIC_RELAXED))
                         nlongrunning++;
-                    gp->overran = 1;
+                    __atomic_store_n(&gp->overran, 1, __ATOMIC_RELAXED);
                     atomic_store_explicit(&gp->preempt, 1, RLX);
                 }
             }

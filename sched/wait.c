@@ -14,9 +14,16 @@ void weft__waiter_wake(struct waiter *w)
         weft__ready(wc->g);
         return;
     }
+    /* Everything read from wc before the store: once the waiter sees DONE it returns
+     * and its frame, wc with it, is gone (ThreadSanitizer saw wc->state reread for the
+     * wake after the store). The wake itself may come after the waiter left: at worst
+     * a spurious wake-up of whatever waits on that address next, which every futex
+     * waiter here tolerates (each re-checks its word in a loop). */
+    _Atomic uint32_t *state = wc->state;
+    uint32_t done = (wc->expect & ~3u) | WAIT_DONE;
     /* release: the data and w->result are visible to the woken thread */
-    atomic_store_explicit(wc->state, (wc->expect & ~3u) | WAIT_DONE, memory_order_release);
-    weft__futex_wake(wc->state, 1);
+    atomic_store_explicit(state, done, memory_order_release);
+    weft__futex_wake(state, 1);
 }
 
 /* The G to ready if the timeout won the wait (timer.c readies it) */

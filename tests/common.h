@@ -7,6 +7,7 @@
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/prctl.h>
@@ -18,6 +19,15 @@ static inline bool sanitized(void)
 {
     const char *s = getenv("WEFT_TEST_SAN");
     return s != NULL && *s != 0;
+}
+
+/* make test SAN=thread: every green thread is a TSan fiber, which costs TSan
+ * milliseconds to make (sched/san.h), and everything runs 5-15x slower: fewer live
+ * green threads, looser time bounds. */
+static inline bool tsan(void)
+{
+    const char *s = getenv("WEFT_TEST_SAN");
+    return s != NULL && strcmp(s, "thread") == 0;
 }
 
 /* Run fn in a forked child with its stderr captured into out (NUL-terminated); the

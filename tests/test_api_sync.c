@@ -418,7 +418,8 @@ Test(api_sync, mutex_migrate)
 /* ---- cond, rwmutex, wait group on a plain thread, semaphore, once ------------------------------------ */
 static weft_cond cv = WEFT_COND_INIT;
 static weft_mutex cm = WEFT_MUTEX_INIT;
-static int go_flag, woke;
+static int go_flag;
+static _Atomic int woke;   /* counted under cm, polled without it */
 static void cond_waiter(void *arg)
 {
     (void)arg;

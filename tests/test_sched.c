@@ -56,8 +56,9 @@ static void spawn_many(int nprocs, int migrate, long n)
 
 TestSuite(sched, .timeout = 60);
 
-Test(sched, million_green_threads_1p) { spawn_many(1, 0, sanitized() ? 100000 : 1000000); }
-Test(sched, million_green_threads_2p) { spawn_many(2, 0, sanitized() ? 100000 : 1000000); }
+static long many_n(void) { return tsan() ? 10000 : sanitized() ? 100000 : 1000000; }
+Test(sched, million_green_threads_1p) { spawn_many(1, 0, many_n()); }
+Test(sched, million_green_threads_2p) { spawn_many(2, 0, many_n()); }
 Test(sched, many_green_threads_migrate_1p) { spawn_many(1, 1, 2000); }
 Test(sched, many_green_threads_migrate_2p) { spawn_many(2, 1, 2000); }
 
@@ -571,6 +572,8 @@ static double cpu_seconds(void)
 
 Test(sched, idle_runtime_uses_no_cpu, .timeout = 30)
 {
+    if (tsan())
+        cr_skip_test("ThreadSanitizer's own background thread uses CPU");
     weft_config cfg = { .nprocs = 2 };
     cr_assert_eq(weft_start(&cfg), 0);
     atomic_store(&counter, 0);
@@ -803,6 +806,8 @@ static int quit_child(void)
 
 Test(sched, sigquit_dumps_and_continues)
 {
+    if (tsan())
+        cr_skip_test("ThreadSanitizer holds asynchronous signals back");
     char buf[16384];
     int status = child_stderr(quit_child, buf, sizeof buf);
     cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 5, "status %#x: %s", status, buf);
@@ -994,7 +999,7 @@ static int live_main(void *arg)
 
 Test(sched, million_live_green_threads, .timeout = 240)
 {
-    long n = sanitized() ? 50000 : 1000000;
+    long n = tsan() ? 2000 : sanitized() ? 50000 : 1000000;
     weft_config cfg = { .nprocs = 2 };
     cr_assert_eq(weft_run(live_main, (void *)(intptr_t)n, &cfg), 0);
     cr_assert_eq(atomic_load(&started), n);
