@@ -411,7 +411,10 @@ static struct g *first_run(struct m *mp, struct g *to)
     atomic_store_explicit(&gp->preempt, 0, RLX);
     gp->asan_fake = NULL;
     gp->deadline = -1;
-    atomic_store_explicit(&r->status, G_IDLE, RLX);
+    /* The dump never misses a G starting: it reads the records first (acquire), then
+     * the Gs; the G is runnable before its record is not (release). */
+    atomic_store_explicit(&gp->status, G_RUNNABLE, RLX);
+    atomic_store_explicit(&r->status, G_IDLE, memory_order_release);
     flist_put(&pp->recfree, &sched.recfree, &r->freenode);
     attach_stack(mp, gp);
     return gp;
@@ -1408,6 +1411,18 @@ void weft__dump_locked(int fd)
      * would deadlock. Both lists only grow at the head (linked before the unlock) and
      * are freed only by teardown, which cannot run during a dump. Fields are read
      * racily: a G that changes meanwhile may show its old or new state, or be missed. */
+    /* never run: spawn records (first: a G starting meanwhile shows as one or the other) */
+    weft__lock(&sched.gflock);
+    struct gspawn *chunks = sched.recchunks;
+    weft__unlock(&sched.gflock);
+    for (struct gspawn *c = chunks; c != NULL; c = *(struct gspawn **)c) {
+        for (int i = 1; i <= RECS_PER_CHUNK; i++) {
+            struct gspawn *r = &c[i];
+            void (*fn)(void *) = r->fn;
+            if (atomic_load_explicit(&r->status, memory_order_acquire) == G_RUNNABLE)
+                dump_one(fd, r->id, r->name, G_RUNNABLE, "not started", 0, fn);
+        }
+    }
     weft__lock(&allg_lock);
     struct g *gs = allg;
     weft__unlock(&allg_lock);
@@ -1416,18 +1431,6 @@ void weft__dump_locked(int fd)
         if (st != G_IDLE && st != G_DEAD)
             dump_one(fd, gp->id, gp->name, st, st == G_WAITING ? gp->waitreason : NULL,
                      gp->overran, gp->fn);
-    }
-    /* never run: spawn records */
-    weft__lock(&sched.gflock);
-    struct gspawn *chunks = sched.recchunks;
-    weft__unlock(&sched.gflock);
-    for (struct gspawn *c = chunks; c != NULL; c = *(struct gspawn **)c) {
-        for (int i = 1; i <= RECS_PER_CHUNK; i++) {
-            struct gspawn *r = &c[i];
-            void (*fn)(void *) = r->fn;
-            if (atomic_load_explicit(&r->status, RLX) == G_RUNNABLE)
-                dump_one(fd, r->id, r->name, G_RUNNABLE, "not started", 0, fn);
-        }
     }
     weft__tsan_racy_reads_end();
 }
