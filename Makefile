@@ -97,7 +97,7 @@ deps:
 TEST_SRC := $(wildcard tests/test_*.c tests/stress_*.c)
 # A whole test binary that runs past this many seconds is killed and counted failed
 # (Criterion's per-test timeouts cannot catch a hang in its own runner).
-TEST_LIMIT ?= 300
+TEST_LIMIT ?= $(if $(filter thread,$(SAN)),900,300)   # TSan: 5-15x slower
 TEST_BIN := $(TEST_SRC:tests/%.c=$(B)/tests/%)
 TEST_HELPERS := $(wildcard tests/helpers/*.c)
 TEST_HELPER_BIN := $(TEST_HELPERS:tests/helpers/%.c=$(B)/tests/helpers/%)

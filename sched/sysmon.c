@@ -124,11 +124,14 @@ static bool retake(int64_t now)
 static void schedtrace(int64_t start, int64_t now)
 {
     char buf[1024];
+    weft__lock(&sched.lock);           /* the M counts change under it */
+    int mcount = sched.mcount, nmidle = sched.nmidle;
+    weft__unlock(&sched.lock);
     int n = snprintf(buf, sizeof buf,
                      "SCHED %lldms: procs=%d idleprocs=%d threads=%d idlethreads=%d "
                      "spinningthreads=%d longrunning=%llu runqueue=%u [",
                      (long long)((now - start) / 1000000), sched.nprocs,
-                     atomic_load_explicit(&sched.npidle, RLX), sched.mcount, sched.nmidle,
+                     atomic_load_explicit(&sched.npidle, RLX), mcount, nmidle,
                      atomic_load_explicit(&sched.nmspinning, RLX),
                      (unsigned long long)nlongrunning, atomic_load_explicit(&sched.runqsize, RLX));
     nlongrunning = 0;

@@ -868,7 +868,7 @@ static void forever_yielder(void *arg)
 static int full_rings_main(void *arg)
 {
     (void)arg;
-    for (int i = 0; i < 3000; i++)
+    for (int i = 0; i < (tsan() ? 600 : 3000); i++)
         cr_assert_eq(weft_spawn(forever_yielder, NULL), 0);
     for (int i = 0; i < 2000; i++)
         weft_yield();
@@ -877,7 +877,7 @@ static int full_rings_main(void *arg)
 
 Test(sched, stop_while_yielding_with_full_rings, .timeout = 60)
 {
-    for (int round = 0; round < 20; round++) {
+    for (int round = 0; round < (tsan() ? 6 : 20); round++) {
         weft_config cfg = { .nprocs = 1 + round % 2 };
         cr_assert_eq(weft_run(full_rings_main, NULL, &cfg), 0);
     }

@@ -651,9 +651,10 @@ static int churn_main(void *arg)
         cr_assert_eq(weft_spawn(churn_sleeper, (void *)(intptr_t)i), 0);
     for (int i = 0; i < CHURN_RECEIVERS; i++)
         cr_assert_eq(weft_spawn(churn_receiver, NULL), 0);
+    long gap = n < 4000 ? n / 2 : 2000;     /* at least two pauses, also when scaled down */
     for (long v = 1; v <= n; v++) {
         cr_assert_eq(weft_chan_send(churn_ch, &v), 0);
-        if (v % 2000 == 0)
+        if (v % gap == 0)
             cr_assert_eq(weft_sleep(3 * MS), 0);    /* the receivers time out meanwhile */
     }
     weft_chan_close(churn_ch);
