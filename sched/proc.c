@@ -674,10 +674,12 @@ static struct m *newm(struct p *pp, bool spinning)
     pthread_attr_destroy(&attr);
     if (err != 0) {
         weft__printf("cannot start a worker thread: %s", strerror(err));
-        mp->exiting = true;    /* stays on allm, joined never: thread is 0 */
-        mp->thread = 0;
+        /* stays on allm, never joined */
+        atomic_store_explicit(&mp->started, -1, memory_order_release);
         return NULL;
     }
+    /* release: mp->thread, written by pthread_create, for teardown's join */
+    atomic_store_explicit(&mp->started, 1, memory_order_release);
     return mp;
 }
 
@@ -1241,7 +1243,13 @@ static void teardown(void)
         weft__unlock(&sched.lock);
         if (mp == NULL)
             break;
-        if (mp->thread != 0)
+        /* newm publishes an M on allm before pthread_create returns: reading its thread
+         * id before then skipped the join (ThreadSanitizer: a leaked thread; the M then
+         * ran on a freed struct m). Acquire: pairs with newm's release. */
+        int started;
+        while ((started = atomic_load_explicit(&mp->started, ACQ)) == 0)
+            sched_yield();
+        if (started > 0)
             pthread_join(mp->thread, NULL);
     }
     weft__sysmon_stop();

@@ -238,7 +238,10 @@ struct m {
     struct p *p;
     struct p *nextp;           /* P handed over by startm */
     bool spinning;
-    bool exiting;
+    bool exiting;              /* teardown: being joined (under sched.lock) */
+    /* 0 while newm's pthread_create runs (the M is on allm already), 1 when it returned
+     * and thread is set, -1 when it failed: teardown waits for non-zero before joining */
+    _Atomic int started;
     _Atomic uint32_t park;     /* futex word: 1 = wake up */
     struct m *link;            /* idle list */
     struct m *alllink;
