@@ -163,7 +163,7 @@ struct g {
     size_t stacksize;          /* what it asked for */
     void *asan_fake;           /* ASan fake stack of a G that switched away */
 #ifdef WEFT_TSAN
-    void *tsan_fiber;          /* its TSan fiber while it has a stack; g0: the thread's */
+    void *tsan_fiber;          /* its TSan fiber, kept while the struct lives (san.h); g0: the thread's */
 #endif
 };
 _Static_assert(offsetof(struct g, unlockf) == 64, "struct g: line 0 is what a wake-up reads");
