@@ -885,8 +885,10 @@ static int uniform_main(void *arg)
     double expect = (double)n / k, chi2 = 0;
     for (int i = 0; i < k; i++)
         chi2 += (counts[i] - expect) * (counts[i] - expect) / expect;
-    /* p = 0.001: 10.83 for 1 degree of freedom, 16.27 for 3 */
-    double crit = k == 2 ? 10.83 : 16.27;
+    /* p = 1e-6: 23.93 for 1 degree of freedom, 30.66 for 3. (p = 0.001 failed a fair
+     * select once in ~1000 runs, and CI runs this a dozen times; at 10 000 selects
+     * p = 1e-6 still catches a 52.5 / 47.5 split.) */
+    double crit = k == 2 ? 23.93 : 30.66;
     cr_assert_lt(chi2, crit, "chi-square %.2f over %ld selects: %ld %ld %ld %ld", chi2, n, counts[0],
                  counts[1], counts[2], counts[3]);
     for (int i = 0; i < k; i++)
