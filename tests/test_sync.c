@@ -145,7 +145,7 @@ Test(sync, mutex_contended_migrate, .timeout = 60) { run(mutex_main, &mx_big, 2,
 /* ---- mutex: trylock, a holder on another green thread --------------------------------- */
 static struct {
     weft_mutex mu;
-    _Atomic long held, release, released, waiter_got;
+    _Atomic long held, release, released, waiter_got, waiter_done;
 } tl = { .mu = WEFT_MUTEX_INIT };
 
 static void tl_holder(void *arg)
@@ -165,6 +165,7 @@ static void tl_waiter(void *arg)
     cr_assert_eq(weft_mutex_lock(&tl.mu), 0);
     atomic_store(&tl.waiter_got, 1);
     weft_mutex_unlock(&tl.mu);
+    atomic_store(&tl.waiter_done, 1);
 }
 
 static int trylock_main(void *arg)
@@ -199,6 +200,7 @@ static int trylock_main(void *arg)
     atomic_store(&tl.release, 1);
     cr_assert(await_ge(&tl.released, 1, 10000));
     cr_assert(await_ge(&tl.waiter_got, 1, 10000), "unlock did not wake the waiter");
+    cr_assert(await_ge(&tl.waiter_done, 1, 10000));   /* it holds the lock until then */
     cr_assert_eq(weft_mutex_trylock(&tl.mu), 0);
     weft_mutex_unlock(&tl.mu);
     return 0;
