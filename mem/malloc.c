@@ -3,16 +3,17 @@
  *
  * Fast paths (no lock, no atomic, no call). Counted with callgrind (sh tests/bench/
  * run.sh callgrind: malloc(32)/free pairs through libweft-malloc.so), gcc 12 and
- * clang 14 alike, x86-64: malloc 12 instructions, free 15 (the caller's PLT jump is
- * not in the count).
+ * clang 14 alike, x86-64: malloc 12 instructions, free 17 (the caller's PLT jump is
+ * not in the count; 15 before the double-free check).
  *   weft_malloc(n <= 1024), 12:
  *     c = the current cache (2: the TLS offset from the GOT, then %fs); n <= 1024 (2);
  *     s = c->class_of[n] (1: the size -> slot table is copied into every cache, so
  *     it is addressed from c; the empty cache's maps every n to class 0's slot);
  *     p = head[s], NULL? (3); head[s] = next (2); room[s]++ (1); ret.
- *   weft_free(p), 15:
+ *   weft_free(p), 17:
  *     m = weft__class_map (1); p below the limit m[-1]? (2); s = m[p >> 13] (3);
- *     c (2); --room[s] < 0? (2); push p (3); nfree[s]++ (1); ret.
+ *     c (2); --room[s] < 0? (2); h = head[s], h == p? (3); push p (2); nfree[s]++ (1);
+ *     ret. The h == p test (2 instructions) is the double-free check, see below.
  *   room[s] and head[s] are addressed from c with the slot as index and no
  *   displacement (see struct mcache), and the slot is hidden from gcc before nfree
  *   (OPAQUE), so no lea; p is pinned in %rax for gcc (IN_RETURN_REG).
@@ -28,9 +29,23 @@
  * a short detour through malloc_slow but still come from the cache without a lock.
  *
  * Misuse: a pointer that is not in any weft arena, a large-object pointer that is
- * not the start of a live object, and (with WEFT_DEBUG=allocfree=1) double frees,
- * interior pointers and writes after free abort with a message naming the call.
- * Without the debug mode a double free of a small object is not detected.
+ * not the start of a live object, and (with WEFT_DEBUG=allocfree=1, on green and plain
+ * threads) double frees, interior pointers and writes after free abort with a message
+ * naming the call.
+ * Double frees of small objects in the default mode: the free fast path compares p with
+ * the head of its list (already in a register for the push): an object freed twice
+ * with no other free of its class on that thread in between aborts (2 instructions;
+ * glibc's old fastbin "fasttop" check). A key word in each freed object (glibc's tcache)
+ * would catch any object still on the list, but costs a store and a compare (3+) and
+ * needs a second word, which the 8-byte class does not have. A double free the fast
+ * path misses is caught, if at all, when its span gets back more objects than it
+ * handed out (mem/mcentral.c); it may first be handed out twice. allocfree=1 catches
+ * every one.
+ *
+ * Realloc of a large object (realloc_large): in place where the pages after it are free
+ * (the heap's top extends contiguously), else moved with half its size as headroom and,
+ * from 256 KiB, by mremap instead of a copy; shrinks in place. A growth sequence is
+ * linear work in all.
  */
 #include <errno.h>
 #include <string.h>
@@ -57,6 +72,13 @@ void weft__mem_init_slow(void)
 void weft__bad_free(const char *fn, const void *p, const char *why)
 {
     weft__throwf("%s(%p): %s", fn, p, why);
+}
+
+/* A free of the object at the head of its class's list in the current cache: it was
+ * freed before, with no free of its class on this thread since. */
+static WEFT_NOINLINE WEFT_NORETURN WEFT_COLD void double_free(const void *p)
+{
+    weft__bad_free("weft_free", p, "double free (the object was freed before and not allocated since)");
 }
 
 static void *enomem(void)
@@ -145,8 +167,9 @@ static struct mspan *owner_span(const void *p, const char *fn)
 }
 
 /* Every free the fast path did not take: p not below the class map's limit (c is then
- * NULL), slot 0 (NULL, a large object, a free page, a foreign pointer), or no room in
- * slot s of c (a full list, or c the empty cache). */
+ * NULL), slot 0 (NULL, a large object, a free page, a foreign pointer), no room in
+ * slot s of c (a full list, or c the empty cache), or p at the head of the list of slot
+ * s (a double free: weft__mcache_free_slow aborts). */
 static WEFT_NOINLINE void free_slow(void *p, size_t s, struct mcache *c)
 {
     if (c != NULL) {
@@ -188,6 +211,8 @@ static WEFT_NOINLINE void free_unmapped(void *p)
     if (WEFT_LIKELY(sp != NULL && sp->state == SPAN_SMALL && c != &weft__empty_cache)) {
         unsigned cls = sp->cls;
         if (WEFT_LIKELY(WEFT_MC_ROOM(c, cls) > 0)) {
+            if (WEFT_UNLIKELY(WEFT_MC_HEAD(c, cls) == p))
+                double_free(p);
             *(void **)p = WEFT_MC_HEAD(c, cls);
             WEFT_MC_HEAD(c, cls) = p;
             WEFT_MC_ROOM(c, cls)--;
@@ -211,13 +236,16 @@ void weft_free(void *p)
         uint32_t room = (uint32_t)c->slot.room[s] - 1;
         c->slot.room[s] = (int32_t)room;
         if (WEFT_LIKELY((int32_t)room >= 0)) {          /* never for slot 0 */
-            *(void **)p = c->slot.head[s];
-            c->slot.head[s] = p;
-            OPAQUE(s);
-            c->nfree[s - WEFT_SLOT_BIAS]++;
-            return;
+            void *h = c->slot.head[s];
+            if (WEFT_LIKELY(h != p)) {                  /* else freed just before */
+                *(void **)p = h;
+                c->slot.head[s] = p;
+                OPAQUE(s);
+                c->nfree[s - WEFT_SLOT_BIAS]++;
+                return;
+            }
         }
-        free_slow(p, s, c);
+        free_slow(p, s, c);             /* a tail jump: also where a double free aborts */
         return;
     }
     free_unmapped(p);
@@ -250,6 +278,37 @@ size_t weft_usable_size(const void *p)
     return p == NULL ? 0 : usable(p, "weft_usable_size");
 }
 
+/* A large object from realloc: grown in place where the pages after it are free;
+ * else moved to a new span with half its size again as headroom (so a growth sequence
+ * moves O(log n) times: linear work in all), its frames moved by the kernel from
+ * MOVE_MIN up instead of copied (no copy, no page faults on the new pages); shrunk in
+ * place. NULL: out of memory, s untouched. */
+#define MOVE_MIN ((size_t)256 << 10)
+static void *realloc_large(struct mspan *s, size_t n)
+{
+    size_t old = (size_t)s->npages * PAGE, npages = (n + PAGE - 1) / PAGE;
+    void *p = (void *)s->base;
+    if (n <= old) {
+        weft__mheap_shrink(s, npages);
+        return p;
+    }
+    if (weft__mheap_grow_inplace(s, npages) == 0)
+        return p;
+    size_t room = n + n / 2 <= MAX_REQUEST ? n + n / 2 : n;
+    struct mspan *t = weft__mheap_alloc((room + PAGE - 1) / PAGE, 1, SPAN_LARGE, 0);
+    if (t == NULL && room > n)
+        t = weft__mheap_alloc(npages, 1, SPAN_LARGE, 0);
+    if (t == NULL)
+        return enomem();
+    if (old >= MOVE_MIN && weft__os_move(p, (void *)t->base, old) == 0) {
+        weft__mheap_free_released(s, s->npages);
+    } else {
+        memcpy((void *)t->base, p, old);
+        weft__mheap_free(s);
+    }
+    return (void *)t->base;
+}
+
 void *weft_realloc(void *p, size_t n)
 {
     if (p == NULL)
@@ -261,6 +320,11 @@ void *weft_realloc(void *p, size_t n)
     size_t old = usable(p, "weft_realloc");
     if (n <= old && n >= old / 2)      /* fits, and wastes less than half */
         return p;
+    if (old > WEFT_MAX_SMALL && n > WEFT_MAX_SMALL) {
+        if (n > MAX_REQUEST)
+            return enomem();
+        return realloc_large(weft__span_of((uintptr_t)p), n);
+    }
     void *q = weft_malloc(n);
     if (q == NULL)
         return NULL;                   /* p stays valid */

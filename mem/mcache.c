@@ -1,5 +1,5 @@
 /*
- * mem/mcache.c -- per-thread (later per-P) object caches: creation, refill, flush,
+ * mem/mcache.c -- per-P and per-thread object caches: creation, refill, flush,
  * thread exit, and the registry that statistics walk.
  *
  * A cache holds, per class, a singly linked free list (head) that the fast paths in
@@ -22,8 +22,9 @@
  * Threads: a plain thread gets its cache on its first slow path, registered with a
  * pthread key whose destructor flushes and frees it at thread exit; after that the
  * thread is DEAD for the allocator and uses the locked direct paths (destructors of
- * other keys may still allocate). With WEFT_DEBUG=allocfree no cache is ever made:
- * every operation takes the direct, checked path.
+ * other keys may still allocate). With WEFT_DEBUG=allocfree no thread cache is made and
+ * no P's cache is ever used (weft__mcache_use installs the empty cache): every
+ * operation, on green and plain threads alike, takes the direct, checked path.
  *
  * Locking: the registry (all caches, their pool, the folded counters of dead caches)
  * is under reg_lock, which comes before every mcentral lock. A cache's own fields
@@ -55,6 +56,7 @@ static inline int32_t class_max(unsigned cls)
 
 struct mcache *weft__mcache_create(int kind)
 {
+    weft__mem_init();                   /* WEFT_DEBUG is read before any cache is used */
     weft__lock(&reg_lock);
     struct mcache *c = pool;
     if (c != NULL) {
@@ -123,6 +125,8 @@ static void *cut(struct mcache *c, unsigned cls, unsigned n)
 /* A free that the fast path did not take (no room, or it came by the slow path). */
 void weft__mcache_free_slow(struct mcache *c, void *p, unsigned cls)
 {
+    if (WEFT_UNLIKELY(WEFT_MC_HEAD(c, cls) == p))     /* as the fast path checks */
+        weft__bad_free("weft_free", p, "double free (the object was freed before and not allocated since)");
     if (WEFT_MC_ROOM(c, cls) <= 0) {
         /* full: batches go back, then batch - 1 fast frees. pops since the last slow
          * path: room rose by one per pop and fell by one per free */
@@ -245,6 +249,10 @@ struct mcache *weft__thread_cache(void)
 
 void weft__mcache_use(struct mcache *c)
 {
+    /* WEFT_DEBUG=allocfree: the P's cache stays unused (empty), so that green threads
+     * take the direct, checked paths as plain threads do */
+    if (WEFT_UNLIKELY(weft__debug.allocfree))
+        c = NULL;
     weft__tls_cache = c != NULL ? c : tls_own != NULL ? tls_own : &weft__empty_cache;
 }
 

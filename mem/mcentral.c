@@ -105,6 +105,9 @@ static void *span_take(struct mcentral *c, struct mspan *s, int *recycled)
  * back to the mheap (the caller frees it after dropping c->lock). */
 static struct mspan *span_give(struct mcentral *c, struct mspan *s, void *p)
 {
+    /* more objects back than were taken: one of them was freed twice */
+    if (WEFT_UNLIKELY(s->nalloc == 0))
+        weft__bad_free("weft_free", p, "double free (its span got back more objects than it handed out)");
     *(void **)p = s->freelist;
     s->freelist = p;
     s->nalloc--;

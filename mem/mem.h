@@ -218,6 +218,9 @@ WEFT_HIDDEN void weft__mcentral_unlock_all(int child);
 /* ---- mheap --------------------------------------------------------------- */
 WEFT_HIDDEN struct mspan *weft__mheap_alloc(size_t npages, size_t align_pages, int state, unsigned cls);
 WEFT_HIDDEN void weft__mheap_free(struct mspan *s);
+WEFT_HIDDEN void weft__mheap_free_released(struct mspan *s, size_t released_pages);
+WEFT_HIDDEN int weft__mheap_grow_inplace(struct mspan *s, size_t npages);   /* large s */
+WEFT_HIDDEN void weft__mheap_shrink(struct mspan *s, size_t npages);        /* large s */
 WEFT_HIDDEN void weft__mheap_scavenge_all(void);
 WEFT_HIDDEN void weft__mheap_lock_fork(void);
 WEFT_HIDDEN void weft__mheap_unlock_fork(int child);
@@ -229,6 +232,9 @@ WEFT_HIDDEN void *weft__os_reserve(size_t size, size_t align, uintptr_t hint);
 WEFT_HIDDEN void *weft__os_alloc(size_t size);               /* metadata: zeroed, never freed */
 WEFT_HIDDEN void weft__os_release(void *p, size_t size);     /* MADV_DONTNEED */
 WEFT_HIDDEN void weft__os_unreserve(void *p, size_t size);   /* munmap: never handed out */
+/* Move the page frames of [from, from + size) to `to` (page aligned, both ours), without
+ * copying; `from` stays mapped and reads as zero. 0, or -1 (then nothing moved). */
+WEFT_HIDDEN int weft__os_move(void *from, void *to, size_t size);
 
 WEFT_HIDDEN extern _Atomic uint64_t weft__stacks_inuse;   /* bytes, kept by sched/ */
 WEFT_HIDDEN void weft__mem_init_slow(void);

@@ -15,6 +15,12 @@
  * Large requests (8 pages and more) look for a resident free span first
  * (find_dirty_fit), so that churning large objects reuses memory without faults.
  *
+ * A large span can change size in place (weft_realloc): grow into the free span that
+ * follows it -- at the heap's top, after reserving the next arena at h.hint, which
+ * grow() merges into that free span -- or give its tail back. A large object that moves
+ * instead is freed with weft__mheap_free_released when the kernel moved its frames away
+ * (mremap, mem/os.c): its pages then count as released, and read as zero.
+ *
  * Residency is tracked per page: arena->clean has a bit per page, set while the page
  * is known not to be resident (fresh from the OS, or released and not handed out
  * since). A free span counts its pages whose bit is 0 (ndirty); it is on the dirty
@@ -531,6 +537,13 @@ struct mspan *weft__mheap_alloc(size_t npages, size_t align_pages, int state, un
 
 void weft__mheap_free(struct mspan *s)
 {
+    weft__mheap_free_released(s, 0);
+}
+
+/* Free s whose first `released` pages are known not resident (their frames were moved
+ * away by weft__os_move): they count as released, not dirty. */
+void weft__mheap_free_released(struct mspan *s, size_t released)
+{
     weft__lock(&h.lock);
     h.inuse_pages -= s->npages;
     if (s->state == SPAN_SMALL) {
@@ -541,10 +554,83 @@ void weft__mheap_free(struct mspan *s)
         h.large_nfree++;
     }
     s->ndirty = s->npages;            /* its clean bits are all 0 since the allocation */
+    if (released > 0) {
+        released = released < s->npages ? released : s->npages;
+        mark(s->base, released, 1);
+        s->ndirty -= (uint32_t)released;
+    }
     if (s->allocbits != NULL)
         bits_dispose(s->allocbits);
     s->allocbits = NULL;
     free_coalesce_insert(s);
+    uint64_t retain = retain_pages();
+    if (h.dirty_pages > retain)
+        scavenge_locked(retain - retain / 4);
+    weft__unlock(&h.lock);
+}
+
+/* ---- resizing a large object in place (weft_realloc) ------------------------ */
+/* Grow large span s to npages with the free pages that follow it, reserving the next
+ * arena first when s (or the free span after it) ends the heap. 0, or -1 when the
+ * pages after s are not free (the caller moves the object). */
+int weft__mheap_grow_inplace(struct mspan *s, size_t npages)
+{
+    if (npages <= s->npages)
+        return 0;
+    if (npages > ((size_t)1 << 31) / 2)
+        return -1;
+    size_t need = npages - s->npages;
+    weft__lock(&h.lock);
+    struct mspan *t = free_neighbour(span_end(s), 0);
+    uintptr_t end = t != NULL ? span_end(t) : span_end(s);
+    size_t have = t != NULL ? t->npages : 0;
+    if (have < need && end == h.hint) {
+        /* the heap's top: a contiguous reservation extends it (grow merges it with t) */
+        if (grow(need - have) == 0)
+            t = free_neighbour(span_end(s), 0);
+    }
+    if (t == NULL || t->npages < need) {
+        weft__unlock(&h.lock);
+        return -1;
+    }
+    free_remove(t);
+    if (split_tail(t, need) != 0) {
+        free_insert(t);
+        weft__unlock(&h.lock);
+        return -1;
+    }
+    mark(t->base, need, 0);           /* the owner may touch every page now */
+    span_dispose(t);
+    s->npages += (uint32_t)need;
+    s->ndirty = s->npages;
+    map_ends(s);
+    h.inuse_pages += need;
+    h.large_alloc += need * PAGE;
+    weft__unlock(&h.lock);
+    return 0;
+}
+
+/* Shrink large span s to npages (>= 1), its tail back to the free pages. */
+void weft__mheap_shrink(struct mspan *s, size_t npages)
+{
+    if (npages == 0 || npages >= s->npages)
+        return;
+    weft__lock(&h.lock);
+    struct mspan *r = span_new();
+    if (r == NULL) {                  /* no metadata: keep the pages with the object */
+        weft__unlock(&h.lock);
+        return;
+    }
+    size_t cut = s->npages - npages;
+    r->base = s->base + npages * PAGE;
+    r->npages = (uint32_t)cut;
+    r->ndirty = (uint32_t)cut;        /* in use until now: clean bits all 0 */
+    s->npages = (uint32_t)npages;
+    s->ndirty = s->npages;
+    map_ends(s);
+    h.inuse_pages -= cut;
+    h.large_alloc -= cut * PAGE;
+    free_coalesce_insert(r);
     uint64_t retain = retain_pages();
     if (h.dirty_pages > retain)
         scavenge_locked(retain - retain / 4);

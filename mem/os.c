@@ -4,6 +4,7 @@
  */
 #include <sys/mman.h>
 #include <errno.h>
+#include <linux/mman.h>
 #include "mem/mem.h"
 
 /* Reserve size bytes aligned to align (a power of two >= the OS page), at hint if
@@ -48,4 +49,21 @@ void weft__os_unreserve(void *p, size_t size)
 void weft__os_release(void *p, size_t size)
 {
     madvise(p, size, MADV_DONTNEED);
+}
+
+/* mremap with MREMAP_DONTUNMAP (Linux 5.7; any private anonymous mapping): the frames
+ * move and the source range stays mapped with no pages, so no other thread's mmap can
+ * land in a hole in our arenas. Fails (EINVAL on older kernels, EFAULT when the range
+ * spans two mappings); the caller then copies. */
+int weft__os_move(void *from, void *to, size_t size)
+{
+#ifdef MREMAP_DONTUNMAP
+    void *r = mremap(from, size, size, MREMAP_MAYMOVE | MREMAP_FIXED | MREMAP_DONTUNMAP, to);
+    if (r == to)
+        return 0;
+    if (r != MAP_FAILED)              /* cannot happen with MREMAP_FIXED; never keep it */
+        weft__throw("mremap: moved to another address than asked");
+#endif
+    (void)from; (void)to; (void)size;
+    return -1;
 }

@@ -153,6 +153,87 @@ Test(api_mem, realloc_keeps_content)
         weft_free(z);
 }
 
+/* A large block grown in small steps is extended in place while the pages after it are
+ * free (the heap's top grows contiguously), and moved with headroom otherwise: a growth
+ * sequence moves O(log n) times, not at every step (a83af88 moved, and copied, 496
+ * times here). */
+Test(api_mem, realloc_grows_large_in_place)
+{
+    size_t step = 64 << 10, max = (size_t)32 << 20;
+    unsigned char *p = weft_malloc(1 << 20);
+    cr_assert_not_null(p);
+    memset(p, 0x5a, 1 << 20);
+    size_t n = 1 << 20;
+    int moves = 0;
+    while (n < max) {
+        unsigned char *q = weft_realloc(p, n + step);
+        cr_assert_not_null(q, "realloc to %zu", n + step);
+        moves += q != p;
+        p = q;
+        memset(p + n, (int)(n / step) & 0xff, step);
+        n += step;
+    }
+    cr_assert_leq(moves, 12, "%d moves growing 1 MiB to 32 MiB in 64 KiB steps", moves);
+    for (size_t k = 0; k < (1 << 20); k += 997)
+        cr_assert_eq(p[k], 0x5a, "byte %zu", k);
+    for (size_t k = 1 << 20; k < n; k += 4093)
+        cr_assert_eq(p[k], (unsigned char)(k / step), "byte %zu", k);
+    weft_free(p);
+}
+
+/* A large block that cannot grow in place moves (by mremap from 256 KiB up): content
+ * kept, the object after it untouched, and its old pages, free again, read as zero to
+ * a calloc that reuses them (they are marked released, so calloc skips the memset). */
+Test(api_mem, realloc_moves_large_and_frees_old_pages)
+{
+    for (size_t big = 64 << 10; big <= (size_t)8 << 20; big *= 4) {
+        unsigned char *p = weft_malloc(big), *after = weft_malloc(1 << 20);
+        cr_assert(p != NULL && after != NULL);
+        for (size_t k = 0; k < big; k++)
+            p[k] = (unsigned char)(k * 13 + 1);
+        memset(after, 0x77, 1 << 20);
+        unsigned char *q = weft_realloc(p, 4 * big);
+        cr_assert_not_null(q);
+        cr_assert_geq(weft_usable_size(q), 4 * big);
+        for (size_t k = 0; k < big; k++)
+            cr_assert_eq(q[k], (unsigned char)(k * 13 + 1), "%zu: byte %zu after the move", big, k);
+        memset(q + big, 0x33, 3 * big);
+        for (size_t k = 0; k < (1 << 20); k += 511)
+            cr_assert_eq(after[k], 0x77, "%zu: the next object changed at %zu", big, k);
+        if (q != p) {
+            /* p's pages are free: a calloc of their size may get them back, and reads zero */
+            unsigned char *z = weft_calloc(1, big);
+            cr_assert_not_null(z);
+            for (size_t k = 0; k < big; k += 64)
+                cr_assert_eq(z[k], 0, "%zu: calloc byte %zu (z %s p)", big, k, z == p ? "==" : "!=");
+            weft_free(z);
+        }
+        weft_free(q);
+        weft_free(after);
+    }
+}
+
+/* Shrinking a large block keeps it in place and gives its tail back. */
+Test(api_mem, realloc_shrinks_large_in_place)
+{
+    weft_mem_stats before, after;
+    unsigned char *p = weft_malloc(8 << 20);
+    cr_assert_not_null(p);
+    memset(p, 0x42, 8 << 20);
+    weft_mem_stats_read(&before);
+    unsigned char *q = weft_realloc(p, 1 << 20);
+    cr_assert_eq(q, p);
+    cr_assert_eq(weft_usable_size(q), 1 << 20);
+    weft_mem_stats_read(&after);
+    cr_assert_eq(before.heap_inuse - after.heap_inuse, 7 << 20, "in use %llu -> %llu",
+                 (unsigned long long)before.heap_inuse, (unsigned long long)after.heap_inuse);
+    for (size_t k = 0; k < (1 << 20); k += 333)
+        cr_assert_eq(q[k], 0x42);
+    /* and grows back in place: the tail is free again */
+    cr_assert_eq(weft_realloc(q, 2 << 20), p);
+    weft_free(p);
+}
+
 Test(api_mem, realloc_null_is_malloc)
 {
     unsigned char *p = weft_realloc(NULL, 100);
@@ -712,6 +793,204 @@ static int interior_free_large(void)
     note(p + 8192);
     weft_free(p + 8192);
     return 0;
+}
+
+/* Default mode: a small object freed twice aborts. The free fast path checks that the
+ * object is not its list's head (2 instructions): freed twice with no other free of its
+ * class on the thread in between. a83af88 handed it out twice instead. */
+static size_t df_size;
+static int double_free_small(void)
+{
+    void *keep = weft_malloc(df_size);            /* the class's cache is warm */
+    void *p = weft_malloc(df_size);
+    weft_free(keep);
+    note(p);
+    weft_free(p);
+    weft_free(p);
+    return 0;
+}
+
+static int double_free_green_main(void *arg)
+{
+    (void)arg;
+    return double_free_small();
+}
+
+static int double_free_green(void)
+{
+    weft_config cfg = { .nprocs = 2 };
+    return weft_run(double_free_green_main, NULL, &cfg);
+}
+
+/* The first free of the pair comes before the thread has a cache (the direct path). */
+static int double_free_first_use(void)
+{
+    void *p = weft_malloc(48);
+    note(p);
+    weft_free(p);
+    weft_free(p);
+    return 0;
+}
+
+Test(api_mem, double_free_aborts)
+{
+    size_t sizes[] = { 1, 8, 16, 48, 200, 1024, 1025, 5000, 32768 };
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        df_size = sizes[i];
+        char what[64];
+        snprintf(what, sizeof what, "double free of malloc(%zu)", df_size);
+        expect_abort(double_free_small, what, "double free");
+        snprintf(what, sizeof what, "double free of malloc(%zu) on a green thread", df_size);
+        expect_abort(double_free_green, what, "double free");
+    }
+    expect_abort(double_free_first_use, "double free on a thread's first use", "double free");
+}
+
+Test(api_mem, double_free_raises_sigabrt, .signal = SIGABRT)
+{
+    void *p = weft_malloc(48);
+    weft_free(p);
+    weft_free(p);
+}
+
+/* ---- WEFT_DEBUG=allocfree on green threads -------------------------------------------------- */
+/* Every green thread allocates and frees, and hands objects to the next through a channel
+ * (a free on another P): no false report in the checked mode, at teardown either. */
+struct af_arg { weft_chan *ch; int seed; weft_wg *wg; };
+
+static void af_worker(void *v)
+{
+    struct af_arg *a = v;
+    uint64_t x = (uint64_t)a->seed * 0x9e3779b97f4a7c15ull + 1;
+    void *live[64] = { 0 };
+    for (int i = 0; i < 4000; i++) {
+        x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+        int k = (int)(x % 64);
+        if (live[k] != NULL) {
+            if (x & 256) {
+                void *p = live[k];
+                cr_assert_eq(weft_chan_send(a->ch, &p), 0);
+            } else {
+                weft_free(live[k]);
+            }
+        }
+        size_t n = 1 + (size_t)(x >> 20) % (x & 512 ? 40000 : 600);
+        live[k] = weft_malloc(n);
+        memset(live[k], 0x11, n);
+        void *q;
+        while (weft_chan_try_recv(a->ch, &q) == 0)
+            weft_free(q);
+        if ((i & 63) == 0)
+            weft_yield();
+    }
+    for (int k = 0; k < 64; k++)
+        weft_free(live[k]);
+    weft_wg_done(a->wg);
+}
+
+static int af_main(void *v)
+{
+    (void)v;
+    weft_chan *ch;
+    cr_assert_eq(weft_chan_make(&ch, sizeof(void *), 100000), 0);
+    weft_wg wg = WEFT_WG_INIT;
+    struct af_arg args[8];
+    weft_wg_add(&wg, 8);
+    for (int i = 0; i < 8; i++) {
+        args[i] = (struct af_arg){ ch, i + 1, &wg };
+        cr_assert_eq(weft_spawn(af_worker, &args[i]), 0);
+    }
+    weft_wg_wait(&wg);
+    void *q;
+    while (weft_chan_try_recv(ch, &q) == 0)
+        weft_free(q);
+    weft_chan_free(ch);
+    return 0;
+}
+
+static int af_nprocs;
+static int allocfree_workload(void)
+{
+    setenv("WEFT_DEBUG", "allocfree=1", 1);
+    weft_config cfg = { .nprocs = af_nprocs };
+    if (weft_run(af_main, NULL, &cfg) != 0)
+        return 1;
+    /* the runtime again, and a plain thread's frees of objects from green threads */
+    return weft_run(af_main, NULL, &cfg);
+}
+
+static int ret0(void *v)
+{
+    (void)v;
+    return 0;
+}
+
+static int allocfree_empty_run(void)
+{
+    setenv("WEFT_DEBUG", "allocfree=1", 1);
+    return weft_run(ret0, NULL, NULL);
+}
+
+Test(api_mem, debug_allocfree_runs_green_threads_without_false_reports)
+{
+    char buf[4096];
+    int status = child_stderr(allocfree_empty_run, buf, sizeof buf);
+    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "empty weft_run: status %#x: %s", status, buf);
+    cr_assert_null(strstr(buf, "weft:"), "empty weft_run: %s", buf);
+    for (af_nprocs = 1; af_nprocs <= 4; af_nprocs *= 2) {
+        status = child_stderr(allocfree_workload, buf, sizeof buf);
+        cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "nprocs %d: status %#x: %s", af_nprocs,
+                  status, buf);
+        cr_assert_null(strstr(buf, "weft:"), "nprocs %d: %s", af_nprocs, buf);
+    }
+}
+
+/* The checks themselves run on green threads: a double free (even with other frees
+ * between), an interior pointer, a write after free. */
+static int af_misuse;
+static int af_misuse_main(void *v)
+{
+    (void)v;
+    char *p = weft_malloc(64), *other = weft_malloc(64);
+    if (af_misuse == 0) {
+        note(p);
+        weft_free(p);
+        weft_free(other);
+        weft_free(p);
+    } else if (af_misuse == 1) {
+        note(p + 16);
+        weft_free(p + 16);
+    } else {
+        note(p);
+        weft_free(p);
+        ((volatile char *)p)[40] = 1;
+        for (int i = 0; i < 10000; i++)
+            weft_malloc(64);
+    }
+    return 0;
+}
+
+static int af_misuse_run(void)
+{
+    setenv("WEFT_DEBUG", "allocfree=1", 1);
+    weft_config cfg = { .nprocs = 2 };
+    return weft_run(af_misuse_main, NULL, &cfg);
+}
+
+Test(api_mem, debug_allocfree_checks_green_threads)
+{
+    af_misuse = 0;
+    expect_abort(af_misuse_run, "debug double free on a green thread", "double free");
+    af_misuse = 1;
+    expect_abort(af_misuse_run, "debug interior free on a green thread", "not the start of an object");
+    if (shadowed())
+        return;                        /* writes freed memory on purpose */
+    af_misuse = 2;
+    char buf[4096];
+    uintptr_t addr;
+    int status = run_child(af_misuse_run, buf, sizeof buf, &addr);
+    cr_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT, "status %#x, stderr: %s", status, buf);
+    cr_assert_not_null(strstr(buf, "written after its free"), "stderr: %s", buf);
 }
 
 Test(api_mem, foreign_free_aborts)
