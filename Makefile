@@ -1,4 +1,4 @@
-# weft -- goroutines for C.   make | make test | make demo | make bench | make install PREFIX=...
+# weft -- goroutines for C.   make | make test | make test-allocfree | make demo | make bench | make install PREFIX=...
 # Variables: SAN=address|undefined|thread  DEBUG=1  CC=clang  PREFIX=/usr/local
 .SUFFIXES:
 .DELETE_ON_ERROR:
@@ -126,11 +126,18 @@ $(B)/tests/helpers/%: tests/helpers/%.c $(B)/lib/libweft.a
 
 test: deps
 	@$(MAKE) --no-print-directory test-run
+# The allocator suites and the green-thread workloads once more with every allocation
+# on the checked paths (WEFT_DEBUG=allocfree=1: poison, double and interior frees).
+ALLOCFREE_TESTS := test_api_mem stress_mem test_preload test_chan test_sched
+.PHONY: test-allocfree
+test-allocfree: deps
+	@$(MAKE) --no-print-directory test-run TEST_ENV=WEFT_DEBUG=allocfree=1 \
+	    TEST_BIN="$(ALLOCFREE_TESTS:%=$(B)/tests/%)"
 .PHONY: test-run
 test-run: lib $(TEST_BIN) $(TEST_HELPER_BIN)
 	@fail=0; for t in $(TEST_BIN); do \
-	    echo "== $$t"; \
-	    WEFT_TEST_BUILD=$(B) WEFT_TEST_SAN=$(SAN) LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp \
+	    echo "== $$t$(if $(TEST_ENV), ($(TEST_ENV)))"; \
+	    $(TEST_ENV) WEFT_TEST_BUILD=$(B) WEFT_TEST_SAN=$(SAN) LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp \
 	    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 timeout -k 10 $(TEST_LIMIT) $$t --jobs 2 || { echo "== $$t failed (status $$?; 124 = over $(TEST_LIMIT) s)"; fail=1; }; \
 	done; exit $$fail
 
