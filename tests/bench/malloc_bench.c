@@ -14,18 +14,37 @@
  *             objects to the other thread, which frees them (cross-thread frees)
  *   large     64 KiB..4 MiB blocks churned through 16 slots on one thread, the first and
  *             last byte of each new block written (its pages get faulted in)
+ *   regrow64k one buffer grown by realloc in +64 KiB steps from 64 KiB to 64 MiB, each
+ *             step writing the new part (memset, as a growing string or bytearray does)
+ *             and checking that the old contents came along; then freed
+ *   regrow1m  the same in +1 MiB steps from 1 MiB to 256 MiB
+ *   regrowmix a buffer grown by realloc in random steps of +4..64 KiB to 128 MiB (written
+ *             and checked as above), each step followed by 1..4 mallocs of 16..512 B
+ *             that stay live, one step in three also freeing one of them: bytearray +=
+ *             or awk's string concatenation, where the pages after the buffer get taken
+ *             by other objects; then the buffer and the small objects are freed
  *
- * An "op" is one malloc or one free (a malloc/free pair is 2 ops). The time is taken
- * with CLOCK_MONOTONIC around the workload: the size table is made before, thread
- * start-up and each thread's initial fill are inside (counted as ops; negligible).
+ * An "op" is one malloc or one free (a malloc/free pair is 2 ops), except in the regrow
+ * workloads, where it is one growth step: one realloc with the writes of the new part
+ * (in regrowmix also the small mallocs and frees after it). The buffer starts as NULL,
+ * so the first step is realloc(NULL, n); the final frees are timed, not counted.
+ * The time is taken with CLOCK_MONOTONIC around the workload: the size table is made
+ * before, thread start-up and each thread's initial fill are inside (counted as ops;
+ * negligible).
  * With several threads, ns_per_op = elapsed wall time x threads / ops of all threads:
  * the time one thread spends per op, comparable with the one-thread workloads (on two
  * free cores it is the per-op latency; a contended allocator shows up as a larger one).
  * rss_kb is getrusage(RUSAGE_SELF).ru_maxrss at exit: the peak resident set.
- * SCALE (default 1) multiplies the number of operations, e.g. 0.1 for a quick try.
+ * SCALE (default 1) multiplies the number of operations, e.g. 0.1 for a quick try. The
+ * regrow workloads do one pass at scale 1; above, the buffer is freed and grown again
+ * from NULL each time it reaches its final size; below, it stops short: smaller peak
+ * RSS, and an allocator that copies on realloc (cost growing with the size) looks
+ * cheaper per step than at scale 1.
  * Sizes come from a fixed-seed xorshift generator: every run does the same work.
  * Each workload takes roughly 0.2-0.6 s with glibc on a quiet 2-core x86-64 (prodcons
- * and larson up to a few times that when glibc's arenas contend or trim). Linux only.
+ * and larson up to a few times that when glibc's arenas contend or trim; the regrow
+ * workloads, one pass each, are mostly page faults: 0.2-0.8 s with glibc on a 2-core VM
+ * where page faults are slow and large takes 3.8 s). Linux only.
  */
 #include <linux/futex.h>
 #include <pthread.h>
@@ -385,6 +404,123 @@ static double large(void)
     return t * 1e9 / (double)ops;
 }
 
+/* ---- regrow64k, regrow1m, regrowmix ------------------------------------------------ *
+ * A buffer grown by realloc the way a growing string or bytearray is: each step asks
+ * for the old size plus a bit and writes the new part (memset), then checks that the
+ * old contents came along (its first byte and the byte before the new part). The
+ * buffer starts as NULL, so the first step of each pass is realloc(NULL, n).         */
+
+/* Makes the writes through p observable, so that no store before a realloc or free
+ * can be dropped. */
+static inline void touch(void *p)
+{
+    __asm__ volatile("" : : "r"(p) : "memory");
+}
+
+static void check_kept(const char *q, size_t size, char first, char last)
+{
+    if (size > 0 && (q[0] != first || q[size - 1] != last)) {
+        fprintf(stderr, "malloc_bench: realloc lost the contents of a %zu B block\n", size);
+        exit(1);
+    }
+}
+
+/* scaled(final / step) steps of +step bytes, from step to final bytes: one pass at
+ * scale 1; past final, the buffer is freed and grown again from NULL. Returns ns/step. */
+static double regrow(size_t step, size_t final)
+{
+    long n = scaled((long)(final / step));
+    char *p = NULL, first = 0;
+    size_t size = 0;
+    double t0 = now_s();
+    for (long i = 0; i < n; i++) {
+        if (size + step > final) {
+            free(p);
+            p = NULL;
+            size = 0;
+        }
+        char *q = realloc(p, size + step);
+        check(q);
+        check_kept(q, size, first, (char)(i - 1));
+        if (size == 0)
+            first = (char)i;
+        memset(q + size, (char)i, step);
+        touch(q);
+        p = q;
+        size += step;
+    }
+    free(p);
+    double t = now_s() - t0;
+    return t * 1e9 / (double)n;
+}
+
+static double regrow64k(void)
+{
+    return regrow((size_t)64 << 10, (size_t)64 << 20);
+}
+
+static double regrow1m(void)
+{
+    return regrow((size_t)1 << 20, (size_t)256 << 20);
+}
+
+/* scaled(RM_STEPS) steps of +4..64 KiB (any byte count) up to 128 MiB, each followed by
+ * 1..4 mallocs of 16..512 B (written, kept) and, one time in three, the free of one of
+ * the kept objects at random. A pass ends when the next step would pass 128 MiB: the
+ * buffer and the kept objects are freed. Returns ns per step. */
+#define RM_STEPS 3863L          /* the steps of the first pass with this seed */
+static double regrowmix(void)
+{
+    const size_t lo = (size_t)4 << 10, hi = (size_t)64 << 10, final = (size_t)128 << 20;
+    long n = scaled(RM_STEPS);
+    size_t cap = final / lo * 4;
+    void **live = malloc(cap * sizeof *live);
+    check(live);
+    size_t nlive = 0, size = 0;
+    char *p = NULL, first = 0;
+    uint64_t s = 0x853c49e6748fea9bull;
+    double t0 = now_s();
+    for (long i = 0; i < n; i++) {
+        size_t add = lo + rnd(&s) % (hi - lo + 1);
+        if (size + add > final) {
+            free(p);
+            p = NULL;
+            size = 0;
+            for (size_t j = 0; j < nlive; j++)
+                free(live[j]);
+            nlive = 0;
+        }
+        char *q = realloc(p, size + add);
+        check(q);
+        check_kept(q, size, first, (char)(i - 1));
+        if (size == 0)
+            first = (char)i;
+        memset(q + size, (char)i, add);
+        touch(q);
+        p = q;
+        size += add;
+        for (int k = 1 + (int)(rnd(&s) % 4); k > 0; k--) {
+            size_t sz = 16 + rnd(&s) % (512 - 16 + 1);
+            void *o = malloc(sz);
+            check(o);
+            memset(o, (char)i, sz);
+            touch(o);
+            live[nlive++] = o;
+        }
+        if (rnd(&s) % 3 == 0) {
+            size_t j = rnd(&s) % nlive;
+            free(live[j]);
+            live[j] = live[--nlive];
+        }
+    }
+    free(p);
+    for (size_t j = 0; j < nlive; j++)
+        free(live[j]);
+    double t = now_s() - t0;
+    free(live);
+    return t * 1e9 / (double)n;
+}
+
 int main(int argc, char **argv)
 {
     static const struct {
@@ -392,7 +528,8 @@ int main(int argc, char **argv)
         double (*fn)(void);
     } w[] = {
         { "pairs", pairs }, { "ring", ring }, { "prodcons", prodcons },
-        { "larson", larson }, { "large", large },
+        { "larson", larson }, { "large", large }, { "regrow64k", regrow64k },
+        { "regrow1m", regrow1m }, { "regrowmix", regrowmix },
     };
     if (argc > 2)
         scale = atof(argv[2]);
@@ -405,6 +542,7 @@ int main(int argc, char **argv)
             printf("%s ns_per_op=%.2f rss_kb=%ld\n", w[i].name, ns, ru.ru_maxrss);
             return 0;
         }
-    fprintf(stderr, "usage: malloc_bench pairs|ring|prodcons|larson|large [SCALE]\n");
+    fprintf(stderr, "usage: malloc_bench pairs|ring|prodcons|larson|large|regrow64k|regrow1m|"
+                    "regrowmix [SCALE]\n");
     return 2;
 }

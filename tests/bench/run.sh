@@ -7,9 +7,10 @@
 # Environment: B (build flavour directory, default build/release: the binaries are
 # $B/bench/*), BENCH_REPEAT (runs per cell, default 5), BENCH_ALLOCATORS (default
 # "glibc jemalloc tcmalloc mimalloc weft"), BENCH_WORKLOADS (default "pairs ring
-# prodcons larson large"), BENCH_SCALE (multiplies the workloads' op counts, default 1),
-# BENCH_FASTPATH_K (malloc/free pairs under callgrind, default 100000), BENCH_WEFT_LIB
-# (the "weft" allocator, default lib/libweft-malloc.so: another build to compare).
+# prodcons larson large regrow64k regrow1m regrowmix"), BENCH_SCALE (multiplies the
+# workloads' op counts, default 1), BENCH_FASTPATH_K (malloc/free pairs under callgrind,
+# default 100000), BENCH_WEFT_LIB (the "weft" allocator, default lib/libweft-malloc.so:
+# another build to compare).
 # Baselines are installed here with apt-get when missing (not in `make test`):
 # libjemalloc2 libtcmalloc-minimal4 libmimalloc2.0 valgrind golang-go. A baseline that
 # cannot be had is reported and skipped. POSIX sh: make runs it with `sh`.
@@ -102,7 +103,7 @@ bench_malloc() {
     echo "   x best: time / the best of the baselines present ($BASELINES);"
     echo "   x least: peak RSS / the smallest of theirs"
     printf '%-9s %-9s %9s %7s %9s %8s %8s\n' workload allocator ns/op spread "RSS MiB" "x best" "x least"
-    for w in ${BENCH_WORKLOADS:-pairs ring prodcons larson large}; do
+    for w in ${BENCH_WORKLOADS:-pairs ring prodcons larson large regrow64k regrow1m regrowmix}; do
         r=0
         while [ $r -lt "$REPEAT" ]; do
             for a in $allocs; do
