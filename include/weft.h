@@ -39,10 +39,15 @@ WEFT_API const char *weft_strerror(int err);
  * thread may spawn); weft_stop waits until no green thread is left, then stops it.
  * Both return -EBUSY if the runtime is already running. It can be started again. */
 enum { WEFT_IO_AUTO = 0, WEFT_IO_URING = 1, WEFT_IO_UV = 2 };
+/* The largest green-thread stack (weft_config.stack_size, weft_spawn_opts.stack_size):
+ * a larger one is -EINVAL from weft_start / weft_run / weft_spawn_ex. A stack is
+ * address space backed lazily, page by page, as the thread touches it. */
+#define WEFT_STACK_MAX ((size_t)1 << 30)    /* 1 GiB */
 typedef struct weft_config {
     int    nprocs;      /* logical processors (P); 0: $WEFT_MAXPROCS, else the CPUs this
                            process may use (affinity mask and cgroup CPU quota) */
-    size_t stack_size;  /* default green-thread stack; 0: 256 KiB */
+    size_t stack_size;  /* default green-thread stack; 0: 256 KiB; rounded up to whole
+                           4 KiB pages, at least 16 KiB; above WEFT_STACK_MAX: -EINVAL */
     int    io_backend;  /* WEFT_IO_AUTO (io_uring, else libuv), WEFT_IO_URING, WEFT_IO_UV; $WEFT_IO too */
 } weft_config;
 
@@ -52,9 +57,13 @@ WEFT_API int weft_stop(void);
 WEFT_API int weft_nprocs(void);          /* Ps of the running runtime; 0 when stopped */
 
 /* ---- Green threads ------------------------------------------------------ */
+/* stack_size: 0 the runtime's default, else as weft_config.stack_size (rounded up to
+ * pages, at least 16 KiB, at most WEFT_STACK_MAX). name: shown by weft_dump and in abort
+ * messages; the string must outlive the green thread. */
 typedef struct weft_spawn_opts { size_t stack_size; const char *name; } weft_spawn_opts;
 
-/* 0 or -errno (-ENOMEM; -ESRCH when the runtime is not running). From green
+/* 0 or -errno (-ENOMEM; -EINVAL: fn NULL or a stack_size above WEFT_STACK_MAX; -ESRCH
+ * when the runtime is not running, e.g. in the child of a fork()). From green
  * threads and from any plain thread while the runtime runs. */
 WEFT_API int      weft_spawn(void (*fn)(void *arg), void *arg);
 WEFT_API int      weft_spawn_ex(void (*fn)(void *), void *arg, const weft_spawn_opts *opts,
@@ -84,6 +93,8 @@ WEFT_API int64_t weft_deadline(int64_t abs_ns);
  * hands its element straight to a parked receiver, which then runs next on the
  * sender's P. Freeing a channel that green threads wait on aborts. */
 typedef struct weft_chan weft_chan;
+/* 0; -EINVAL: out NULL, elem_size over 1 GiB, or a buffer (elem_size * capacity plus
+ * the channel's own bytes) past SIZE_MAX; -ENOMEM: a size weft cannot allocate. */
 WEFT_API int    weft_chan_make(weft_chan **out, size_t elem_size, size_t capacity);
 WEFT_API int    weft_chan_send(weft_chan *c, const void *elem);   /* 0, -EPIPE, -ETIMEDOUT */
 WEFT_API int    weft_chan_recv(weft_chan *c, void *elem);         /* 0, -EPIPE, -ETIMEDOUT */

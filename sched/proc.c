@@ -420,6 +420,13 @@ static struct g *first_run(struct m *mp, struct g *to)
     return gp;
 }
 
+/* A requested stack size (1 .. WEFT_STACK_MAX) in whole pages, at least 16 KiB. */
+static size_t stack_round(size_t size)
+{
+    size = (size + 4095) & ~(size_t)4095;      /* no wrap: size <= WEFT_STACK_MAX */
+    return size < 16384 ? 16384 : size;
+}
+
 static uint64_t newgoid(struct p *pp)
 {
     if (pp == NULL)
@@ -439,9 +446,11 @@ int weft_spawn_ex(void (*fn)(void *), void *arg, const weft_spawn_opts *opts, ui
         return -ESRCH;
     size_t size = sched.stack_size;
     if (opts != NULL && opts->stack_size != 0) {
-        size = (opts->stack_size + 4095) & ~(size_t)4095;
-        if (size < 16384)
-            size = 16384;
+        /* refused here, not at the first run: an absurd size used to wrap in the
+         * rounding (SIZE_MAX: a 16 KiB stack) or abort the program when the G first ran */
+        if (opts->stack_size > WEFT_STACK_MAX)
+            return -EINVAL;
+        size = stack_round(opts->stack_size);
     }
     struct m *mp = weft__getm();
     struct p *pp = curp(mp);
@@ -1137,6 +1146,8 @@ static void teardown(void);
 
 int weft_start(const weft_config *cfg)
 {
+    if (cfg != NULL && cfg->stack_size > WEFT_STACK_MAX)
+        return -EINVAL;
     weft__lock(&start_lock);
     if (atomic_load_explicit(&sched.running, RLX)) {
         weft__unlock(&start_lock);
@@ -1155,10 +1166,7 @@ int weft_start(const weft_config *cfg)
         n = default_nprocs();
     if (n > 1024)
         n = 1024;
-    size_t ss = cfg != NULL && cfg->stack_size != 0 ? cfg->stack_size : 256 * 1024;
-    ss = (ss + 4095) & ~(size_t)4095;
-    if (ss < 16384)
-        ss = 16384;
+    size_t ss = stack_round(cfg != NULL && cfg->stack_size != 0 ? cfg->stack_size : 256 * 1024);
     sched.nprocs = n;
     sched.stack_size = ss;
     sched.allp = weft_calloc((size_t)n, sizeof *sched.allp);

@@ -6,7 +6,8 @@
  * would cap live green threads near 32 k. weft's answer, in order of preference:
  *  1. MADV_GUARD_INSTALL (Linux 6.13+): guard pages that are page-table markers, not
  *     mappings. Default-size stacks come in slabs of SLAB_STACKS, one mapping each, so
- *     a million guarded stacks cost ~16 k mappings.
+ *     a million guarded stacks cost ~16 k mappings (a slab stays under SLAB_BYTES, so
+ *     default stacks over 4 MiB come fewer to a slab, down to one).
  *  2. Older kernels: mprotect guard pages for the first GUARD_BUDGET stacks; beyond
  *     that, stacks come without a guard page and carry a canary word at their lowest
  *     address, checked whenever the green thread switches out or exits (a one-time
@@ -25,6 +26,9 @@
  * 20-100 us: under the lock, an M needing a stack meanwhile slept on the futex and was
  * woken by another system call); it keeps one stack and puts the others in its P's
  * cache. At most SLAB_BATCH - 1 prepared stacks (their top pages) wait in a cache.
+ *
+ * Sizes: every size here is at most WEFT_STACK_MAX (1 GiB; weft_spawn_ex and weft_start
+ * refuse larger ones), so size + GUARD and a slab's size never wrap.
  *
  * A G gets its stack when it first runs, not when it is spawned, and gives it back
  * when it exits: a million spawned-but-not-started green threads cost 64 bytes
@@ -60,6 +64,7 @@
 #define GUARD 4096
 #define SLAB_STACKS 64
 #define SLAB_BATCH 16
+#define SLAB_BYTES ((size_t)256 << 20) /* a slab's size cap (stacks over 4 MiB: fewer) */
 #define GUARD_BUDGET 16384
 #define TRIM_KEEP (16 * 1024)
 #define STACKFREE_MAX 64
@@ -217,6 +222,8 @@ static void cache_put(struct p *pp, struct stack *st);
  * at a time: st gets the first, pp's cache (or the pool, without a P) the others. */
 int weft__stack_alloc(struct p *pp, struct stack *st, size_t size)
 {
+    if (size == 0 || size > WEFT_STACK_MAX)   /* refused at spawn and start already */
+        return -EINVAL;
     size = (size + 4095) & ~(size_t)4095;
     if (size != sched.stack_size) {
         uintptr_t g = map_stacks(size + GUARD);
@@ -234,13 +241,17 @@ int weft__stack_alloc(struct p *pp, struct stack *st, size_t size)
     size_t step = size + GUARD;
     weft__lock(&stack_lock);
     if (slab_next == slab_end || slab_stack != size) {
-        uintptr_t s = map_stacks(SLAB_STACKS * step);
+        /* SLAB_STACKS of them, but no slab over SLAB_BYTES unless one stack is:
+         * slabs are never unmapped, and huge default stacks would reserve 64 x */
+        size_t nstk = SLAB_BYTES / step;
+        nstk = nstk < 1 ? 1 : nstk > SLAB_STACKS ? SLAB_STACKS : nstk;
+        uintptr_t s = map_stacks(nstk * step);
         if (s == 0) {
             weft__unlock(&stack_lock);
             return -ENOMEM;
         }
         slab_next = s;
-        slab_end = s + SLAB_STACKS * step;
+        slab_end = s + nstk * step;
         slab_stack = size;
     }
     int n = (int)((slab_end - slab_next) / step);

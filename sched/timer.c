@@ -119,6 +119,8 @@ static void heap_remove(struct p *pp, int i)
 /* Room for one more slot (timerlock held). */
 static void heap_grow(struct p *pp)
 {
+    if (pp->captimers > (1 << 29))          /* (the doubling would overflow int) */
+        weft__throw("timer: too many timers on one P");
     int cap = pp->captimers ? pp->captimers * 2 : 64;
     /* 3 spare slots in front: timers = mem + 48 bytes, so &timers[1] is 64-aligned */
     char *mem = weft_aligned_alloc(64, ((size_t)cap + 3) * sizeof(struct tentry));

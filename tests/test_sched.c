@@ -1058,3 +1058,65 @@ static void alloc_on_green_threads(int nprocs, int migrate, int n)
 Test(sched, allocator_on_green_threads_1p) { alloc_on_green_threads(1, 0, 200); }
 Test(sched, allocator_on_green_threads_2p) { alloc_on_green_threads(2, 0, 200); }
 Test(sched, allocator_on_green_threads_migrate) { alloc_on_green_threads(2, 1, 8); }
+
+/* ---- absurd stack sizes are refused at spawn and start (issue 11) ---------------------------- */
+/* 1 << 62 used to be accepted and abort the program at the thread's first run; SIZE_MAX
+ * wrapped in the page rounding to a 16 KiB stack. Above WEFT_STACK_MAX: -EINVAL, and the
+ * runtime goes on; WEFT_STACK_MAX itself works (address space, backed as touched). */
+static const size_t absurd_stacks[] = { (size_t)1 << 62, SIZE_MAX, SIZE_MAX - 4095,
+                                        WEFT_STACK_MAX + 1, WEFT_STACK_MAX + 4096 };
+static weft_wg big_wg = WEFT_WG_INIT;
+static _Atomic long big_sum;
+
+static void big_stack_user(void *arg)
+{
+    (void)arg;
+    volatile char buf[256 * 1024];          /* more than a default stack holds */
+    for (size_t i = 0; i < sizeof buf; i += 4096)
+        buf[i] = (char)i;
+    long s = 0;
+    for (size_t i = 0; i < sizeof buf; i += 4096)
+        s += buf[i];
+    atomic_store(&big_sum, s + 1);
+    weft_wg_done(&big_wg);
+}
+
+static void absurd_stacks_check(int nprocs)
+{
+    for (size_t i = 0; i < sizeof absurd_stacks / sizeof absurd_stacks[0]; i++) {
+        weft_config bad = { .nprocs = nprocs, .stack_size = absurd_stacks[i] };
+        cr_assert_eq(weft_start(&bad), -EINVAL, "weft_start, stack_size %#zx", absurd_stacks[i]);
+        cr_assert_eq(weft_run(spawn_many_main, NULL, &bad), -EINVAL, "weft_run, stack_size %#zx",
+                     absurd_stacks[i]);
+        cr_assert_eq(weft_nprocs(), 0, "a refused start left the runtime running");
+    }
+    weft_config cfg = { .nprocs = nprocs };
+    cr_assert_eq(weft_start(&cfg), 0);
+    for (size_t i = 0; i < sizeof absurd_stacks / sizeof absurd_stacks[0]; i++) {
+        weft_spawn_opts o = { .stack_size = absurd_stacks[i], .name = "absurd" };
+        uint64_t id = 0;
+        cr_assert_eq(weft_spawn_ex(big_stack_user, NULL, &o, &id), -EINVAL, "stack_size %#zx",
+                     absurd_stacks[i]);
+        cr_assert_eq(id, 0, "a refused spawn wrote an id");
+    }
+    /* the largest allowed, then a large default one */
+    weft_wg_add(&big_wg, 2);
+    weft_spawn_opts o = { .stack_size = WEFT_STACK_MAX, .name = "big" };
+    cr_assert_eq(weft_spawn_ex(big_stack_user, NULL, &o, NULL), 0);
+    o.stack_size = 8u << 20;
+    cr_assert_eq(weft_spawn_ex(big_stack_user, NULL, &o, NULL), 0);
+    cr_assert_eq(weft_wg_wait(&big_wg), 0);
+    cr_assert_gt(atomic_load(&big_sum), 0);
+    cr_assert_eq(weft_stop(), 0);
+    /* WEFT_STACK_MAX as the default stack size */
+    weft_config big = { .nprocs = nprocs, .stack_size = WEFT_STACK_MAX };
+    cr_assert_eq(weft_start(&big), 0);
+    weft_wg_add(&big_wg, 2);
+    cr_assert_eq(weft_spawn(big_stack_user, NULL), 0);
+    cr_assert_eq(weft_spawn(big_stack_user, NULL), 0);
+    cr_assert_eq(weft_wg_wait(&big_wg), 0);
+    cr_assert_eq(weft_stop(), 0);
+}
+
+Test(sched, absurd_stack_sizes_refused_1p, .timeout = 60) { absurd_stacks_check(1); }
+Test(sched, absurd_stack_sizes_refused_2p, .timeout = 60) { absurd_stacks_check(2); }
