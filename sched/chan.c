@@ -317,11 +317,8 @@ int weft_select(weft_case *cases, int n, int64_t timeout_ns)
     /* the earlier of the caller's deadline and the timeout; with no case and no
      * deadline a select waits forever (Go's select {}) */
     int64_t dl = weft__deadline_now();
-    if (timeout_ns > 0) {        /* (the clock is read only when needed: ~30 ns here) */
-        int64_t now = weft__nanotime();
-        if (dl < 0 || now + timeout_ns < dl)
-            dl = now + timeout_ns;
-    }
+    if (timeout_ns > 0)          /* (the clock is read only when needed: ~30 ns here) */
+        dl = weft__deadline_min(dl, weft__time_after(weft__nanotime(), timeout_ns));
 
     weft_chan *lockbuf[SELECT_STACK];
     int orderbuf[SELECT_STACK];

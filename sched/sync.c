@@ -349,9 +349,7 @@ int weft_cond_wait(weft_cond *wc, weft_mutex *m)
 
 int weft_cond_wait_timeout(weft_cond *wc, weft_mutex *m, int64_t ns)
 {
-    int64_t dl = weft__deadline_now(), until = weft__nanotime() + (ns > 0 ? ns : 0);
-    if (dl < 0 || until < dl)
-        dl = until;
+    int64_t dl = weft__deadline_min(weft__deadline_now(), weft__time_after(weft__nanotime(), ns));
     return cond_wait((struct cond *)wc, m, dl);
 }
 

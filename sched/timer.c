@@ -428,7 +428,7 @@ int weft_sleep(int64_t ns)
     int64_t now = weft__nanotime(), dl = weft__deadline_now();
     if (dl >= 0 && dl <= now)
         return -ETIMEDOUT;
-    int64_t until = ns > INT64_MAX - now ? INT64_MAX : now + (ns > 0 ? ns : 0);
+    int64_t until = weft__time_after(now, ns);
     int ret = 0;
     if (dl >= 0 && dl < until) {
         until = dl;
