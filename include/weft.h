@@ -4,8 +4,10 @@
  * Conventions: every call that can fail returns 0 (or a non-negative count) on
  * success and a negative errno on failure; errno is never the channel, except
  * that the malloc family returns NULL and sets errno = ENOMEM as C requires.
- * Misuse that cannot be returned (freeing a foreign pointer) aborts with a
- * message naming the call.
+ * Misuse that cannot be returned (freeing a foreign pointer, unlocking an unlocked
+ * mutex) aborts with a one-line message naming the call and, when it happens on a
+ * green thread, that thread: "weft: weft_mutex_unlock: the mutex is not locked
+ * [in green thread 17 (worker)]".
  */
 #ifndef WEFT_H
 #define WEFT_H
@@ -37,7 +39,10 @@ WEFT_API const char *weft_strerror(int err);
  * value once it returns; green threads still alive then are not resumed and their
  * memory is released (Go's main). weft_start starts it in the background (then any
  * thread may spawn); weft_stop waits until no green thread is left, then stops it.
- * Both return -EBUSY if the runtime is already running. It can be started again. */
+ * Both return -EBUSY if the runtime is already running. It can be started again.
+ * A stop that has waited 5 s (weft_stop for green threads that do not end; either for
+ * a green thread that never reaches a scheduling point and so holds its worker)
+ * prints once to stderr what it waits for, with weft_dump's lines, and waits on. */
 enum { WEFT_IO_AUTO = 0, WEFT_IO_URING = 1, WEFT_IO_UV = 2 };
 /* The largest green-thread stack (weft_config.stack_size, weft_spawn_opts.stack_size):
  * a larger one is -EINVAL from weft_start / weft_run / weft_spawn_ex. A stack is
@@ -119,7 +124,8 @@ WEFT_API int weft_select(weft_case *cases, int n, int64_t timeout_ns);
  * wait for green threads and the other way round. Static initializers; zero-filled
  * storage is a valid unlocked / empty object too. Waits return 0 or -ETIMEDOUT (the
  * caller's deadline). Misuse aborts with a message naming the call: unlocking an
- * unlocked mutex, a negative wait-group counter, releasing a sema past INT64_MAX. */
+ * unlocked mutex, waiting on a cond without holding its mutex, a wait-group counter
+ * that goes negative or past INT64_MAX, releasing a sema past INT64_MAX. */
 typedef struct weft_mutex   { uint64_t opaque[4]; } weft_mutex;
 typedef struct weft_rwmutex { uint64_t opaque[8]; } weft_rwmutex;
 typedef struct weft_cond    { uint64_t opaque[3]; } weft_cond;
@@ -132,7 +138,10 @@ typedef struct weft_once    { uint64_t opaque[5]; } weft_once;
 #define WEFT_WG_INIT      { { 0 } }
 #define WEFT_ONCE_INIT    { { 0 } }
 
-/* Mutex: FIFO hand-off once a waiter has waited over 1 ms (Go's starvation mode). */
+/* Mutex: FIFO hand-off once a waiter has waited over 1 ms (Go's starvation mode).
+ * Like Go's sync.Mutex it is not owned by a thread: any green or plain thread may
+ * unlock a mutex another one locked (a hand-over); unlocking one that is not locked
+ * aborts. */
 WEFT_API int  weft_mutex_lock(weft_mutex *m);       /* 0 or -ETIMEDOUT */
 WEFT_API int  weft_mutex_trylock(weft_mutex *m);    /* 0 or -EBUSY */
 WEFT_API void weft_mutex_unlock(weft_mutex *m);

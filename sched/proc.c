@@ -28,7 +28,9 @@
  * Stop: `stopping` makes every M leave its loop at its next scheduling point; idle Ms
  * are woken; all are joined, then every G and stack is released. A G that never
  * reaches a scheduling point (a loop with no yield, a blocking call that never
- * returns) holds its M, and weft_stop/weft_run wait for it.
+ * returns) holds its M, and weft_stop/weft_run wait for it; a wait (for live Gs in
+ * weft_stop, for an M in the join) that lasts STOP_NOTICE_NS prints once what it waits
+ * for, with the dump, and goes on waiting.
  */
 #include <dlfcn.h>
 #include <errno.h>
@@ -1133,6 +1135,22 @@ static int default_nprocs(void)
     return n < 1 ? 1 : n;
 }
 
+/* weft__throw's context (weft/base.h): the green thread the caller runs, if any. Reads
+ * only the caller's own M and G (no lock, no allocation: it may run in a signal
+ * handler); a name is cut at 64 bytes. */
+static size_t throw_context(char *buf, size_t cap)
+{
+    struct g *gp = weft__curg();
+    if (gp == NULL || cap == 0)
+        return 0;
+    int n = gp->name != NULL
+                ? snprintf(buf, cap, "green thread %llu (%.64s)", (unsigned long long)gp->id, gp->name)
+                : snprintf(buf, cap, "green thread %llu", (unsigned long long)gp->id);
+    if (n <= 0)
+        return 0;
+    return (size_t)n < cap ? (size_t)n : cap - 1;
+}
+
 static void on_sigquit(int sig)
 {
     (void)sig;
@@ -1142,7 +1160,7 @@ static void on_sigquit(int sig)
 
 static struct sigaction old_quit;
 
-static void teardown(void);
+static void teardown(const char *who);
 
 int weft_start(const weft_config *cfg)
 {
@@ -1154,6 +1172,7 @@ int weft_start(const weft_config *cfg)
         return -EBUSY;
     }
     weft__mem_init();
+    weft__set_throw_context(throw_context);
 #ifdef WEFT_VALGRIND
     weft__on_valgrind = RUNNING_ON_VALGRIND != 0;
 #endif
@@ -1205,7 +1224,7 @@ int weft_start(const weft_config *cfg)
     int err = weft__sysmon_start();
     weft__unlock(&start_lock);
     if (err != 0) {
-        teardown();
+        teardown("weft_start");
         return err;
     }
     return 0;
@@ -1226,9 +1245,51 @@ static uint64_t live_count(void)
     return spawned > exited ? spawned - exited : 0;
 }
 
-/* Stop every M and release every G. Green threads still alive are dropped. */
-static void teardown(void)
+/* A stop that waits this long for green threads (weft_stop) or for a worker (a green
+ * thread that does not reach a scheduling point) says once what it waits for, then
+ * waits on: a silent hang was all a user got. */
+#define STOP_NOTICE_NS ((int64_t)5 * 1000000000)
+
+/* Print the notice and the dump's lines (start_lock held: the lists stay). */
+static void stop_notice(const char *who, const char *what)
 {
+    weft__printf("%s: still waiting after %lld s for %s:", who, (long long)(STOP_NOTICE_NS / 1000000000),
+                 what);
+    if (atomic_load_explicit(&sched.running, ACQ))
+        weft__dump_locked(2);
+}
+
+/* Join mp's thread; after STOP_NOTICE_NS since t0 say once (*told) what we wait for. */
+static void join_m(struct m *mp, const char *who, int64_t t0, bool *told)
+{
+    if (!*told) {
+        int64_t at = weft__time_after(t0, STOP_NOTICE_NS);
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);       /* pthread_timedjoin_np: CLOCK_REALTIME */
+        int64_t left = at - weft__nanotime();
+        if (left < 0)
+            left = 0;
+        ts.tv_sec += (time_t)(left / 1000000000);
+        ts.tv_nsec += (long)(left % 1000000000);
+        if (ts.tv_nsec >= 1000000000) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000;
+        }
+        if (pthread_timedjoin_np(mp->thread, NULL, &ts) == 0)
+            return;
+        *told = true;
+        stop_notice(who, "a worker thread whose green thread does not reach a scheduling point "
+                         "(a loop without weft_yield, a call that blocks without weft_blocking)");
+    }
+    pthread_join(mp->thread, NULL);
+}
+
+/* Stop every M and release every G. Green threads still alive are dropped. who: the
+ * public call, for the notice (join_m). */
+static void teardown(const char *who)
+{
+    int64_t t0 = weft__nanotime();
+    bool told = false;
     weft__lock(&start_lock);
     atomic_store_explicit(&sched.stopping, 1, SC);
     weft__lock(&sched.lock);
@@ -1258,7 +1319,7 @@ static void teardown(void)
         while ((started = atomic_load_explicit(&mp->started, ACQ)) == 0)
             sched_yield();
         if (started > 0)
-            pthread_join(mp->thread, NULL);
+            join_m(mp, who, t0, &told);
     }
     weft__sysmon_stop();
     weft__lock(&sched.lock);
@@ -1319,11 +1380,23 @@ int weft_stop(void)
         return -ESRCH;
     if (weft__curg() != NULL)
         return -EDEADLK;     /* a green thread cannot wait for itself to finish */
-    while (live_count() > 0) {
+    int64_t t0 = weft__nanotime();
+    bool told = false;
+    uint64_t n;
+    while ((n = live_count()) > 0) {
+        if (!told && weft__nanotime() - t0 >= STOP_NOTICE_NS) {
+            told = true;
+            char what[64];
+            snprintf(what, sizeof what, "%llu green thread%s to finish", (unsigned long long)n,
+                     n == 1 ? "" : "s");
+            weft__lock(&start_lock);
+            stop_notice("weft_stop", what);
+            weft__unlock(&start_lock);
+        }
         struct timespec ts = { 0, 1000000 };
         nanosleep(&ts, NULL);
     }
-    teardown();
+    teardown("weft_stop");
     return 0;
 }
 
@@ -1357,12 +1430,12 @@ int weft_run(int (*main_fn)(void *), void *arg, const weft_config *cfg)
     weft_spawn_opts o = { .name = "main" };
     err = weft_spawn_ex(run_main_entry, &rm, &o, NULL);
     if (err != 0) {
-        teardown();
+        teardown("weft_run");
         return err;
     }
     while (atomic_load_explicit(&rm.done, ACQ) == 0)
         weft__futex_wait(&rm.done, 0);
-    teardown();
+    teardown("weft_run");
     return rm.ret;
 }
 

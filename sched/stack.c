@@ -41,6 +41,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
@@ -408,11 +409,14 @@ void weft__stack_trim(struct stack *st)
     }
 }
 
+/* (not weft__throwf: the line names the green thread already, and throw's context
+ * would name it again) */
 static WEFT_NORETURN void overflowed(struct g *gp)
 {
-    weft__throwf("green thread %llu (%s) overflowed its %zu KiB stack",
+    weft__printf("green thread %llu (%s) overflowed its %zu KiB stack",
                  (unsigned long long)gp->id, gp->name ? gp->name : "unnamed",
                  (size_t)(gp->stack.hi - gp->stack.lo) / 1024);
+    abort();
 }
 
 void weft__stack_check(struct g *gp)

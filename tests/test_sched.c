@@ -1120,3 +1120,140 @@ static void absurd_stacks_check(int nprocs)
 
 Test(sched, absurd_stack_sizes_refused_1p, .timeout = 60) { absurd_stacks_check(1); }
 Test(sched, absurd_stack_sizes_refused_2p, .timeout = 60) { absurd_stacks_check(2); }
+
+/* ---- a stop that waits long says once what for (issue 11) ------------------------------------- */
+/* In a child (child_stderr): the child's stderr goes through a pipe that a watcher
+ * thread reads (and passes on); 2 s after the notice first shows, the watcher lets the
+ * stuck green thread go. No timing assumption: without a notice the green thread stays
+ * stuck and the child dies of its alarm (CHILD_LIMIT), which fails the test. The 2 s
+ * after it would show a notice repeated by a loop that printed at every look. */
+static int notice_pipe[2], notice_saved_err;
+static _Atomic int notice_seen, notice_release, spinner_started;
+static weft_sema stuck_sema;
+static const char notice_text[] = "still waiting after 5 s for";
+
+static void *notice_watch(void *arg)
+{
+    (void)arg;
+    static char seen[65536];
+    size_t len = 0;
+    ssize_t r;
+    char chunk[4096];
+    while ((r = read(notice_pipe[0], chunk, sizeof chunk)) > 0) {
+        if (write(notice_saved_err, chunk, (size_t)r) < 0) {
+            /* nothing to do: the parent reads what arrives */
+        }
+        size_t n = (size_t)r < sizeof seen - 1 - len ? (size_t)r : sizeof seen - 1 - len;
+        memcpy(seen + len, chunk, n);
+        len += n;
+        seen[len] = 0;
+        if (!atomic_load(&notice_seen) && strstr(seen, notice_text) != NULL) {
+            atomic_store(&notice_seen, 1);
+            struct timespec ts = { 2, 0 };
+            nanosleep(&ts, NULL);
+            atomic_store(&notice_release, 1);
+            weft_sema_release(&stuck_sema);
+        }
+    }
+    return NULL;
+}
+
+static pthread_t notice_begin(void)
+{
+    weft_sema_init(&stuck_sema, 0);
+    if (pipe(notice_pipe) != 0)
+        _exit(90);
+    notice_saved_err = dup(2);
+    dup2(notice_pipe[1], 2);
+    pthread_t t;
+    if (pthread_create(&t, NULL, notice_watch, NULL) != 0)
+        _exit(91);
+    return t;
+}
+
+static int notice_end(pthread_t t)
+{
+    dup2(notice_saved_err, 2);
+    close(notice_pipe[1]);
+    pthread_join(t, NULL);
+    return atomic_load(&notice_seen) ? 0 : 3;
+}
+
+static void stuck(void *arg)
+{
+    (void)arg;
+    weft_sema_acquire(&stuck_sema);
+}
+
+static int stop_notice_child(void)
+{
+    pthread_t t = notice_begin();
+    weft_config cfg = { .nprocs = 2 };
+    if (weft_start(&cfg) != 0)
+        return 10;
+    weft_spawn_opts o = { .name = "stuck" };
+    if (weft_spawn_ex(stuck, NULL, &o, NULL) != 0)
+        return 11;
+    if (weft_stop() != 0)
+        return 12;
+    return notice_end(t);
+}
+
+static void spinner(void *arg)
+{
+    (void)arg;
+    atomic_store(&spinner_started, 1);
+    while (!atomic_load(&notice_release))
+        ;                        /* no scheduling point: holds its worker */
+}
+
+static int spinner_main(void *arg)
+{
+    (void)arg;
+    weft_spawn_opts o = { .name = "spinner" };
+    if (weft_spawn_ex(spinner, NULL, &o, NULL) != 0)
+        return 1;
+    while (!atomic_load(&spinner_started))
+        weft_yield();
+    return 0;                    /* weft_run's stop now waits for the spinner's worker */
+}
+
+static int run_notice_child(void)
+{
+    pthread_t t = notice_begin();
+    weft_config cfg = { .nprocs = 2 };
+    if (weft_run(spinner_main, NULL, &cfg) != 0)
+        return 10;
+    return notice_end(t);
+}
+
+static void expect_one_notice(int (*child)(void), const char *who, const char *line)
+{
+    char buf[32768];
+    int status = child_stderr(child, buf, sizeof buf);
+    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "status %#x (signal 14: no notice came), stderr: %s",
+              status, buf);
+    int count = 0;
+    for (const char *p = buf; (p = strstr(p, notice_text)) != NULL; p++)
+        count++;
+    cr_assert_eq(count, 1, "the notice came %d times: %s", count, buf);
+    cr_assert_not_null(strstr(buf, who), "stderr: %s", buf);
+    cr_assert_not_null(strstr(buf, line), "the dump's line is missing: %s", buf);
+}
+
+Test(sched, stop_waiting_long_says_once_what_for, .timeout = 60)
+{
+    expect_one_notice(stop_notice_child, "weft: weft_stop: still waiting after 5 s for 1 green thread to finish:",
+                      "(stuck) [waiting, semaphore]");
+}
+
+Test(sched, run_stop_waiting_for_a_worker_says_once, .timeout = 60)
+{
+    /* Under ThreadSanitizer the spinner's worker crashed inside TSan's instrumentation
+     * (__tsan_func_entry at the G's first run, under the test build's flags only); not
+     * understood yet, see the report on issue 11. */
+    if (tsan())
+        cr_skip_test("a spinning green thread crashes TSan's fiber bookkeeping here");
+    expect_one_notice(run_notice_child, "weft: weft_run: still waiting after 5 s for a worker thread",
+                      "(spinner) [running]");
+}
