@@ -56,6 +56,16 @@ typedef struct weft_config {
     int    io_backend;  /* WEFT_IO_AUTO (io_uring, else libuv), WEFT_IO_URING, WEFT_IO_UV; $WEFT_IO too */
 } weft_config;
 
+/* fork(): in the child the runtime is stopped -- weft_spawn returns -ESRCH, weft_nprocs
+ * 0 -- and weft_start / weft_run start a fresh one. The child's one thread (the caller
+ * of fork) is a plain thread there: its blocking calls block it, even when it forked
+ * from a green thread (it runs on in that green thread's stack, with its deadline; if
+ * it returns from the green thread's function the child exits with status 0, stdio
+ * flushed, like _exit(0)); its signal mask is that of the thread that called
+ * weft_start. Memory allocated before the fork stays valid and freeable. The other
+ * green threads do not exist in the child: weft objects they were using at the fork
+ * (a channel they waited on, a mutex one held) must not be used there, as with
+ * pthread mutexes. */
 WEFT_API int weft_run(int (*main_fn)(void *arg), void *arg, const weft_config *cfg);
 WEFT_API int weft_start(const weft_config *cfg);
 WEFT_API int weft_stop(void);

@@ -637,6 +637,14 @@ void weft__ready_batch(struct g *const *gs, int n)
 static WEFT_NORETURN WEFT_TSAN_NOFRAME void gexit(void)
 {
     struct m *mp = weft__getm();
+    if (WEFT_UNLIKELY(mp == NULL)) {
+        /* a fork child's thread left the green thread's function: it was the child's
+         * only thread (fork_child), so the child ends, status 0, its stdio flushed; not
+         * exit(): the atexit handlers are the parent's (and run on this G's stack,
+         * which confused ASan's exit-time checks) */
+        fflush(NULL);
+        _exit(0);
+    }
     struct g *gp = mp->curg;
     atomic_store_explicit(&gp->status, G_DEAD, RLX);
     counter_inc(&mp->p->nexited);
@@ -1160,6 +1168,89 @@ static void on_sigquit(int sig)
 
 static struct sigaction old_quit;
 
+/* ---- fork ---------------------------------------------------------------------------
+ * The child of a fork() has one thread, the caller's copy; the Ms and sysmon are gone,
+ * and any lock one of them held (sched.lock, gflock, allg_lock, start_lock,
+ * stack_lock, a timerlock) would stay held for good. So the child forgets the runtime
+ * (fork_child, a pthread_atfork child handler): every lock reinitialised, every list
+ * of the old runtime dropped (its memory stays mapped and unused, as a vanished
+ * thread's stack does), sched back to "not running": weft_spawn says -ESRCH and
+ * weft_start starts a fresh runtime. What each M, P or G was doing at the fork is
+ * unknown, so nothing of theirs is walked or freed -- except what the calling thread
+ * itself owned, which it was not in the middle of changing: its P's allocator cache
+ * (flushed back) and stack cache (to the new, empty pool).
+ * The calling thread becomes a plain thread: current M NULL (a caller on a green
+ * thread runs on in that G's stack, with the G's deadline as its own), its allocator
+ * cache its own thread cache (or the empty one), and its signal mask the one of the
+ * thread that started the runtime (an M blocks nearly every signal).
+ * Registered at the first weft_start, so after the allocator's handlers (mem/mcache.c,
+ * a constructor): child handlers run in registration order, the allocator's locks
+ * are usable again by the time this one flushes a cache. Not handled: weft objects
+ * (channels, mutexes ...) that other threads were using at the fork, as with pthread
+ * mutexes; the child must not use them. */
+static sigset_t start_sigmask;       /* written by weft_start under start_lock */
+
+static void fork_child(void)
+{
+    struct m *mp = tls_m;
+    bool running = atomic_load_explicit(&sched.running, RLX);
+    weft__lock_reinit(&start_lock);
+    weft__lock_reinit(&allg_lock);
+    weft__lock_reinit(&sched.lock);
+    weft__lock_reinit(&sched.gflock);
+    struct p *own = NULL;
+    if (mp != NULL) {
+        struct g *gp = mp->curg != NULL && !mp->curg->system ? mp->curg : NULL;
+        own = curp(mp);                  /* not in a blocking call: the P is ours */
+        if (gp != NULL)
+            weft__deadline_set_plain(gp->deadline);
+        tls_m = NULL;
+        weft__mcache_use(NULL);
+        pthread_sigmask(SIG_SETMASK, &start_sigmask, NULL);
+    }
+    if (!running)
+        return;
+    weft__stack_fork_child();
+    if (own != NULL) {
+        weft__mcache_destroy(own->mcache);
+        weft__stack_flush(own);
+    }
+    sigaction(SIGQUIT, &old_quit, NULL);
+    weft__sysmon_fork_child();
+    allg = NULL;
+    nallg = 0;
+    sched.allp = NULL;
+    sched.nprocs = 0;
+    sched.globq[GQ_RAN] = (struct gring){ 0 };
+    sched.globq[GQ_NEW] = (struct gring){ 0 };
+    sched.pidle = NULL;
+    sched.midle = NULL;
+    sched.nmidle = 0;
+    sched.allm = NULL;
+    sched.mcount = 0;
+    sched.gfree = NULL;
+    sched.recfree = NULL;
+    sched.recchunks = NULL;
+    atomic_store_explicit(&sched.runqsize, 0, RLX);
+    atomic_store_explicit(&sched.npidle, 0, RLX);
+    atomic_store_explicit(&sched.nmspinning, 0, RLX);
+    atomic_store_explicit(&sched.nspawned_plain, 0, RLX);
+    atomic_store_explicit(&sched.sigquit, 0, RLX);
+    atomic_store_explicit(&sched.timer_m, NULL, RLX);
+    atomic_store_explicit(&sched.timer_sleep_until, INT64_MAX, RLX);
+    atomic_store_explicit(&sched.run_mode, 0, RLX);
+    atomic_store_explicit(&sched.nsyscall, 0, RLX);
+    atomic_store_explicit(&sched.stopping, 0, RLX);
+    atomic_store_explicit(&weft__stacks_inuse, 0, RLX);
+    /* relaxed: the child has one thread; the next weft_start publishes with release */
+    atomic_store_explicit(&sched.running, 0, RLX);
+}
+
+static void register_atfork(void)
+{
+    pthread_atfork(NULL, NULL, fork_child);
+}
+
 static void teardown(const char *who);
 
 int weft_start(const weft_config *cfg)
@@ -1173,6 +1264,9 @@ int weft_start(const weft_config *cfg)
     }
     weft__mem_init();
     weft__set_throw_context(throw_context);
+    static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+    pthread_once(&atfork_once, register_atfork);
+    pthread_sigmask(SIG_SETMASK, NULL, &start_sigmask);
 #ifdef WEFT_VALGRIND
     weft__on_valgrind = RUNNING_ON_VALGRIND != 0;
 #endif

@@ -381,6 +381,11 @@ WEFT_HIDDEN bool weft__timers_run_all(int64_t now);        /* any P's expired ti
 WEFT_HIDDEN int64_t weft__timer_next(void);                /* earliest over all Ps, or INT64_MAX */
 WEFT_HIDDEN void weft__timers_free(struct p *pp);
 WEFT_HIDDEN int64_t weft__deadline_now(void);              /* the caller's deadline, -1 none */
+WEFT_HIDDEN void weft__deadline_set_plain(int64_t dl);     /* fork child: the G's, kept */
+
+/* fork (proc.c fork_child): each module forgets the state the vanished threads shared */
+WEFT_HIDDEN void weft__stack_fork_child(void);
+WEFT_HIDDEN void weft__sysmon_fork_child(void);
 
 /* sysmon.c */
 WEFT_HIDDEN int weft__sysmon_start(void);

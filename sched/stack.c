@@ -425,6 +425,20 @@ void weft__stack_check(struct g *gp)
         overflowed(gp);
 }
 
+/* fork child (proc.c fork_child): the pool and the slab being cut were shared with
+ * threads the child does not have, one of which may have held stack_lock mid-update:
+ * forget them (their address space stays mapped, as every vanished thread's stack
+ * does) and start empty; the handlers go back to the program's. */
+void weft__stack_fork_child(void)
+{
+    weft__lock_reinit(&stack_lock);
+    __atomic_store_n(&pool, NULL, __ATOMIC_RELAXED);
+    npool = 0;
+    slab_next = slab_end = 0;
+    slab_stack = 0;
+    weft__stack_signals_restore();
+}
+
 /* ---- SIGSEGV on the alternate stack ---------------------------------------- */
 static struct sigaction old_segv, old_bus;
 static bool installed;

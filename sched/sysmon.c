@@ -293,3 +293,12 @@ void weft__sysmon_stop(void)
     pthread_join(sched.sysmon, NULL);
     started = false;
 }
+
+/* fork child: the sysmon thread is gone (never joined) */
+void weft__sysmon_fork_child(void)
+{
+    started = false;
+    nlongrunning = 0;
+    atomic_store_explicit(&tick_ns, TICK_MIN_NS, RLX);
+    atomic_store_explicit(&urgent, 0, RLX);
+}

@@ -400,6 +400,11 @@ int64_t weft__deadline_now(void)
     return gp != NULL ? gp->deadline : plain_deadline;
 }
 
+void weft__deadline_set_plain(int64_t dl)
+{
+    plain_deadline = dl < 0 ? -1 : dl;
+}
+
 int64_t weft_deadline(int64_t abs_ns)
 {
     if (abs_ns < 0)

@@ -1257,3 +1257,204 @@ Test(sched, run_stop_waiting_for_a_worker_says_once, .timeout = 60)
     expect_one_notice(run_notice_child, "weft: weft_run: still waiting after 5 s for a worker thread",
                       "(spinner) [running]");
 }
+
+/* ---- fork: the child's runtime is stopped, and can start afresh (issue 11) -------------------- */
+/* The child of a fork() made while the runtime runs (from the main thread, or from a
+ * green thread): weft_spawn is -ESRCH, blocking calls work as a plain thread's, memory
+ * from before the fork is intact and freeable, and weft_start / spawn / weft_stop work
+ * (not under TSan, which kills a child of a multi-threaded process that starts
+ * threads: die_after_fork). The child reports by its exit code; the parent waits for
+ * it with a limit (on a83af88 the child hung: spawned green threads never ran). */
+static void *fork_small[64], *fork_large;
+static weft_wg fork_wg = WEFT_WG_INIT;
+static _Atomic int fork_stop_busy;
+static _Atomic long fork_leaves;
+
+static void fork_leaf(void *arg)
+{
+    (void)arg;
+    void *p = weft_malloc(100);
+    weft_free(p);
+    atomic_fetch_add(&fork_leaves, 1);
+    weft_wg_done(&fork_wg);
+}
+
+static void fork_busy(void *arg)
+{
+    (void)arg;
+    while (!atomic_load(&fork_stop_busy)) {     /* Ms allocate and schedule at the fork */
+        void *p = weft_malloc(64 + (size_t)(weft_now() & 1023));
+        weft_yield();
+        weft_free(p);
+    }
+}
+
+static void fork_alloc(void)
+{
+    for (int i = 0; i < 64; i++) {
+        fork_small[i] = weft_malloc(16 + (size_t)i * 8);
+        memset(fork_small[i], i, 16);
+    }
+    fork_large = weft_malloc(1 << 20);
+    memset(fork_large, 0x5a, 1 << 20);
+}
+
+static int fork_child_body(void)
+{
+    if (weft_spawn(fork_leaf, NULL) != -ESRCH)
+        return 10;
+    if (weft_nprocs() != 0 || weft_self() != 0)
+        return 11;
+    for (int i = 0; i < 64; i++) {
+        if (((unsigned char *)fork_small[i])[15] != i)
+            return 12;
+        weft_free(fork_small[i]);
+    }
+    if (((unsigned char *)fork_large)[(1 << 20) - 1] != 0x5a)
+        return 13;
+    weft_free(fork_large);
+    void *p = weft_malloc(200);
+    weft_free(p);
+    /* blocking calls, as a plain thread */
+    if (weft_sleep(1000000) != 0)
+        return 14;
+    weft_chan *c;
+    long v = 5;
+    if (weft_chan_make(&c, sizeof v, 1) != 0 || weft_chan_send(c, &v) != 0 || weft_chan_recv(c, &v) != 0)
+        return 15;
+    weft_chan_free(c);
+    weft_mutex mu = WEFT_MUTEX_INIT;
+    if (weft_mutex_lock(&mu) != 0)
+        return 16;
+    weft_mutex_unlock(&mu);
+    if (tsan())
+        return 0;
+    /* a fresh runtime */
+    for (int round = 0; round < 2; round++) {
+        weft_config cfg = { .nprocs = 2 };
+        if (weft_start(&cfg) != 0)
+            return 17;
+        atomic_store(&fork_leaves, 0);
+        weft_wg_add(&fork_wg, 100);
+        for (int i = 0; i < 100; i++)
+            if (weft_spawn(fork_leaf, NULL) != 0)
+                return 18;
+        if (weft_wg_wait(&fork_wg) != 0 || atomic_load(&fork_leaves) != 100)
+            return 19;
+        if (weft_stop() != 0)
+            return 20;
+    }
+    return 0;
+}
+
+/* waitpid with a limit: the exit status, or -1 (killed after limit_s) */
+static int fork_wait(pid_t pid, int limit_s)
+{
+    int status;
+    for (int i = 0; i < limit_s * 100; i++) {
+        pid_t r = waitpid(pid, &status, WNOHANG);
+        if (r == pid)
+            return status;
+        struct timespec ts = { 0, 10000000 };
+        nanosleep(&ts, NULL);
+    }
+    kill(pid, SIGKILL);
+    waitpid(pid, &status, 0);
+    return -1;
+}
+
+static void fork_expect_ok(int status, const char *what)
+{
+    cr_assert_neq(status, -1, "%s: the child did not end in time", what);
+    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "%s: child status %#x (exit %d)", what, status,
+              WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+}
+
+static void fork_from_main(int nprocs)
+{
+    weft_config cfg = { .nprocs = nprocs };
+    cr_assert_eq(weft_start(&cfg), 0);
+    atomic_store(&fork_stop_busy, 0);
+    for (int i = 0; i < 4; i++)
+        cr_assert_eq(weft_spawn(fork_busy, NULL), 0);
+    fork_alloc();
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0)
+        _exit(fork_child_body());
+    cr_assert_gt(pid, 0);
+    fork_expect_ok(fork_wait(pid, 60), "fork from the main thread");
+    atomic_store(&fork_stop_busy, 1);
+    cr_assert_eq(weft_stop(), 0);
+    /* the parent's runtime and memory are untouched */
+    for (int i = 0; i < 64; i++)
+        weft_free(fork_small[i]);
+    weft_free(fork_large);
+}
+
+Test(sched, fork_from_main_thread_1p, .timeout = 90) { fork_from_main(1); }
+Test(sched, fork_from_main_thread_2p, .timeout = 90) { fork_from_main(2); }
+
+struct fork_wait_arg { pid_t child; _Atomic int status; _Atomic int done; };
+static void fork_wait_blocking(void *arg)
+{
+    struct fork_wait_arg *a = arg;
+    atomic_store(&a->status, fork_wait(a->child, 60));
+}
+
+static int fork_green_returns;      /* 1: the child returns from the green thread instead */
+
+static void fork_in_green(void *arg)
+{
+    struct fork_wait_arg *a = arg;
+    fork_alloc();
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        if (fork_green_returns) {
+            if (weft_spawn(fork_leaf, NULL) != -ESRCH)
+                _exit(10);
+            return;                 /* the child's only thread leaves: exit status 0 */
+        }
+        _exit(fork_child_body());
+    }
+    if (pid < 0) {
+        atomic_store(&a->done, -1);
+        return;
+    }
+    a->child = pid;
+    weft_blocking(fork_wait_blocking, a);
+    for (int i = 0; i < 64; i++)
+        weft_free(fork_small[i]);
+    weft_free(fork_large);
+    atomic_store(&a->done, 1);
+}
+
+static int fork_green_main(void *arg)
+{
+    (void)arg;
+    atomic_store(&fork_stop_busy, 0);
+    for (int i = 0; i < 4; i++)
+        cr_assert_eq(weft_spawn(fork_busy, NULL), 0);
+    struct fork_wait_arg a = { 0, -1, 0 };
+    weft_spawn_opts o = { .name = "forker" };
+    cr_assert_eq(weft_spawn_ex(fork_in_green, &a, &o, NULL), 0);
+    while (atomic_load(&a.done) == 0)
+        weft_sleep(5 * WEFT_MILLISECOND);
+    atomic_store(&fork_stop_busy, 1);
+    cr_assert_eq(atomic_load(&a.done), 1, "fork failed");
+    fork_expect_ok(atomic_load(&a.status), fork_green_returns ? "fork from a green thread that returns"
+                                                : "fork from a green thread");
+    return 0;
+}
+
+static void fork_from_green(int nprocs, int returns)
+{
+    fork_green_returns = returns;
+    weft_config cfg = { .nprocs = nprocs };
+    cr_assert_eq(weft_run(fork_green_main, NULL, &cfg), 0);
+}
+
+Test(sched, fork_from_green_thread_1p, .timeout = 90) { fork_from_green(1, 0); }
+Test(sched, fork_from_green_thread_2p, .timeout = 90) { fork_from_green(2, 0); }
+Test(sched, fork_child_leaving_the_green_thread_exits_0, .timeout = 90) { fork_from_green(2, 1); }
