@@ -4,8 +4,10 @@
  * Conventions: every call that can fail returns 0 (or a non-negative count) on
  * success and a negative errno on failure; errno is never the channel, except
  * that the malloc family returns NULL and sets errno = ENOMEM as C requires.
- * Misuse that cannot be returned (freeing a foreign pointer) aborts with a
- * message naming the call.
+ * Misuse that cannot be returned (freeing a foreign pointer, unlocking an unlocked
+ * mutex) aborts with a one-line message naming the call and, when it happens on a
+ * green thread, that thread: "weft: weft_mutex_unlock: the mutex is not locked
+ * [in green thread 17 (worker)]".
  */
 #ifndef WEFT_H
 #define WEFT_H
@@ -37,24 +39,46 @@ WEFT_API const char *weft_strerror(int err);
  * value once it returns; green threads still alive then are not resumed and their
  * memory is released (Go's main). weft_start starts it in the background (then any
  * thread may spawn); weft_stop waits until no green thread is left, then stops it.
- * Both return -EBUSY if the runtime is already running. It can be started again. */
+ * Both return -EBUSY if the runtime is already running. It can be started again.
+ * A stop that has waited 5 s (weft_stop for green threads that do not end; either for
+ * a green thread that never reaches a scheduling point and so holds its worker)
+ * prints once to stderr what it waits for, with weft_dump's lines, and waits on. */
 enum { WEFT_IO_AUTO = 0, WEFT_IO_URING = 1, WEFT_IO_UV = 2 };
+/* The largest green-thread stack (weft_config.stack_size, weft_spawn_opts.stack_size):
+ * a larger one is -EINVAL from weft_start / weft_run / weft_spawn_ex. A stack is
+ * address space backed lazily, page by page, as the thread touches it. */
+#define WEFT_STACK_MAX ((size_t)1 << 30)    /* 1 GiB */
 typedef struct weft_config {
     int    nprocs;      /* logical processors (P); 0: $WEFT_MAXPROCS, else the CPUs this
                            process may use (affinity mask and cgroup CPU quota) */
-    size_t stack_size;  /* default green-thread stack; 0: 256 KiB */
+    size_t stack_size;  /* default green-thread stack; 0: 256 KiB; rounded up to whole
+                           4 KiB pages, at least 16 KiB; above WEFT_STACK_MAX: -EINVAL */
     int    io_backend;  /* WEFT_IO_AUTO (io_uring, else libuv), WEFT_IO_URING, WEFT_IO_UV; $WEFT_IO too */
 } weft_config;
 
+/* fork(): in the child the runtime is stopped -- weft_spawn returns -ESRCH, weft_nprocs
+ * 0 -- and weft_start / weft_run start a fresh one. The child's one thread (the caller
+ * of fork) is a plain thread there: its blocking calls block it, even when it forked
+ * from a green thread (it runs on in that green thread's stack, with its deadline; if
+ * it returns from the green thread's function the child exits with status 0, stdio
+ * flushed, like _exit(0)); its signal mask is that of the thread that called
+ * weft_start. Memory allocated before the fork stays valid and freeable. The other
+ * green threads do not exist in the child: weft objects they were using at the fork
+ * (a channel they waited on, a mutex one held) must not be used there, as with
+ * pthread mutexes. */
 WEFT_API int weft_run(int (*main_fn)(void *arg), void *arg, const weft_config *cfg);
 WEFT_API int weft_start(const weft_config *cfg);
 WEFT_API int weft_stop(void);
 WEFT_API int weft_nprocs(void);          /* Ps of the running runtime; 0 when stopped */
 
 /* ---- Green threads ------------------------------------------------------ */
+/* stack_size: 0 the runtime's default, else as weft_config.stack_size (rounded up to
+ * pages, at least 16 KiB, at most WEFT_STACK_MAX). name: shown by weft_dump and in abort
+ * messages; the string must outlive the green thread. */
 typedef struct weft_spawn_opts { size_t stack_size; const char *name; } weft_spawn_opts;
 
-/* 0 or -errno (-ENOMEM; -ESRCH when the runtime is not running). From green
+/* 0 or -errno (-ENOMEM; -EINVAL: fn NULL or a stack_size above WEFT_STACK_MAX; -ESRCH
+ * when the runtime is not running, e.g. in the child of a fork()). From green
  * threads and from any plain thread while the runtime runs. */
 WEFT_API int      weft_spawn(void (*fn)(void *arg), void *arg);
 WEFT_API int      weft_spawn_ex(void (*fn)(void *), void *arg, const weft_spawn_opts *opts,
@@ -84,6 +108,8 @@ WEFT_API int64_t weft_deadline(int64_t abs_ns);
  * hands its element straight to a parked receiver, which then runs next on the
  * sender's P. Freeing a channel that green threads wait on aborts. */
 typedef struct weft_chan weft_chan;
+/* 0; -EINVAL: out NULL, elem_size over 1 GiB, or a buffer (elem_size * capacity plus
+ * the channel's own bytes) past SIZE_MAX; -ENOMEM: a size weft cannot allocate. */
 WEFT_API int    weft_chan_make(weft_chan **out, size_t elem_size, size_t capacity);
 WEFT_API int    weft_chan_send(weft_chan *c, const void *elem);   /* 0, -EPIPE, -ETIMEDOUT */
 WEFT_API int    weft_chan_recv(weft_chan *c, void *elem);         /* 0, -EPIPE, -ETIMEDOUT */
@@ -108,7 +134,8 @@ WEFT_API int weft_select(weft_case *cases, int n, int64_t timeout_ns);
  * wait for green threads and the other way round. Static initializers; zero-filled
  * storage is a valid unlocked / empty object too. Waits return 0 or -ETIMEDOUT (the
  * caller's deadline). Misuse aborts with a message naming the call: unlocking an
- * unlocked mutex, a negative wait-group counter, releasing a sema past INT64_MAX. */
+ * unlocked mutex, waiting on a cond without holding its mutex, a wait-group counter
+ * that goes negative or past INT64_MAX, releasing a sema past INT64_MAX. */
 typedef struct weft_mutex   { uint64_t opaque[4]; } weft_mutex;
 typedef struct weft_rwmutex { uint64_t opaque[8]; } weft_rwmutex;
 typedef struct weft_cond    { uint64_t opaque[3]; } weft_cond;
@@ -121,7 +148,10 @@ typedef struct weft_once    { uint64_t opaque[5]; } weft_once;
 #define WEFT_WG_INIT      { { 0 } }
 #define WEFT_ONCE_INIT    { { 0 } }
 
-/* Mutex: FIFO hand-off once a waiter has waited over 1 ms (Go's starvation mode). */
+/* Mutex: FIFO hand-off once a waiter has waited over 1 ms (Go's starvation mode).
+ * Like Go's sync.Mutex it is not owned by a thread: any green or plain thread may
+ * unlock a mutex another one locked (a hand-over); unlocking one that is not locked
+ * aborts. */
 WEFT_API int  weft_mutex_lock(weft_mutex *m);       /* 0 or -ETIMEDOUT */
 WEFT_API int  weft_mutex_trylock(weft_mutex *m);    /* 0 or -EBUSY */
 WEFT_API void weft_mutex_unlock(weft_mutex *m);

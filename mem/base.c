@@ -6,6 +6,8 @@
  *
  * Nothing here may call malloc: it runs inside the allocator, possibly before libc
  * has finished starting (libweft-malloc.so is asked for memory by ld.so itself).
+ * A throw names the green thread it happened on through a function that sched/
+ * installs (weft__set_throw_context): mem/ never calls up into sched/ by name.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -37,7 +39,17 @@ static void write_all(int fd, const char *s, size_t n)
     }
 }
 
-static void vprint(const char *prefix, const char *fmt, va_list ap)
+/* Set once by sched/ (weft_start); read by every throw. Release/acquire: a pointer
+ * to code, published like any other (the function needs nothing else set up). */
+static _Atomic(weft_throw_context_fn) throw_context;
+
+void weft__set_throw_context(weft_throw_context_fn fn)
+{
+    atomic_store_explicit(&throw_context, fn, memory_order_release);
+}
+
+/* "<prefix><fmt...>", then " [in <context>]" when a context is given, on one line */
+static void vprint(const char *prefix, bool context, const char *fmt, va_list ap)
 {
     char buf[512];
     size_t len = strlen(prefix);
@@ -46,6 +58,16 @@ static void vprint(const char *prefix, const char *fmt, va_list ap)
     if (n < 0)
         n = 0;
     len += (size_t)n < sizeof buf - len - 1 ? (size_t)n : sizeof buf - len - 2;
+    weft_throw_context_fn ctx = context ? atomic_load_explicit(&throw_context, memory_order_acquire)
+                                        : NULL;
+    char who[160];
+    size_t wn = ctx != NULL ? ctx(who, sizeof who) : 0;
+    if (wn > 0 && wn < sizeof who && len + wn + 7 < sizeof buf) {
+        memcpy(buf + len, " [in ", 5);
+        memcpy(buf + len + 5, who, wn);
+        buf[len + 5 + wn] = ']';
+        len += wn + 6;
+    }
     buf[len++] = '\n';
     write_all(2, buf, len);
 }
@@ -54,7 +76,7 @@ void weft__printf(const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    vprint("weft: ", fmt, ap);
+    vprint("weft: ", false, fmt, ap);
     va_end(ap);
 }
 
@@ -62,7 +84,7 @@ void weft__throwf(const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    vprint("weft: ", fmt, ap);
+    vprint("weft: ", true, fmt, ap);
     va_end(ap);
     abort();
 }

@@ -33,10 +33,15 @@ int weft_chan_make(weft_chan **out, size_t elem_size, size_t capacity)
     if (out == NULL)
         return -EINVAL;
     *out = NULL;
-    if (elem_size > ((size_t)1 << 30) || (capacity != 0 && elem_size > SIZE_MAX / capacity))
+    /* Every size that cannot be computed is -EINVAL: the element, the buffer
+     * (elem_size * capacity) and the object (the header plus the buffer; unchecked, a
+     * capacity near SIZE_MAX wrapped it to a 96-byte object with a huge cap). A size
+     * that can be computed but not allocated is -ENOMEM (weft_calloc). */
+    size_t bytes, total;
+    if (elem_size > ((size_t)1 << 30) || __builtin_mul_overflow(elem_size, capacity, &bytes) ||
+        __builtin_add_overflow(bytes, sizeof(weft_chan), &total))
         return -EINVAL;
-    size_t bytes = elem_size * capacity;
-    weft_chan *c = weft_calloc(1, sizeof *c + bytes);
+    weft_chan *c = weft_calloc(1, total);
     if (c == NULL)
         return -ENOMEM;
     c->elemsize = elem_size;
@@ -312,11 +317,8 @@ int weft_select(weft_case *cases, int n, int64_t timeout_ns)
     /* the earlier of the caller's deadline and the timeout; with no case and no
      * deadline a select waits forever (Go's select {}) */
     int64_t dl = weft__deadline_now();
-    if (timeout_ns > 0) {        /* (the clock is read only when needed: ~30 ns here) */
-        int64_t now = weft__nanotime();
-        if (dl < 0 || now + timeout_ns < dl)
-            dl = now + timeout_ns;
-    }
+    if (timeout_ns > 0)          /* (the clock is read only when needed: ~30 ns here) */
+        dl = weft__deadline_min(dl, weft__time_after(weft__nanotime(), timeout_ns));
 
     weft_chan *lockbuf[SELECT_STACK];
     int orderbuf[SELECT_STACK];
@@ -326,7 +328,10 @@ int weft_select(weft_case *cases, int n, int64_t timeout_ns)
     struct waiter *ws = wbuf;
     void *heap = NULL;
     if (n > SELECT_STACK) {
-        heap = weft_malloc((size_t)n * (sizeof *locks + sizeof *order + sizeof *ws));
+        size_t bytes;       /* (cannot wrap with a 64-bit size_t; checked for 32-bit ones) */
+        if (__builtin_mul_overflow((size_t)n, sizeof *locks + sizeof *order + sizeof *ws, &bytes))
+            return -EINVAL;
+        heap = weft_malloc(bytes);
         if (heap == NULL)
             return -ENOMEM;
         ws = heap;

@@ -28,7 +28,9 @@
  * Stop: `stopping` makes every M leave its loop at its next scheduling point; idle Ms
  * are woken; all are joined, then every G and stack is released. A G that never
  * reaches a scheduling point (a loop with no yield, a blocking call that never
- * returns) holds its M, and weft_stop/weft_run wait for it.
+ * returns) holds its M, and weft_stop/weft_run wait for it; a wait (for live Gs in
+ * weft_stop, for an M in the join) that lasts STOP_NOTICE_NS prints once what it waits
+ * for, with the dump, and goes on waiting.
  */
 #include <dlfcn.h>
 #include <errno.h>
@@ -420,6 +422,13 @@ static struct g *first_run(struct m *mp, struct g *to)
     return gp;
 }
 
+/* A requested stack size (1 .. WEFT_STACK_MAX) in whole pages, at least 16 KiB. */
+static size_t stack_round(size_t size)
+{
+    size = (size + 4095) & ~(size_t)4095;      /* no wrap: size <= WEFT_STACK_MAX */
+    return size < 16384 ? 16384 : size;
+}
+
 static uint64_t newgoid(struct p *pp)
 {
     if (pp == NULL)
@@ -439,9 +448,11 @@ int weft_spawn_ex(void (*fn)(void *), void *arg, const weft_spawn_opts *opts, ui
         return -ESRCH;
     size_t size = sched.stack_size;
     if (opts != NULL && opts->stack_size != 0) {
-        size = (opts->stack_size + 4095) & ~(size_t)4095;
-        if (size < 16384)
-            size = 16384;
+        /* refused here, not at the first run: an absurd size used to wrap in the
+         * rounding (SIZE_MAX: a 16 KiB stack) or abort the program when the G first ran */
+        if (opts->stack_size > WEFT_STACK_MAX)
+            return -EINVAL;
+        size = stack_round(opts->stack_size);
     }
     struct m *mp = weft__getm();
     struct p *pp = curp(mp);
@@ -626,6 +637,14 @@ void weft__ready_batch(struct g *const *gs, int n)
 static WEFT_NORETURN WEFT_TSAN_NOFRAME void gexit(void)
 {
     struct m *mp = weft__getm();
+    if (WEFT_UNLIKELY(mp == NULL)) {
+        /* a fork child's thread left the green thread's function: it was the child's
+         * only thread (fork_child), so the child ends, status 0, its stdio flushed; not
+         * exit(): the atexit handlers are the parent's (and run on this G's stack,
+         * which confused ASan's exit-time checks) */
+        fflush(NULL);
+        _exit(0);
+    }
     struct g *gp = mp->curg;
     atomic_store_explicit(&gp->status, G_DEAD, RLX);
     counter_inc(&mp->p->nexited);
@@ -1124,6 +1143,22 @@ static int default_nprocs(void)
     return n < 1 ? 1 : n;
 }
 
+/* weft__throw's context (weft/base.h): the green thread the caller runs, if any. Reads
+ * only the caller's own M and G (no lock, no allocation: it may run in a signal
+ * handler); a name is cut at 64 bytes. */
+static size_t throw_context(char *buf, size_t cap)
+{
+    struct g *gp = weft__curg();
+    if (gp == NULL || cap == 0)
+        return 0;
+    int n = gp->name != NULL
+                ? snprintf(buf, cap, "green thread %llu (%.64s)", (unsigned long long)gp->id, gp->name)
+                : snprintf(buf, cap, "green thread %llu", (unsigned long long)gp->id);
+    if (n <= 0)
+        return 0;
+    return (size_t)n < cap ? (size_t)n : cap - 1;
+}
+
 static void on_sigquit(int sig)
 {
     (void)sig;
@@ -1133,16 +1168,105 @@ static void on_sigquit(int sig)
 
 static struct sigaction old_quit;
 
-static void teardown(void);
+/* ---- fork ---------------------------------------------------------------------------
+ * The child of a fork() has one thread, the caller's copy; the Ms and sysmon are gone,
+ * and any lock one of them held (sched.lock, gflock, allg_lock, start_lock,
+ * stack_lock, a timerlock) would stay held for good. So the child forgets the runtime
+ * (fork_child, a pthread_atfork child handler): every lock reinitialised, every list
+ * of the old runtime dropped (its memory stays mapped and unused, as a vanished
+ * thread's stack does), sched back to "not running": weft_spawn says -ESRCH and
+ * weft_start starts a fresh runtime. What each M, P or G was doing at the fork is
+ * unknown, so nothing of theirs is walked or freed -- except what the calling thread
+ * itself owned, which it was not in the middle of changing: its P's allocator cache
+ * (flushed back) and stack cache (to the new, empty pool).
+ * The calling thread becomes a plain thread: current M NULL (a caller on a green
+ * thread runs on in that G's stack, with the G's deadline as its own), its allocator
+ * cache its own thread cache (or the empty one), and its signal mask the one of the
+ * thread that started the runtime (an M blocks nearly every signal).
+ * Registered at the first weft_start, so after the allocator's handlers (mem/mcache.c,
+ * a constructor): child handlers run in registration order, the allocator's locks
+ * are usable again by the time this one flushes a cache. Not handled: weft objects
+ * (channels, mutexes ...) that other threads were using at the fork, as with pthread
+ * mutexes; the child must not use them. */
+static sigset_t start_sigmask;       /* written by weft_start under start_lock */
+
+static void fork_child(void)
+{
+    struct m *mp = tls_m;
+    bool running = atomic_load_explicit(&sched.running, RLX);
+    weft__lock_reinit(&start_lock);
+    weft__lock_reinit(&allg_lock);
+    weft__lock_reinit(&sched.lock);
+    weft__lock_reinit(&sched.gflock);
+    struct p *own = NULL;
+    if (mp != NULL) {
+        struct g *gp = mp->curg != NULL && !mp->curg->system ? mp->curg : NULL;
+        own = curp(mp);                  /* not in a blocking call: the P is ours */
+        if (gp != NULL)
+            weft__deadline_set_plain(gp->deadline);
+        tls_m = NULL;
+        weft__mcache_use(NULL);
+        pthread_sigmask(SIG_SETMASK, &start_sigmask, NULL);
+    }
+    if (!running)
+        return;
+    weft__stack_fork_child();
+    if (own != NULL) {
+        weft__mcache_destroy(own->mcache);
+        weft__stack_flush(own);
+    }
+    sigaction(SIGQUIT, &old_quit, NULL);
+    weft__sysmon_fork_child();
+    allg = NULL;
+    nallg = 0;
+    sched.allp = NULL;
+    sched.nprocs = 0;
+    sched.globq[GQ_RAN] = (struct gring){ 0 };
+    sched.globq[GQ_NEW] = (struct gring){ 0 };
+    sched.pidle = NULL;
+    sched.midle = NULL;
+    sched.nmidle = 0;
+    sched.allm = NULL;
+    sched.mcount = 0;
+    sched.gfree = NULL;
+    sched.recfree = NULL;
+    sched.recchunks = NULL;
+    atomic_store_explicit(&sched.runqsize, 0, RLX);
+    atomic_store_explicit(&sched.npidle, 0, RLX);
+    atomic_store_explicit(&sched.nmspinning, 0, RLX);
+    atomic_store_explicit(&sched.nspawned_plain, 0, RLX);
+    atomic_store_explicit(&sched.sigquit, 0, RLX);
+    atomic_store_explicit(&sched.timer_m, NULL, RLX);
+    atomic_store_explicit(&sched.timer_sleep_until, INT64_MAX, RLX);
+    atomic_store_explicit(&sched.run_mode, 0, RLX);
+    atomic_store_explicit(&sched.nsyscall, 0, RLX);
+    atomic_store_explicit(&sched.stopping, 0, RLX);
+    atomic_store_explicit(&weft__stacks_inuse, 0, RLX);
+    /* relaxed: the child has one thread; the next weft_start publishes with release */
+    atomic_store_explicit(&sched.running, 0, RLX);
+}
+
+static void register_atfork(void)
+{
+    pthread_atfork(NULL, NULL, fork_child);
+}
+
+static void teardown(const char *who);
 
 int weft_start(const weft_config *cfg)
 {
+    if (cfg != NULL && cfg->stack_size > WEFT_STACK_MAX)
+        return -EINVAL;
     weft__lock(&start_lock);
     if (atomic_load_explicit(&sched.running, RLX)) {
         weft__unlock(&start_lock);
         return -EBUSY;
     }
     weft__mem_init();
+    weft__set_throw_context(throw_context);
+    static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+    pthread_once(&atfork_once, register_atfork);
+    pthread_sigmask(SIG_SETMASK, NULL, &start_sigmask);
 #ifdef WEFT_VALGRIND
     weft__on_valgrind = RUNNING_ON_VALGRIND != 0;
 #endif
@@ -1155,10 +1279,7 @@ int weft_start(const weft_config *cfg)
         n = default_nprocs();
     if (n > 1024)
         n = 1024;
-    size_t ss = cfg != NULL && cfg->stack_size != 0 ? cfg->stack_size : 256 * 1024;
-    ss = (ss + 4095) & ~(size_t)4095;
-    if (ss < 16384)
-        ss = 16384;
+    size_t ss = stack_round(cfg != NULL && cfg->stack_size != 0 ? cfg->stack_size : 256 * 1024);
     sched.nprocs = n;
     sched.stack_size = ss;
     sched.allp = weft_calloc((size_t)n, sizeof *sched.allp);
@@ -1197,7 +1318,7 @@ int weft_start(const weft_config *cfg)
     int err = weft__sysmon_start();
     weft__unlock(&start_lock);
     if (err != 0) {
-        teardown();
+        teardown("weft_start");
         return err;
     }
     return 0;
@@ -1218,9 +1339,51 @@ static uint64_t live_count(void)
     return spawned > exited ? spawned - exited : 0;
 }
 
-/* Stop every M and release every G. Green threads still alive are dropped. */
-static void teardown(void)
+/* A stop that waits this long for green threads (weft_stop) or for a worker (a green
+ * thread that does not reach a scheduling point) says once what it waits for, then
+ * waits on: a silent hang was all a user got. */
+#define STOP_NOTICE_NS ((int64_t)5 * 1000000000)
+
+/* Print the notice and the dump's lines (start_lock held: the lists stay). */
+static void stop_notice(const char *who, const char *what)
 {
+    weft__printf("%s: still waiting after %lld s for %s:", who, (long long)(STOP_NOTICE_NS / 1000000000),
+                 what);
+    if (atomic_load_explicit(&sched.running, ACQ))
+        weft__dump_locked(2);
+}
+
+/* Join mp's thread; after STOP_NOTICE_NS since t0 say once (*told) what we wait for. */
+static void join_m(struct m *mp, const char *who, int64_t t0, bool *told)
+{
+    if (!*told) {
+        int64_t at = weft__time_after(t0, STOP_NOTICE_NS);
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);       /* pthread_timedjoin_np: CLOCK_REALTIME */
+        int64_t left = at - weft__nanotime();
+        if (left < 0)
+            left = 0;
+        ts.tv_sec += (time_t)(left / 1000000000);
+        ts.tv_nsec += (long)(left % 1000000000);
+        if (ts.tv_nsec >= 1000000000) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000;
+        }
+        if (pthread_timedjoin_np(mp->thread, NULL, &ts) == 0)
+            return;
+        *told = true;
+        stop_notice(who, "a worker thread whose green thread does not reach a scheduling point "
+                         "(a loop without weft_yield, a call that blocks without weft_blocking)");
+    }
+    pthread_join(mp->thread, NULL);
+}
+
+/* Stop every M and release every G. Green threads still alive are dropped. who: the
+ * public call, for the notice (join_m). */
+static void teardown(const char *who)
+{
+    int64_t t0 = weft__nanotime();
+    bool told = false;
     weft__lock(&start_lock);
     atomic_store_explicit(&sched.stopping, 1, SC);
     weft__lock(&sched.lock);
@@ -1250,7 +1413,7 @@ static void teardown(void)
         while ((started = atomic_load_explicit(&mp->started, ACQ)) == 0)
             sched_yield();
         if (started > 0)
-            pthread_join(mp->thread, NULL);
+            join_m(mp, who, t0, &told);
     }
     weft__sysmon_stop();
     weft__lock(&sched.lock);
@@ -1311,11 +1474,23 @@ int weft_stop(void)
         return -ESRCH;
     if (weft__curg() != NULL)
         return -EDEADLK;     /* a green thread cannot wait for itself to finish */
-    while (live_count() > 0) {
+    int64_t t0 = weft__nanotime();
+    bool told = false;
+    uint64_t n;
+    while ((n = live_count()) > 0) {
+        if (!told && weft__nanotime() - t0 >= STOP_NOTICE_NS) {
+            told = true;
+            char what[64];
+            snprintf(what, sizeof what, "%llu green thread%s to finish", (unsigned long long)n,
+                     n == 1 ? "" : "s");
+            weft__lock(&start_lock);
+            stop_notice("weft_stop", what);
+            weft__unlock(&start_lock);
+        }
         struct timespec ts = { 0, 1000000 };
         nanosleep(&ts, NULL);
     }
-    teardown();
+    teardown("weft_stop");
     return 0;
 }
 
@@ -1349,12 +1524,12 @@ int weft_run(int (*main_fn)(void *), void *arg, const weft_config *cfg)
     weft_spawn_opts o = { .name = "main" };
     err = weft_spawn_ex(run_main_entry, &rm, &o, NULL);
     if (err != 0) {
-        teardown();
+        teardown("weft_run");
         return err;
     }
     while (atomic_load_explicit(&rm.done, ACQ) == 0)
         weft__futex_wait(&rm.done, 0);
-    teardown();
+    teardown("weft_run");
     return rm.ret;
 }
 

@@ -263,6 +263,9 @@ struct g *weft__runqstealnext(struct p *victim)
 static void gring_grow(struct gring *q, uint32_t need)
 {
     uint32_t ncap = q->cap ? q->cap : GLOBRUNQ_MIN;
+    /* (2^31 slots at most: the doubling must not wrap to 0 and loop forever) */
+    if (need > (1u << 31) - q->size)
+        weft__throwf("the global run queue is full (%u green threads)", q->size);
     while (ncap < q->size + need)
         ncap *= 2;
     /* populated: no page fault later under sched.lock, a spinlock (a fault there

@@ -299,6 +299,29 @@ WEFT_HIDDEN extern struct schedt weft__sched;
 WEFT_HIDDEN struct m *weft__getm(void);
 WEFT_HIDDEN int64_t weft__nanotime(void);
 
+/* The weft_now() time ns after now, saturating: every deadline that adds a duration
+ * to a clock reading is computed here, never with a bare `now + ns` (a huge timeout,
+ * INT64_MAX for "practically forever", overflowed to a negative time, which reads as
+ * "no deadline": the wait then ignored the caller's deadline too). A sum past
+ * INT64_MAX is INT64_MAX, a time that never comes (no timer ever fires at it); ns <= 0
+ * is now. now must be a clock reading (>= 0). */
+static inline int64_t weft__time_after(int64_t now, int64_t ns)
+{
+    if (ns <= 0)
+        return now;
+    return ns > INT64_MAX - now ? INT64_MAX : now + ns;
+}
+
+/* The earlier of two deadlines, where -1 (any negative) is "none". */
+static inline int64_t weft__deadline_min(int64_t a, int64_t b)
+{
+    if (a < 0)
+        return b;
+    if (b < 0)
+        return a;
+    return a < b ? a : b;
+}
+
 /* runq.c */
 /* true if gp (or the G it kicked out of runnext) went to the ring, where stealers see it */
 WEFT_HIDDEN bool weft__runqput(struct p *pp, struct g *gp, bool next);
@@ -358,6 +381,11 @@ WEFT_HIDDEN bool weft__timers_run_all(int64_t now);        /* any P's expired ti
 WEFT_HIDDEN int64_t weft__timer_next(void);                /* earliest over all Ps, or INT64_MAX */
 WEFT_HIDDEN void weft__timers_free(struct p *pp);
 WEFT_HIDDEN int64_t weft__deadline_now(void);              /* the caller's deadline, -1 none */
+WEFT_HIDDEN void weft__deadline_set_plain(int64_t dl);     /* fork child: the G's, kept */
+
+/* fork (proc.c fork_child): each module forgets the state the vanished threads shared */
+WEFT_HIDDEN void weft__stack_fork_child(void);
+WEFT_HIDDEN void weft__sysmon_fork_child(void);
 
 /* sysmon.c */
 WEFT_HIDDEN int weft__sysmon_start(void);

@@ -6,7 +6,8 @@
  * would cap live green threads near 32 k. weft's answer, in order of preference:
  *  1. MADV_GUARD_INSTALL (Linux 6.13+): guard pages that are page-table markers, not
  *     mappings. Default-size stacks come in slabs of SLAB_STACKS, one mapping each, so
- *     a million guarded stacks cost ~16 k mappings.
+ *     a million guarded stacks cost ~16 k mappings (a slab stays under SLAB_BYTES, so
+ *     default stacks over 4 MiB come fewer to a slab, down to one).
  *  2. Older kernels: mprotect guard pages for the first GUARD_BUDGET stacks; beyond
  *     that, stacks come without a guard page and carry a canary word at their lowest
  *     address, checked whenever the green thread switches out or exits (a one-time
@@ -26,6 +27,9 @@
  * woken by another system call); it keeps one stack and puts the others in its P's
  * cache. At most SLAB_BATCH - 1 prepared stacks (their top pages) wait in a cache.
  *
+ * Sizes: every size here is at most WEFT_STACK_MAX (1 GiB; weft_spawn_ex and weft_start
+ * refuse larger ones), so size + GUARD and a slab's size never wrap.
+ *
  * A G gets its stack when it first runs, not when it is spawned, and gives it back
  * when it exits: a million spawned-but-not-started green threads cost 64 bytes
  * each, and spawn-join bursts reuse a handful of hot stacks. Free stacks sit in a
@@ -37,6 +41,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
@@ -60,6 +65,7 @@
 #define GUARD 4096
 #define SLAB_STACKS 64
 #define SLAB_BATCH 16
+#define SLAB_BYTES ((size_t)256 << 20) /* a slab's size cap (stacks over 4 MiB: fewer) */
 #define GUARD_BUDGET 16384
 #define TRIM_KEEP (16 * 1024)
 #define STACKFREE_MAX 64
@@ -217,6 +223,8 @@ static void cache_put(struct p *pp, struct stack *st);
  * at a time: st gets the first, pp's cache (or the pool, without a P) the others. */
 int weft__stack_alloc(struct p *pp, struct stack *st, size_t size)
 {
+    if (size == 0 || size > WEFT_STACK_MAX)   /* refused at spawn and start already */
+        return -EINVAL;
     size = (size + 4095) & ~(size_t)4095;
     if (size != sched.stack_size) {
         uintptr_t g = map_stacks(size + GUARD);
@@ -234,13 +242,17 @@ int weft__stack_alloc(struct p *pp, struct stack *st, size_t size)
     size_t step = size + GUARD;
     weft__lock(&stack_lock);
     if (slab_next == slab_end || slab_stack != size) {
-        uintptr_t s = map_stacks(SLAB_STACKS * step);
+        /* SLAB_STACKS of them, but no slab over SLAB_BYTES unless one stack is:
+         * slabs are never unmapped, and huge default stacks would reserve 64 x */
+        size_t nstk = SLAB_BYTES / step;
+        nstk = nstk < 1 ? 1 : nstk > SLAB_STACKS ? SLAB_STACKS : nstk;
+        uintptr_t s = map_stacks(nstk * step);
         if (s == 0) {
             weft__unlock(&stack_lock);
             return -ENOMEM;
         }
         slab_next = s;
-        slab_end = s + SLAB_STACKS * step;
+        slab_end = s + nstk * step;
         slab_stack = size;
     }
     int n = (int)((slab_end - slab_next) / step);
@@ -397,17 +409,34 @@ void weft__stack_trim(struct stack *st)
     }
 }
 
+/* (not weft__throwf: the line names the green thread already, and throw's context
+ * would name it again) */
 static WEFT_NORETURN void overflowed(struct g *gp)
 {
-    weft__throwf("green thread %llu (%s) overflowed its %zu KiB stack",
+    weft__printf("green thread %llu (%s) overflowed its %zu KiB stack",
                  (unsigned long long)gp->id, gp->name ? gp->name : "unnamed",
                  (size_t)(gp->stack.hi - gp->stack.lo) / 1024);
+    abort();
 }
 
 void weft__stack_check(struct g *gp)
 {
     if (!gp->stack.guarded && *(uint64_t *)gp->stack.lo != CANARY)
         overflowed(gp);
+}
+
+/* fork child (proc.c fork_child): the pool and the slab being cut were shared with
+ * threads the child does not have, one of which may have held stack_lock mid-update:
+ * forget them (their address space stays mapped, as every vanished thread's stack
+ * does) and start empty; the handlers go back to the program's. */
+void weft__stack_fork_child(void)
+{
+    weft__lock_reinit(&stack_lock);
+    __atomic_store_n(&pool, NULL, __ATOMIC_RELAXED);
+    npool = 0;
+    slab_next = slab_end = 0;
+    slab_stack = 0;
+    weft__stack_signals_restore();
 }
 
 /* ---- SIGSEGV on the alternate stack ---------------------------------------- */

@@ -13,12 +13,15 @@
  *   the front, so no waiter waits forever (Go's starvation mode). The mode ends when
  *   the queue empties or the waiter served waited under 1 ms.
  *   Invariant (lock held): queue non-empty => WAITERS bit set; a newcomer may take a
- *   free mutex with a CAS only while STARVING is clear.
+ *   free mutex with a CAS only while STARVING is clear. No owner is recorded: as with
+ *   Go's sync.Mutex any thread may unlock (a hand-over); only unlocking an unlocked
+ *   mutex aborts, naming the public call that did it (weft_cond_wait* unlock too).
  * rwmutex: readers count, writer flag, waiting-writers count. A waiting writer holds
  *   back new readers (no writer starvation); a writer's unlock admits all waiting
  *   readers before the next writer.
  * cond: a queue; wait = enqueue, unlock the mutex, block, relock (also on timeout).
- * wg: counter; wait blocks until 0; add reaching 0 wakes every waiter.
+ * wg: counter; wait blocks until 0; add reaching 0 wakes every waiter; an add that
+ *   takes it below 0 or past INT64_MAX aborts (each with its own message).
  * sema: count; release hands the permit straight to the first waiter if any.
  * once: 0 -> 1 (running) -> 2 (done); latecomers wait on a queue.
  */
@@ -161,15 +164,27 @@ int weft_mutex_lock(weft_mutex *wm)
     return mutex_lock_slow(m);
 }
 
-void weft_mutex_unlock(weft_mutex *wm)
+static void mutex_unlock_slow(struct mutex *m, uint32_t s, const char *who);
+
+/* who: the public call, named if the mutex is not locked (weft_cond_wait unlocks too) */
+static inline void mutex_unlock(struct mutex *m, const char *who)
 {
-    struct mutex *m = (struct mutex *)wm;
     uint32_t s = MU_LOCKED;
     /* release: publishes the critical section */
     if (WEFT_LIKELY(atomic_compare_exchange_strong_explicit(&m->state, &s, 0, REL, RLX)))
         return;
+    mutex_unlock_slow(m, s, who);
+}
+
+void weft_mutex_unlock(weft_mutex *wm)
+{
+    mutex_unlock((struct mutex *)wm, "weft_mutex_unlock");
+}
+
+static WEFT_NOINLINE void mutex_unlock_slow(struct mutex *m, uint32_t s, const char *who)
+{
     if (!(s & MU_LOCKED))
-        weft__throw("weft_mutex_unlock: the mutex is not locked");
+        weft__throwf("%s: the mutex is not locked", who);
     if (!(s & MU_STARVING) && (s & MU_WOKEN)) {
         /* a woken waiter is already on its way: just unlock, wake nobody */
         while (!atomic_compare_exchange_weak_explicit(&m->state, &s, s & ~(uint32_t)MU_LOCKED, REL, RLX))
@@ -327,11 +342,11 @@ struct cond {
 };
 _Static_assert(sizeof(struct cond) <= sizeof(weft_cond), "weft_cond too small");
 
-static int cond_wait(struct cond *c, weft_mutex *m, int64_t dl)
+static int cond_wait(struct cond *c, weft_mutex *m, int64_t dl, const char *who)
 {
     struct waiter w = { 0 };
     weft__lock(&c->lk);
-    weft_mutex_unlock(m);
+    mutex_unlock((struct mutex *)m, who);
     int r = expired(dl) ? (weft__unlock(&c->lk), -ETIMEDOUT) : block_on(&c->q, &c->lk, &w, false, dl, "cond");
     int lr;
     /* hold the mutex again on return, whatever the deadline says */
@@ -344,15 +359,13 @@ static int cond_wait(struct cond *c, weft_mutex *m, int64_t dl)
 
 int weft_cond_wait(weft_cond *wc, weft_mutex *m)
 {
-    return cond_wait((struct cond *)wc, m, weft__deadline_now());
+    return cond_wait((struct cond *)wc, m, weft__deadline_now(), "weft_cond_wait");
 }
 
 int weft_cond_wait_timeout(weft_cond *wc, weft_mutex *m, int64_t ns)
 {
-    int64_t dl = weft__deadline_now(), until = weft__nanotime() + (ns > 0 ? ns : 0);
-    if (dl < 0 || until < dl)
-        dl = until;
-    return cond_wait((struct cond *)wc, m, dl);
+    int64_t dl = weft__deadline_min(weft__deadline_now(), weft__time_after(weft__nanotime(), ns));
+    return cond_wait((struct cond *)wc, m, dl, "weft_cond_wait_timeout");
 }
 
 void weft_cond_signal(weft_cond *wc)
@@ -390,7 +403,12 @@ void weft_wg_add(weft_wg *wwg, int64_t n)
 {
     struct wg *wg = (struct wg *)wwg;
     /* acq_rel: work done before done() happens before the waiter returns */
-    int64_t v = atomic_fetch_add_explicit(&wg->count, n, memory_order_acq_rel) + n;
+    int64_t old = atomic_fetch_add_explicit(&wg->count, n, memory_order_acq_rel), v;
+    /* (the atomic add wraps; a counter past INT64_MAX read as negative, and the abort
+     * blamed a "negative counter" on an add that overflowed it) */
+    if (__builtin_add_overflow(old, n, &v))
+        weft__throwf("weft_wg_add: counter overflow (%lld + %lld is out of range)", (long long)old,
+                     (long long)n);
     if (v < 0)
         weft__throwf("weft_wg_add: the counter went negative (%lld)", (long long)v);
     if (v > 0 || n == 0)

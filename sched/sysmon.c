@@ -135,6 +135,11 @@ static void schedtrace(int64_t start, int64_t now)
                      atomic_load_explicit(&sched.nmspinning, RLX),
                      (unsigned long long)nlongrunning, atomic_load_explicit(&sched.runqsize, RLX));
     nlongrunning = 0;
+    /* snprintf returns what it would have written: clamp n to what is in buf, or the
+     * next size (sizeof buf - n) wraps; the P list stops 16 bytes short of the end
+     * (a P's entry is at most 11), which "]\n" always fits */
+    if (n < 0 || n > (int)sizeof buf - 16)
+        n = n < 0 ? 0 : (int)sizeof buf - 16;
     for (int i = 0; i < sched.nprocs && n < (int)sizeof buf - 16; i++)
         n += snprintf(buf + n, sizeof buf - (size_t)n, "%s%u", i ? " " : "",
                       weft__runqlen(sched.allp[i]));
@@ -287,4 +292,13 @@ void weft__sysmon_stop(void)
     weft__futex_wake(&sched.sysmon_wake, 1);
     pthread_join(sched.sysmon, NULL);
     started = false;
+}
+
+/* fork child: the sysmon thread is gone (never joined) */
+void weft__sysmon_fork_child(void)
+{
+    started = false;
+    nlongrunning = 0;
+    atomic_store_explicit(&tick_ns, TICK_MIN_NS, RLX);
+    atomic_store_explicit(&urgent, 0, RLX);
 }

@@ -119,6 +119,8 @@ static void heap_remove(struct p *pp, int i)
 /* Room for one more slot (timerlock held). */
 static void heap_grow(struct p *pp)
 {
+    if (pp->captimers > (1 << 29))          /* (the doubling would overflow int) */
+        weft__throw("timer: too many timers on one P");
     int cap = pp->captimers ? pp->captimers * 2 : 64;
     /* 3 spare slots in front: timers = mem + 48 bytes, so &timers[1] is 64-aligned */
     char *mem = weft_aligned_alloc(64, ((size_t)cap + 3) * sizeof(struct tentry));
@@ -398,6 +400,11 @@ int64_t weft__deadline_now(void)
     return gp != NULL ? gp->deadline : plain_deadline;
 }
 
+void weft__deadline_set_plain(int64_t dl)
+{
+    plain_deadline = dl < 0 ? -1 : dl;
+}
+
 int64_t weft_deadline(int64_t abs_ns)
 {
     if (abs_ns < 0)
@@ -426,7 +433,7 @@ int weft_sleep(int64_t ns)
     int64_t now = weft__nanotime(), dl = weft__deadline_now();
     if (dl >= 0 && dl <= now)
         return -ETIMEDOUT;
-    int64_t until = ns > INT64_MAX - now ? INT64_MAX : now + (ns > 0 ? ns : 0);
+    int64_t until = weft__time_after(now, ns);
     int ret = 0;
     if (dl >= 0 && dl < until) {
         until = dl;

@@ -1345,3 +1345,46 @@ static int sieve_main(void *arg)
 }
 
 VARIANTS(prime_sieve, sieve_main, NULL, 60)
+
+/* ---- sizes that cannot be computed are refused (issue 11) ----------------------------------- */
+/* elem_size * capacity was checked for overflow, the header added to it was not:
+ * (1, SIZE_MAX) made a 96-byte channel with a huge capacity (a heap overflow at the
+ * first send). Any size past SIZE_MAX is -EINVAL; one that fits but cannot be had,
+ * -ENOMEM. Plain thread, no runtime needed. */
+Test(chan, make_refuses_sizes_that_overflow, .timeout = 30)
+{
+    static const struct { size_t elem, cap; } bad[] = {
+        { 1, SIZE_MAX }, { 1, SIZE_MAX - 8 }, { 16, SIZE_MAX / 16 }, { 2, SIZE_MAX / 2 },
+        { 64, SIZE_MAX / 64 + 1 }, { (size_t)1 << 30, SIZE_MAX },
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        weft_chan *c = (weft_chan *)&c;          /* must come back NULL */
+        int r = weft_chan_make(&c, bad[i].elem, bad[i].cap);
+        cr_assert_eq(r, -EINVAL, "weft_chan_make(%zu, %#zx): %d, not -EINVAL", bad[i].elem, bad[i].cap, r);
+        cr_assert_null(c);
+    }
+    /* computable but far too large: -ENOMEM */
+    weft_chan *c = NULL;
+    int r = weft_chan_make(&c, 1, SIZE_MAX / 2);
+    cr_assert_eq(r, -ENOMEM, "weft_chan_make(1, SIZE_MAX / 2): %d", r);
+    cr_assert_null(c);
+    /* zero-size elements need no buffer: any capacity */
+    cr_assert_eq(weft_chan_make(&c, 0, SIZE_MAX), 0);
+    cr_assert_eq(weft_chan_cap(c), SIZE_MAX);
+    for (int i = 0; i < 3; i++)
+        cr_assert_eq(weft_chan_try_send(c, NULL), 0);
+    cr_assert_eq(weft_chan_len(c), 3);
+    cr_assert_eq(weft_chan_try_recv(c, NULL), 0);
+    weft_chan_free(c);
+    /* and an ordinary one still works to its last slot */
+    cr_assert_eq(weft_chan_make(&c, sizeof(long), 4), 0);
+    for (long v = 0; v < 4; v++)
+        cr_assert_eq(weft_chan_try_send(c, &v), 0);
+    long v = 9;
+    cr_assert_eq(weft_chan_try_send(c, &v), -EAGAIN);
+    for (long want = 0; want < 4; want++) {
+        cr_assert_eq(weft_chan_try_recv(c, &v), 0);
+        cr_assert_eq(v, want);
+    }
+    weft_chan_free(c);
+}

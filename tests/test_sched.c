@@ -1058,3 +1058,403 @@ static void alloc_on_green_threads(int nprocs, int migrate, int n)
 Test(sched, allocator_on_green_threads_1p) { alloc_on_green_threads(1, 0, 200); }
 Test(sched, allocator_on_green_threads_2p) { alloc_on_green_threads(2, 0, 200); }
 Test(sched, allocator_on_green_threads_migrate) { alloc_on_green_threads(2, 1, 8); }
+
+/* ---- absurd stack sizes are refused at spawn and start (issue 11) ---------------------------- */
+/* 1 << 62 used to be accepted and abort the program at the thread's first run; SIZE_MAX
+ * wrapped in the page rounding to a 16 KiB stack. Above WEFT_STACK_MAX: -EINVAL, and the
+ * runtime goes on; WEFT_STACK_MAX itself works (address space, backed as touched). */
+static const size_t absurd_stacks[] = { (size_t)1 << 62, SIZE_MAX, SIZE_MAX - 4095,
+                                        WEFT_STACK_MAX + 1, WEFT_STACK_MAX + 4096 };
+static weft_wg big_wg = WEFT_WG_INIT;
+static _Atomic long big_sum;
+
+static void big_stack_user(void *arg)
+{
+    (void)arg;
+    volatile char buf[256 * 1024];          /* more than a default stack holds */
+    for (size_t i = 0; i < sizeof buf; i += 4096)
+        buf[i] = (char)i;
+    long s = 0;
+    for (size_t i = 0; i < sizeof buf; i += 4096)
+        s += buf[i];
+    atomic_store(&big_sum, s + 1);
+    weft_wg_done(&big_wg);
+}
+
+static void absurd_stacks_check(int nprocs)
+{
+    for (size_t i = 0; i < sizeof absurd_stacks / sizeof absurd_stacks[0]; i++) {
+        weft_config bad = { .nprocs = nprocs, .stack_size = absurd_stacks[i] };
+        cr_assert_eq(weft_start(&bad), -EINVAL, "weft_start, stack_size %#zx", absurd_stacks[i]);
+        cr_assert_eq(weft_run(spawn_many_main, NULL, &bad), -EINVAL, "weft_run, stack_size %#zx",
+                     absurd_stacks[i]);
+        cr_assert_eq(weft_nprocs(), 0, "a refused start left the runtime running");
+    }
+    weft_config cfg = { .nprocs = nprocs };
+    cr_assert_eq(weft_start(&cfg), 0);
+    for (size_t i = 0; i < sizeof absurd_stacks / sizeof absurd_stacks[0]; i++) {
+        weft_spawn_opts o = { .stack_size = absurd_stacks[i], .name = "absurd" };
+        uint64_t id = 0;
+        cr_assert_eq(weft_spawn_ex(big_stack_user, NULL, &o, &id), -EINVAL, "stack_size %#zx",
+                     absurd_stacks[i]);
+        cr_assert_eq(id, 0, "a refused spawn wrote an id");
+    }
+    /* the largest allowed, then a large default one */
+    weft_wg_add(&big_wg, 2);
+    weft_spawn_opts o = { .stack_size = WEFT_STACK_MAX, .name = "big" };
+    cr_assert_eq(weft_spawn_ex(big_stack_user, NULL, &o, NULL), 0);
+    o.stack_size = 8u << 20;
+    cr_assert_eq(weft_spawn_ex(big_stack_user, NULL, &o, NULL), 0);
+    cr_assert_eq(weft_wg_wait(&big_wg), 0);
+    cr_assert_gt(atomic_load(&big_sum), 0);
+    cr_assert_eq(weft_stop(), 0);
+    /* WEFT_STACK_MAX as the default stack size */
+    weft_config big = { .nprocs = nprocs, .stack_size = WEFT_STACK_MAX };
+    cr_assert_eq(weft_start(&big), 0);
+    weft_wg_add(&big_wg, 2);
+    cr_assert_eq(weft_spawn(big_stack_user, NULL), 0);
+    cr_assert_eq(weft_spawn(big_stack_user, NULL), 0);
+    cr_assert_eq(weft_wg_wait(&big_wg), 0);
+    cr_assert_eq(weft_stop(), 0);
+}
+
+Test(sched, absurd_stack_sizes_refused_1p, .timeout = 60) { absurd_stacks_check(1); }
+Test(sched, absurd_stack_sizes_refused_2p, .timeout = 60) { absurd_stacks_check(2); }
+
+/* ---- a stop that waits long says once what for (issue 11) ------------------------------------- */
+/* In a child (child_stderr): the child's stderr goes through a pipe that a watcher
+ * thread reads (and passes on); 2 s after the notice first shows, the watcher lets the
+ * stuck green thread go. No timing assumption: without a notice the green thread stays
+ * stuck and the child dies of its alarm (CHILD_LIMIT), which fails the test. The 2 s
+ * after it would show a notice repeated by a loop that printed at every look. */
+static int notice_pipe[2], notice_saved_err;
+static _Atomic int notice_seen, notice_release, spinner_started;
+static weft_sema stuck_sema;
+static const char notice_text[] = "still waiting after 5 s for";
+
+static void *notice_watch(void *arg)
+{
+    (void)arg;
+    static char seen[65536];
+    size_t len = 0;
+    ssize_t r;
+    char chunk[4096];
+    while ((r = read(notice_pipe[0], chunk, sizeof chunk)) > 0) {
+        if (write(notice_saved_err, chunk, (size_t)r) < 0) {
+            /* nothing to do: the parent reads what arrives */
+        }
+        size_t n = (size_t)r < sizeof seen - 1 - len ? (size_t)r : sizeof seen - 1 - len;
+        memcpy(seen + len, chunk, n);
+        len += n;
+        seen[len] = 0;
+        if (!atomic_load(&notice_seen) && strstr(seen, notice_text) != NULL) {
+            atomic_store(&notice_seen, 1);
+            struct timespec ts = { 2, 0 };
+            nanosleep(&ts, NULL);
+            atomic_store(&notice_release, 1);
+            weft_sema_release(&stuck_sema);
+        }
+    }
+    return NULL;
+}
+
+static pthread_t notice_begin(void)
+{
+    weft_sema_init(&stuck_sema, 0);
+    if (pipe(notice_pipe) != 0)
+        _exit(90);
+    notice_saved_err = dup(2);
+    dup2(notice_pipe[1], 2);
+    pthread_t t;
+    if (pthread_create(&t, NULL, notice_watch, NULL) != 0)
+        _exit(91);
+    return t;
+}
+
+static int notice_end(pthread_t t)
+{
+    dup2(notice_saved_err, 2);
+    close(notice_pipe[1]);
+    pthread_join(t, NULL);
+    return atomic_load(&notice_seen) ? 0 : 3;
+}
+
+static void stuck(void *arg)
+{
+    (void)arg;
+    weft_sema_acquire(&stuck_sema);
+}
+
+static int stop_notice_child(void)
+{
+    pthread_t t = notice_begin();
+    weft_config cfg = { .nprocs = 2 };
+    if (weft_start(&cfg) != 0)
+        return 10;
+    weft_spawn_opts o = { .name = "stuck" };
+    if (weft_spawn_ex(stuck, NULL, &o, NULL) != 0)
+        return 11;
+    if (weft_stop() != 0)
+        return 12;
+    return notice_end(t);
+}
+
+static void spinner(void *arg)
+{
+    (void)arg;
+    atomic_store(&spinner_started, 1);
+    while (!atomic_load(&notice_release))
+        ;                        /* no scheduling point: holds its worker */
+}
+
+static int spinner_main(void *arg)
+{
+    (void)arg;
+    weft_spawn_opts o = { .name = "spinner" };
+    if (weft_spawn_ex(spinner, NULL, &o, NULL) != 0)
+        return 1;
+    while (!atomic_load(&spinner_started))
+        weft_yield();
+    return 0;                    /* weft_run's stop now waits for the spinner's worker */
+}
+
+static int run_notice_child(void)
+{
+    pthread_t t = notice_begin();
+    weft_config cfg = { .nprocs = 2 };
+    if (weft_run(spinner_main, NULL, &cfg) != 0)
+        return 10;
+    return notice_end(t);
+}
+
+static void expect_one_notice(int (*child)(void), const char *who, const char *line)
+{
+    char buf[32768];
+    int status = child_stderr(child, buf, sizeof buf);
+    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "status %#x (signal 14: no notice came), stderr: %s",
+              status, buf);
+    int count = 0;
+    for (const char *p = buf; (p = strstr(p, notice_text)) != NULL; p++)
+        count++;
+    cr_assert_eq(count, 1, "the notice came %d times: %s", count, buf);
+    cr_assert_not_null(strstr(buf, who), "stderr: %s", buf);
+    cr_assert_not_null(strstr(buf, line), "the dump's line is missing: %s", buf);
+}
+
+Test(sched, stop_waiting_long_says_once_what_for, .timeout = 60)
+{
+    expect_one_notice(stop_notice_child, "weft: weft_stop: still waiting after 5 s for 1 green thread to finish:",
+                      "(stuck) [waiting, semaphore]");
+}
+
+Test(sched, run_stop_waiting_for_a_worker_says_once, .timeout = 60)
+{
+    /* Under ThreadSanitizer the spinner's worker crashed inside TSan's instrumentation
+     * (__tsan_func_entry at the G's first run, under the test build's flags only); not
+     * understood yet, see the report on issue 11. */
+    if (tsan())
+        cr_skip_test("a spinning green thread crashes TSan's fiber bookkeeping here");
+    expect_one_notice(run_notice_child, "weft: weft_run: still waiting after 5 s for a worker thread",
+                      "(spinner) [running]");
+}
+
+/* ---- fork: the child's runtime is stopped, and can start afresh (issue 11) -------------------- */
+/* The child of a fork() made while the runtime runs (from the main thread, or from a
+ * green thread): weft_spawn is -ESRCH, blocking calls work as a plain thread's, memory
+ * from before the fork is intact and freeable, and weft_start / spawn / weft_stop work
+ * (not under TSan, which kills a child of a multi-threaded process that starts
+ * threads: die_after_fork). The child reports by its exit code; the parent waits for
+ * it with a limit (on a83af88 the child hung: spawned green threads never ran). */
+static void *fork_small[64], *fork_large;
+static weft_wg fork_wg = WEFT_WG_INIT;
+static _Atomic int fork_stop_busy;
+static _Atomic long fork_leaves;
+
+static void fork_leaf(void *arg)
+{
+    (void)arg;
+    void *p = weft_malloc(100);
+    weft_free(p);
+    atomic_fetch_add(&fork_leaves, 1);
+    weft_wg_done(&fork_wg);
+}
+
+static void fork_busy(void *arg)
+{
+    (void)arg;
+    while (!atomic_load(&fork_stop_busy)) {     /* Ms allocate and schedule at the fork */
+        void *p = weft_malloc(64 + (size_t)(weft_now() & 1023));
+        weft_yield();
+        weft_free(p);
+    }
+}
+
+static void fork_alloc(void)
+{
+    for (int i = 0; i < 64; i++) {
+        fork_small[i] = weft_malloc(16 + (size_t)i * 8);
+        memset(fork_small[i], i, 16);
+    }
+    fork_large = weft_malloc(1 << 20);
+    memset(fork_large, 0x5a, 1 << 20);
+}
+
+static int fork_child_body(void)
+{
+    if (weft_spawn(fork_leaf, NULL) != -ESRCH)
+        return 10;
+    if (weft_nprocs() != 0 || weft_self() != 0)
+        return 11;
+    for (int i = 0; i < 64; i++) {
+        if (((unsigned char *)fork_small[i])[15] != i)
+            return 12;
+        weft_free(fork_small[i]);
+    }
+    if (((unsigned char *)fork_large)[(1 << 20) - 1] != 0x5a)
+        return 13;
+    weft_free(fork_large);
+    void *p = weft_malloc(200);
+    weft_free(p);
+    /* blocking calls, as a plain thread */
+    if (weft_sleep(1000000) != 0)
+        return 14;
+    weft_chan *c;
+    long v = 5;
+    if (weft_chan_make(&c, sizeof v, 1) != 0 || weft_chan_send(c, &v) != 0 || weft_chan_recv(c, &v) != 0)
+        return 15;
+    weft_chan_free(c);
+    weft_mutex mu = WEFT_MUTEX_INIT;
+    if (weft_mutex_lock(&mu) != 0)
+        return 16;
+    weft_mutex_unlock(&mu);
+    if (tsan())
+        return 0;
+    /* a fresh runtime */
+    for (int round = 0; round < 2; round++) {
+        weft_config cfg = { .nprocs = 2 };
+        if (weft_start(&cfg) != 0)
+            return 17;
+        atomic_store(&fork_leaves, 0);
+        weft_wg_add(&fork_wg, 100);
+        for (int i = 0; i < 100; i++)
+            if (weft_spawn(fork_leaf, NULL) != 0)
+                return 18;
+        if (weft_wg_wait(&fork_wg) != 0 || atomic_load(&fork_leaves) != 100)
+            return 19;
+        if (weft_stop() != 0)
+            return 20;
+    }
+    return 0;
+}
+
+/* waitpid with a limit: the exit status, or -1 (killed after limit_s) */
+static int fork_wait(pid_t pid, int limit_s)
+{
+    int status;
+    for (int i = 0; i < limit_s * 100; i++) {
+        pid_t r = waitpid(pid, &status, WNOHANG);
+        if (r == pid)
+            return status;
+        struct timespec ts = { 0, 10000000 };
+        nanosleep(&ts, NULL);
+    }
+    kill(pid, SIGKILL);
+    waitpid(pid, &status, 0);
+    return -1;
+}
+
+static void fork_expect_ok(int status, const char *what)
+{
+    cr_assert_neq(status, -1, "%s: the child did not end in time", what);
+    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "%s: child status %#x (exit %d)", what, status,
+              WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+}
+
+static void fork_from_main(int nprocs)
+{
+    weft_config cfg = { .nprocs = nprocs };
+    cr_assert_eq(weft_start(&cfg), 0);
+    atomic_store(&fork_stop_busy, 0);
+    for (int i = 0; i < 4; i++)
+        cr_assert_eq(weft_spawn(fork_busy, NULL), 0);
+    fork_alloc();
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0)
+        _exit(fork_child_body());
+    cr_assert_gt(pid, 0);
+    fork_expect_ok(fork_wait(pid, 60), "fork from the main thread");
+    atomic_store(&fork_stop_busy, 1);
+    cr_assert_eq(weft_stop(), 0);
+    /* the parent's runtime and memory are untouched */
+    for (int i = 0; i < 64; i++)
+        weft_free(fork_small[i]);
+    weft_free(fork_large);
+}
+
+Test(sched, fork_from_main_thread_1p, .timeout = 90) { fork_from_main(1); }
+Test(sched, fork_from_main_thread_2p, .timeout = 90) { fork_from_main(2); }
+
+struct fork_wait_arg { pid_t child; _Atomic int status; _Atomic int done; };
+static void fork_wait_blocking(void *arg)
+{
+    struct fork_wait_arg *a = arg;
+    atomic_store(&a->status, fork_wait(a->child, 60));
+}
+
+static int fork_green_returns;      /* 1: the child returns from the green thread instead */
+
+static void fork_in_green(void *arg)
+{
+    struct fork_wait_arg *a = arg;
+    fork_alloc();
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        if (fork_green_returns) {
+            if (weft_spawn(fork_leaf, NULL) != -ESRCH)
+                _exit(10);
+            return;                 /* the child's only thread leaves: exit status 0 */
+        }
+        _exit(fork_child_body());
+    }
+    if (pid < 0) {
+        atomic_store(&a->done, -1);
+        return;
+    }
+    a->child = pid;
+    weft_blocking(fork_wait_blocking, a);
+    for (int i = 0; i < 64; i++)
+        weft_free(fork_small[i]);
+    weft_free(fork_large);
+    atomic_store(&a->done, 1);
+}
+
+static int fork_green_main(void *arg)
+{
+    (void)arg;
+    atomic_store(&fork_stop_busy, 0);
+    for (int i = 0; i < 4; i++)
+        cr_assert_eq(weft_spawn(fork_busy, NULL), 0);
+    struct fork_wait_arg a = { 0, -1, 0 };
+    weft_spawn_opts o = { .name = "forker" };
+    cr_assert_eq(weft_spawn_ex(fork_in_green, &a, &o, NULL), 0);
+    while (atomic_load(&a.done) == 0)
+        weft_sleep(5 * WEFT_MILLISECOND);
+    atomic_store(&fork_stop_busy, 1);
+    cr_assert_eq(atomic_load(&a.done), 1, "fork failed");
+    fork_expect_ok(atomic_load(&a.status), fork_green_returns ? "fork from a green thread that returns"
+                                                : "fork from a green thread");
+    return 0;
+}
+
+static void fork_from_green(int nprocs, int returns)
+{
+    fork_green_returns = returns;
+    weft_config cfg = { .nprocs = nprocs };
+    cr_assert_eq(weft_run(fork_green_main, NULL, &cfg), 0);
+}
+
+Test(sched, fork_from_green_thread_1p, .timeout = 90) { fork_from_green(1, 0); }
+Test(sched, fork_from_green_thread_2p, .timeout = 90) { fork_from_green(2, 0); }
+Test(sched, fork_child_leaving_the_green_thread_exits_0, .timeout = 90) { fork_from_green(2, 1); }

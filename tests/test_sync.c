@@ -832,3 +832,180 @@ Test(sync, once_plain_and_green, .timeout = 30)
     cr_assert_eq(atomic_load(&once_early), 0);
     cr_assert_eq(atomic_load(&once_returned), 20);
 }
+
+/* ---- misuse messages name the call and the green thread (issue 11) --------------------------- */
+/* The culprit green thread prints "id=N" (weft_self), then misuses an object; the
+ * abort's line must name the call and end "[in green thread N (culprit)]". */
+enum { MIS_UNLOCK, MIS_COND, MIS_COND_TIMEOUT, MIS_WG_OVERFLOW, MIS_WG_NEGATIVE };
+static int misuse_kind;
+
+static void culprit(void *arg)
+{
+    (void)arg;
+    weft_mutex m = WEFT_MUTEX_INIT;
+    weft_cond cvar = WEFT_COND_INIT;
+    weft_wg wg = WEFT_WG_INIT;
+    if (weft_self() != 0) {
+        fprintf(stderr, "id=%llu\n", (unsigned long long)weft_self());
+        fflush(stderr);
+    }
+    switch (misuse_kind) {
+    case MIS_UNLOCK:
+        weft_mutex_unlock(&m);
+        break;
+    case MIS_COND:
+        weft_cond_wait(&cvar, &m);                    /* without holding m */
+        break;
+    case MIS_COND_TIMEOUT:
+        weft_cond_wait_timeout(&cvar, &m, WEFT_SECOND);
+        break;
+    case MIS_WG_OVERFLOW:
+        weft_wg_add(&wg, INT64_MAX);
+        weft_wg_add(&wg, 1);
+        break;
+    case MIS_WG_NEGATIVE:
+        weft_wg_add(&wg, 1);
+        weft_wg_add(&wg, -2);
+        break;
+    }
+}
+
+static int misuse_main(void *arg)
+{
+    (void)arg;
+    weft_spawn_opts o = { .name = "culprit" };
+    if (weft_spawn_ex(culprit, NULL, &o, NULL) != 0)
+        return 1;
+    weft_sleep(10 * WEFT_SECOND);               /* the culprit aborts long before */
+    return 2;
+}
+
+static int misuse_green_child(void)
+{
+    weft_config cfg = { .nprocs = 2 };
+    return weft_run(misuse_main, NULL, &cfg) + 100;
+}
+
+static int misuse_plain_child(void)
+{
+    culprit(NULL);                               /* a plain thread: no green thread to name */
+    return 100;
+}
+
+static void expect_misuse(int kind, const char *call_msg, const char *not_msg)
+{
+    char buf[8192], want[128];
+    misuse_kind = kind;
+    int status = child_stderr(misuse_green_child, buf, sizeof buf);
+    cr_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT, "status %#x, stderr: %s", status, buf);
+    const char *idp = strstr(buf, "id=");
+    cr_assert_not_null(idp, "stderr: %s", buf);
+    unsigned long long id = strtoull(idp + 3, NULL, 10);
+    cr_assert_not_null(strstr(buf, call_msg), "expected \"%s\" in stderr: %s", call_msg, buf);
+    snprintf(want, sizeof want, " [in green thread %llu (culprit)]\n", id);
+    cr_assert_not_null(strstr(buf, want), "expected \"%s\" in stderr: %s", want, buf);
+    if (not_msg != NULL)
+        cr_assert_null(strstr(buf, not_msg), "\"%s\" in stderr: %s", not_msg, buf);
+    /* on a plain thread: the call, and no green thread */
+    status = child_stderr(misuse_plain_child, buf, sizeof buf);
+    cr_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT, "status %#x, stderr: %s", status, buf);
+    cr_assert_not_null(strstr(buf, call_msg), "expected \"%s\" in stderr: %s", call_msg, buf);
+    cr_assert_null(strstr(buf, "green thread"), "plain thread: %s", buf);
+}
+
+Test(sync, misuse_unlock_names_green_thread, .timeout = 60)
+{
+    expect_misuse(MIS_UNLOCK, "weft_mutex_unlock: the mutex is not locked", NULL);
+}
+
+Test(sync, misuse_cond_wait_names_itself, .timeout = 60)
+{
+    expect_misuse(MIS_COND, "weft_cond_wait: the mutex is not locked", "weft_mutex_unlock");
+    expect_misuse(MIS_COND_TIMEOUT, "weft_cond_wait_timeout: the mutex is not locked", "weft_mutex_unlock");
+}
+
+Test(sync, misuse_wg_overflow_says_overflow, .timeout = 60)
+{
+    expect_misuse(MIS_WG_OVERFLOW, "weft_wg_add: counter overflow", "negative");
+    expect_misuse(MIS_WG_NEGATIVE, "weft_wg_add: the counter went negative", "overflow");
+}
+
+/* the same misuse in-process: Criterion sees the SIGABRT */
+Test(sync, cond_wait_without_the_mutex_raises_sigabrt, .signal = SIGABRT, .timeout = 30)
+{
+    weft_mutex m = WEFT_MUTEX_INIT;
+    weft_cond cvar = WEFT_COND_INIT;
+    weft_cond_wait(&cvar, &m);
+}
+
+/* ---- a mutex is not owned: another green thread or a plain thread may unlock it ------------- */
+/* (Go's sync.Mutex; API.md.) A locks, B unlocks, a waiter blocked meanwhile gets it;
+ * then a plain pthread unlocks what a green thread locked, and the other way round. */
+static struct {
+    weft_mutex mu;
+    _Atomic long locked_by_a, waiter_got, plain_unlocked;
+} own = { .mu = WEFT_MUTEX_INIT };
+
+static void own_a(void *arg)
+{
+    (void)arg;
+    cr_assert_eq(weft_mutex_lock(&own.mu), 0);
+    atomic_store(&own.locked_by_a, 1);          /* and returns, still holding it */
+}
+
+static void own_waiter(void *arg)
+{
+    (void)arg;
+    cr_assert_eq(weft_mutex_lock(&own.mu), 0);
+    atomic_store(&own.waiter_got, 1);
+    weft_mutex_unlock(&own.mu);
+}
+
+static void *own_plain_unlock(void *arg)
+{
+    (void)arg;
+    weft_mutex_unlock(&own.mu);                 /* locked by a green thread */
+    atomic_store(&own.plain_unlocked, 1);
+    return NULL;
+}
+
+static void *own_plain_lock(void *arg)
+{
+    (void)arg;
+    cr_assert_eq(weft_mutex_lock(&own.mu), 0); /* unlocked below by a green thread */
+    return NULL;
+}
+
+static int ownership_main(void *arg)
+{
+    (void)arg;
+    atomic_store(&own.locked_by_a, 0);
+    atomic_store(&own.waiter_got, 0);
+    atomic_store(&own.plain_unlocked, 0);
+    cr_assert_eq(weft_spawn(own_a, NULL), 0);
+    cr_assert(await_ge(&own.locked_by_a, 1, 10000));
+    cr_assert_eq(weft_mutex_trylock(&own.mu), -EBUSY);
+    cr_assert_eq(weft_spawn(own_waiter, NULL), 0);
+    yield_for(2000);                             /* the waiter (probably) blocks */
+    cr_assert_eq(atomic_load(&own.waiter_got), 0, "the waiter got a mutex A held");
+    weft_mutex_unlock(&own.mu);                  /* this green thread is not A */
+    cr_assert(await_ge(&own.waiter_got, 1, 10000), "unlock by another green thread woke no waiter");
+    /* green locks, plain unlocks */
+    cr_assert_eq(weft_mutex_lock(&own.mu), 0);
+    pthread_t t;
+    cr_assert_eq(pthread_create(&t, NULL, own_plain_unlock, NULL), 0);
+    cr_assert(await_ge(&own.plain_unlocked, 1, 10000));
+    pthread_join(t, NULL);
+    cr_assert_eq(weft_mutex_trylock(&own.mu), 0, "a plain thread's unlock did not unlock");
+    weft_mutex_unlock(&own.mu);
+    /* plain locks, green unlocks */
+    cr_assert_eq(pthread_create(&t, NULL, own_plain_lock, NULL), 0);
+    pthread_join(t, NULL);
+    cr_assert_eq(weft_mutex_trylock(&own.mu), -EBUSY);
+    weft_mutex_unlock(&own.mu);
+    cr_assert_eq(weft_mutex_trylock(&own.mu), 0);
+    weft_mutex_unlock(&own.mu);
+    return 0;
+}
+
+VARIANTS(mutex_unlocked_by_another_thread, ownership_main, NULL, 30)

@@ -764,3 +764,88 @@ Test(timer, sleepers_are_not_a_deadlock, .timeout = 30)
     cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 100, "status %#x, stderr: %s", status, buf);
     cr_assert_null(strstr(buf, "deadlock"), "stderr: %s", buf);
 }
+
+/* ---- huge timeouts keep the deadline (issue 11) ---------------------------------------------- */
+/* now + timeout overflowed for a timeout near INT64_MAX: the sum read as "no deadline",
+ * so a 50 ms deadline was ignored -- a plain thread waited forever, a green thread
+ * under weft_run was reported as a deadlock. Every timeout here is "practically
+ * forever" and the 50 ms deadline must win. */
+static const int64_t huge_timeouts[] = { INT64_MAX, INT64_MAX - 1, INT64_MAX - 1000 * MS };
+
+static void huge_timeouts_check(void)
+{
+    weft_chan *c = mk(sizeof(long), 0);
+    weft_mutex mu = WEFT_MUTEX_INIT;
+    weft_cond cv = WEFT_COND_INIT;
+    for (size_t i = 0; i < sizeof huge_timeouts / sizeof huge_timeouts[0]; i++) {
+        int64_t to = huge_timeouts[i];
+        long v;
+        weft_case cs[1] = { { c, WEFT_RECV, &v, 0 } };
+        int64_t t0 = weft_now();
+        weft_deadline(t0 + 50 * MS);
+        int r = weft_select(cs, 1, to);
+        int64_t el = weft_now() - t0;
+        cr_assert_eq(r, -ETIMEDOUT, "select, timeout %lld: %d", (long long)to, r);
+        cr_assert_geq(el, 50 * MS, "select, timeout %lld, gave up after %lld ns", (long long)to, (long long)el);
+
+        cr_assert_eq(weft_mutex_lock(&mu), 0);
+        t0 = weft_now();
+        weft_deadline(t0 + 50 * MS);
+        r = weft_cond_wait_timeout(&cv, &mu, to);
+        el = weft_now() - t0;
+        weft_deadline(-1);
+        cr_assert_eq(r, -ETIMEDOUT, "cond_wait_timeout, timeout %lld: %d", (long long)to, r);
+        cr_assert_geq(el, 50 * MS, "cond_wait_timeout, timeout %lld, gave up after %lld ns",
+                      (long long)to, (long long)el);
+        cr_assert_eq(weft_mutex_trylock(&mu), -EBUSY, "the mutex is held again after the timeout");
+        weft_mutex_unlock(&mu);
+    }
+    weft_chan_free(c);
+}
+
+static int huge_timeouts_main(void *arg)
+{
+    (void)arg;
+    huge_timeouts_check();
+    return 0;
+}
+
+VARIANTS(huge_timeouts_keep_the_deadline, huge_timeouts_main, NULL, 30)
+
+Test(timer, huge_timeouts_keep_the_deadline_plain_thread, .timeout = 30)
+{
+    /* before weft_start, and while the runtime runs */
+    huge_timeouts_check();
+    weft_config cfg = { .nprocs = 2 };
+    cr_assert_eq(weft_start(&cfg), 0);
+    huge_timeouts_check();
+    cr_assert_eq(weft_stop(), 0);
+}
+
+/* A select with a huge timeout and no deadline still fires when a case becomes ready
+ * (the saturated deadline is a real, far one: nothing fires at it). */
+struct huge_send { weft_chan *c; };
+static void huge_sender(void *arg)
+{
+    struct huge_send *h = arg;
+    weft_sleep(20 * MS);
+    long v = 7;
+    weft_chan_send(h->c, &v);
+}
+
+static int huge_fires_main(void *arg)
+{
+    (void)arg;
+    for (size_t i = 0; i < sizeof huge_timeouts / sizeof huge_timeouts[0]; i++) {
+        struct huge_send h = { mk(sizeof(long), 0) };
+        cr_assert_eq(weft_spawn(huge_sender, &h), 0);
+        long v = 0;
+        weft_case cs[1] = { { h.c, WEFT_RECV, &v, 0 } };
+        cr_assert_eq(weft_select(cs, 1, huge_timeouts[i]), 0);
+        cr_assert_eq(v, 7);
+        weft_chan_free(h.c);
+    }
+    return 0;
+}
+
+VARIANTS(huge_timeout_select_fires, huge_fires_main, NULL, 30)

@@ -31,6 +31,15 @@ WEFT_HIDDEN WEFT_NORETURN WEFT_COLD void weft__throwf(const char *fmt, ...)
 /* Write a formatted line to fd 2 without allocating. */
 WEFT_HIDDEN void weft__printf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
+/* Who is throwing: mem/ knows nothing of green threads, so sched/ installs a function
+ * that writes the calling thread's green thread ("green thread 17 (worker)") into buf
+ * (cap bytes, NUL-terminated) and returns its length, 0 when the caller is not on a
+ * green thread. weft__throw / weft__throwf append it to their line as
+ * " [in green thread 17 (worker)]". It runs in throw, perhaps in a signal handler:
+ * it must not allocate, lock or throw. */
+typedef size_t (*weft_throw_context_fn)(char *buf, size_t cap);
+WEFT_HIDDEN void weft__set_throw_context(weft_throw_context_fn fn);
+
 #define weft_assert_always(cond) \
     ((void)(WEFT_LIKELY(cond) ? 0 : (weft__throwf("assertion failed: %s (%s:%d)", #cond, __FILE__, __LINE__), 0)))
 #if WEFT_DEBUG_LEVEL >= 1
