@@ -74,13 +74,6 @@ void weft__bad_free(const char *fn, const void *p, const char *why)
     weft__throwf("%s(%p): %s", fn, p, why);
 }
 
-/* A free of the object at the head of its class's list in the current cache: it was
- * freed before, with no free of its class on this thread since. */
-static WEFT_NOINLINE WEFT_NORETURN WEFT_COLD void double_free(const void *p)
-{
-    weft__bad_free("weft_free", p, "double free (the object was freed before and not allocated since)");
-}
-
 static void *enomem(void)
 {
     errno = ENOMEM;
@@ -210,16 +203,14 @@ static WEFT_NOINLINE void free_unmapped(void *p)
     struct mcache *c = weft__tls_cache;
     if (WEFT_LIKELY(sp != NULL && sp->state == SPAN_SMALL && c != &weft__empty_cache)) {
         unsigned cls = sp->cls;
-        if (WEFT_LIKELY(WEFT_MC_ROOM(c, cls) > 0)) {
-            if (WEFT_UNLIKELY(WEFT_MC_HEAD(c, cls) == p))
-                double_free(p);
+        if (WEFT_LIKELY(WEFT_MC_ROOM(c, cls) > 0 && WEFT_MC_HEAD(c, cls) != p)) {
             *(void **)p = WEFT_MC_HEAD(c, cls);
             WEFT_MC_HEAD(c, cls) = p;
             WEFT_MC_ROOM(c, cls)--;
             c->nfree[cls]++;
             return;
         }
-        weft__mcache_free_slow(c, p, cls);               /* list full: a batch goes back */
+        weft__mcache_free_slow(c, p, cls);   /* list full: a batch goes back; or a double free */
         return;
     }
     free_slow(p, 0, NULL);
