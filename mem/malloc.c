@@ -55,7 +55,7 @@
 #define MAX_REQUEST ((size_t)1 << 46)      /* 64 TiB: beyond any machine */
 
 _Atomic int weft__mem_ready;
-_Atomic uint64_t weft__stacks_inuse;
+_Atomic uint64_t weft__stack_inuse;
 
 void weft__mem_init_slow(void)
 {
@@ -383,5 +383,5 @@ void weft_mem_stats_read(weft_mem_stats *out)
     out->heap_inuse = hs.inuse;
     out->heap_sys = hs.sys;
     out->heap_released = hs.released;
-    out->stacks_inuse = atomic_load_explicit(&weft__stacks_inuse, memory_order_relaxed);
+    out->stacks_inuse = atomic_load_explicit(&weft__stack_inuse, memory_order_relaxed);
 }

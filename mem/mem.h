@@ -236,7 +236,7 @@ WEFT_HIDDEN void weft__os_unreserve(void *p, size_t size);   /* munmap: never ha
  * copying; `from` stays mapped and reads as zero. 0, or -1 (then nothing moved). */
 WEFT_HIDDEN int weft__os_move(void *from, void *to, size_t size);
 
-WEFT_HIDDEN extern _Atomic uint64_t weft__stacks_inuse;   /* bytes, kept by sched/ */
+WEFT_HIDDEN extern _Atomic uint64_t weft__stack_inuse;   /* bytes, kept by sched/ */
 WEFT_HIDDEN void weft__mem_init_slow(void);
 WEFT_HIDDEN extern _Atomic int weft__mem_ready;
 static inline void weft__mem_init(void)

@@ -190,7 +190,7 @@ static int chan_op(weft_chan *c, void *elem, bool send, bool block)
         return -EAGAIN;
     }
     int64_t dl = weft__deadline_now();
-    if (dl >= 0 && dl <= weft__nanotime()) {
+    if (dl >= 0 && dl <= weft__time_now()) {
         weft__unlock(&c->lock);
         return -ETIMEDOUT;
     }
@@ -288,11 +288,8 @@ static uint32_t select_rand(void)
 {
     static __thread uint64_t s WEFT_TLS_IE;
     if (s == 0)
-        s = (uint64_t)weft__nanotime() * 0x9e3779b97f4a7c15ull | 1;
-    s ^= s << 13;
-    s ^= s >> 7;
-    s ^= s << 17;
-    return (uint32_t)(s >> 32);
+        s = weft__rand_seed((uint64_t)weft__time_now());
+    return weft__rand_next(&s);
 }
 
 /* Unlock every channel but c (its lock was dropped by the try_ helper). */
@@ -318,7 +315,7 @@ int weft_select(weft_case *cases, int n, int64_t timeout_ns)
      * deadline a select waits forever (Go's select {}) */
     int64_t dl = weft__deadline_now();
     if (timeout_ns > 0)          /* (the clock is read only when needed: ~30 ns here) */
-        dl = weft__deadline_min(dl, weft__time_after(weft__nanotime(), timeout_ns));
+        dl = weft__deadline_min(dl, weft__time_after(weft__time_now(), timeout_ns));
 
     weft_chan *lockbuf[SELECT_STACK];
     int orderbuf[SELECT_STACK];
@@ -388,7 +385,7 @@ int weft_select(weft_case *cases, int n, int64_t timeout_ns)
             }
         }
     }
-    if (timeout_ns == 0 || (dl >= 0 && dl <= weft__nanotime())) {
+    if (timeout_ns == 0 || (dl >= 0 && dl <= weft__time_now())) {
         unlock_all(&(struct selunlock){ locks, nlocks });
         ret = timeout_ns == 0 ? -EAGAIN : -ETIMEDOUT;
         goto out;

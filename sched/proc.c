@@ -44,11 +44,6 @@
 #include "sched/sched.h"
 #include "sched/san.h"
 
-#define RLX memory_order_relaxed
-#define ACQ memory_order_acquire
-#define REL memory_order_release
-#define SC  memory_order_seq_cst
-
 #define SPIN_NS 20000          /* how long a spinning M looks for work before it parks */
 
 struct schedt weft__sched = { .lock = WEFT_LOCK_INIT, .gflock = WEFT_LOCK_INIT };
@@ -64,14 +59,14 @@ static uint64_t nallg;
 
 /* The only reader of the current M: out of line, and opaque to the optimizer, so
  * that no caller keeps a thread-local address across a switch (DESIGN.md). */
-WEFT_NOINLINE struct m *weft__getm(void)
+WEFT_NOINLINE struct m *weft__current_m(void)
 {
     struct m *mp = tls_m;
     __asm__ volatile("" : "+r"(mp));
     return mp;
 }
 
-int64_t weft__nanotime(void)
+int64_t weft__time_now(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -80,12 +75,12 @@ int64_t weft__nanotime(void)
 
 int64_t weft_now(void)
 {
-    return weft__nanotime();
+    return weft__time_now();
 }
 
-struct g *weft__curg(void)
+struct g *weft__current_g(void)
 {
-    struct m *mp = weft__getm();
+    struct m *mp = weft__current_m();
     return mp != NULL && mp->curg != NULL && !mp->curg->system ? mp->curg : NULL;
 }
 
@@ -177,13 +172,13 @@ static WEFT_NOINLINE void after_switch_slow(struct m *mp, struct g *prev, int ac
  * actions live out of line, so this needs no stack frame. */
 static void after_switch(struct g *self)
 {
-    struct m *mp = weft__getm();
+    struct m *mp = weft__current_m();
     weft__san_finish_switch(self);
     struct g *prev = mp->after_g;
     int action = mp->after;
     mp->after = AFTER_NONE;
     if (action == AFTER_YIELD)
-        weft__runqput(mp->p, prev, false);
+        weft__runq_put(mp->p, prev, false);
     else if (action != AFTER_NONE)
         after_switch_slow(mp, prev, action);
 }
@@ -193,7 +188,7 @@ static void after_switch_slow(struct m *mp, struct g *prev, int action)
     switch (action) {
     case AFTER_PARK:
         if (prev->unlockf != NULL && !prev->unlockf(prev, prev->unlockarg))
-            weft__ready(prev);
+            weft__sched_ready(prev);
         break;
     case AFTER_EXIT:
         gfput(mp->p, prev);
@@ -201,16 +196,16 @@ static void after_switch_slow(struct m *mp, struct g *prev, int action)
     case AFTER_BLOCKED:
     case AFTER_GLOBAL:
         weft__lock(&sched.lock);
-        weft__globrunqput(prev);
+        weft__globrunq_put(prev);
         weft__unlock(&sched.lock);
-        weft__wakep();
+        weft__sched_wakep();
         break;
     case AFTER_MIGRATE: {
         /* WEFT_DEBUG=migrate: prev resumes on another M. It goes to the tail of the
          * queue (a yield), we hand our P to another M and this M parks (the g0 loop
          * sees p == NULL), so whichever M runs prev next, it is not this one. */
         struct p *pp = mp->p;
-        weft__runqput(pp, prev, false);
+        weft__runq_put(pp, prev, false);
         releasep(mp);
         startm(pp, false);          /* not us: we are not on the idle list */
         break;
@@ -237,7 +232,7 @@ static void attach_stack(struct m *mp, struct g *gp)
     weft__san_stack_reuse(gp->stack.lo, gp->stack.hi);
     weft__tsan_fiber_new(gp);
     gp->valgrind_id = weft__valgrind_stack_register(gp->stack.lo, gp->stack.hi);
-    atomic_fetch_add_explicit(&weft__stacks_inuse, gp->stack.hi - gp->stack.lo, RLX);
+    atomic_fetch_add_explicit(&weft__stack_inuse, gp->stack.hi - gp->stack.lo, RLX);
     weft__ctx_init(&gp->ctx, (void *)gp->stack.hi, gentry, gp);
 }
 
@@ -247,7 +242,7 @@ static void release_stack(struct p *pp, struct g *gp)
         return;
     weft__stack_check(gp);
     weft__valgrind_stack_deregister(gp->valgrind_id);
-    atomic_fetch_sub_explicit(&weft__stacks_inuse, gp->stack.hi - gp->stack.lo, RLX);
+    atomic_fetch_sub_explicit(&weft__stack_inuse, gp->stack.hi - gp->stack.lo, RLX);
     weft__stack_put(pp, &gp->stack);
     __atomic_store_n(&gp->ctx.sp, NULL, __ATOMIC_RELAXED);  /* prefetchers peek at it */
 }
@@ -454,7 +449,7 @@ int weft_spawn_ex(void (*fn)(void *), void *arg, const weft_spawn_opts *opts, ui
             return -EINVAL;
         size = stack_round(opts->stack_size);
     }
-    struct m *mp = weft__getm();
+    struct m *mp = weft__current_m();
     struct p *pp = curp(mp);
     struct gspawn *r = recget(pp);
     if (r == NULL)
@@ -470,21 +465,21 @@ int weft_spawn_ex(void (*fn)(void *), void *arg, const weft_spawn_opts *opts, ui
     struct g *gp = (struct g *)r;      /* queued as a G: sched.h struct gspawn */
     if (pp != NULL) {
         counter_inc(&pp->nspawned);
-        /* into runnext, and unlike weft__ready a spinner is woken even when runnext
+        /* into runnext, and unlike weft__sched_ready a spinner is woken even when runnext
          * was empty: a spawner usually goes on running, and an idle P can take the new
          * G from runnext once it has waited a few microseconds (stealnext) */
-        weft__runqput(pp, gp, true);
+        weft__runq_put(pp, gp, true);
         if (sched.nprocs == 1)
             return 0;
     } else {
         weft__lock(&sched.lock);
-        weft__globrunqput(gp);
+        weft__globrunq_put(gp);
         /* counted once queued (no M can take it before the unlock): sysmon's deadlock
          * check must not see a live G that is in no queue yet */
         atomic_fetch_add_explicit(&sched.nspawned_plain, 1, RLX);
         weft__unlock(&sched.lock);
     }
-    weft__wakep();
+    weft__sched_wakep();
     return 0;
 }
 
@@ -495,7 +490,7 @@ int weft_spawn(void (*fn)(void *), void *arg)
 
 uint64_t weft_self(void)
 {
-    struct g *gp = weft__curg();
+    struct g *gp = weft__current_g();
     return gp != NULL ? gp->id : 0;
 }
 
@@ -508,7 +503,7 @@ uint64_t weft_self(void)
 static WEFT_NOINLINE struct g *fair_global(struct p *pp)
 {
     weft__lock(&sched.lock);
-    struct g *gp = weft__globrunqget(pp, 1, (pp->schedtick / 61) & 1);
+    struct g *gp = weft__globrunq_get(pp, 1, (pp->schedtick / 61) & 1);
     weft__unlock(&sched.lock);
     return gp;
 }
@@ -520,13 +515,13 @@ WEFT_INLINE struct g *next_local(struct p *pp)
         return NULL;
     __atomic_store_n(&pp->schedtick, pp->schedtick + 1, __ATOMIC_RELAXED);  /* read by stealers, sysmon */
     if ((pp->schedtick & 15) == 0 && atomic_load_explicit(&pp->timer0, RLX) != INT64_MAX)
-        weft__timers_run(pp, weft__nanotime());
+        weft__timers_run(pp, weft__time_now());
     if (atomic_load_explicit(&sched.runqsize, RLX) > 0 && pp->schedtick % 61 == 0) {
         struct g *gp = fair_global(pp);
         if (gp != NULL)
             return gp;
     }
-    return weft__runqget(pp);
+    return weft__runq_get(pp);
 }
 
 /* next_local, else (local queue empty) a share of the global queue; NULL while
@@ -537,7 +532,7 @@ WEFT_INLINE struct g *next_or_global(struct p *pp)
     if (next == NULL && atomic_load_explicit(&sched.runqsize, RLX) > 0 &&
         !atomic_load_explicit(&sched.stopping, RLX)) {
         weft__lock(&sched.lock);
-        next = weft__globrunqget(pp, 0, false);
+        next = weft__globrunq_get(pp, 0, false);
         weft__unlock(&sched.lock);
     }
     return next;
@@ -545,7 +540,7 @@ WEFT_INLINE struct g *next_or_global(struct p *pp)
 
 void weft_yield(void)
 {
-    struct m *mp = weft__getm();
+    struct m *mp = weft__current_m();
     struct g *gp = mp != NULL ? mp->curg : NULL;
     if (gp == NULL || gp->system) {
         sched_yield();
@@ -570,9 +565,9 @@ void weft_yield(void)
     gswitch(mp, gp, next, AFTER_YIELD);
 }
 
-void weft__park(int (*unlockf)(struct g *, void *), void *arg, const char *reason)
+void weft__sched_park(int (*unlockf)(struct g *, void *), void *arg, const char *reason)
 {
-    struct m *mp = weft__getm();
+    struct m *mp = weft__current_m();
     struct g *gp = mp->curg;
     if (gp == NULL || gp->system)
         weft__throw("park: not on a green thread");
@@ -602,10 +597,10 @@ WEFT_INLINE void ready_n(struct g *const *gs, int n)
         atomic_store_explicit(&gp->status, G_RUNNABLE, RLX);
         __builtin_prefetch(gp->ctx.sp, 0);
     }
-    struct p *pp = curp(weft__getm());
+    struct p *pp = curp(weft__current_m());
     if (pp != NULL) {
         for (int i = 0; i < n - 1; i++)
-            weft__runqput(pp, gs[i], false);
+            weft__runq_put(pp, gs[i], false);
         /* A lone G that lands in an empty runnext wakes nobody: a hand-off, whose
          * waker usually blocks next, so our own M runs it at its next scheduling point
          * (waking an M per ready kept the other M spinning through 2P ping-pong, its
@@ -613,30 +608,30 @@ WEFT_INLINE void ready_n(struct g *const *gs, int n)
          * on instead, sysmon sees the stale runnext and wakes a spinner, which takes
          * it (stealnext). Only a G that reaches the ring (or one runnext kicked out
          * to it) is work for another M at once. With one P nobody is woken at all. */
-        if ((!weft__runqput(pp, gs[n - 1], true) && n == 1) || sched.nprocs == 1)
+        if ((!weft__runq_put(pp, gs[n - 1], true) && n == 1) || sched.nprocs == 1)
             return;
     } else {
         weft__lock(&sched.lock);
-        weft__globrunqputbatch(gs, (uint32_t)n);
+        weft__globrunq_put_batch(gs, (uint32_t)n);
         weft__unlock(&sched.lock);
     }
-    weft__wakep();
+    weft__sched_wakep();
 }
 
-void weft__ready(struct g *gp)
+void weft__sched_ready(struct g *gp)
 {
     ready_n(&gp, 1);
 }
 
 /* Gs woken together (expired timers) */
-void weft__ready_batch(struct g *const *gs, int n)
+void weft__sched_ready_batch(struct g *const *gs, int n)
 {
     ready_n(gs, n);
 }
 
 static WEFT_NORETURN WEFT_TSAN_NOFRAME void gexit(void)
 {
-    struct m *mp = weft__getm();
+    struct m *mp = weft__current_m();
     if (WEFT_UNLIKELY(mp == NULL)) {
         /* a fork child's thread left the green thread's function: it was the child's
          * only thread (fork_child), so the child ends, status 0, its stdio flushed; not
@@ -664,7 +659,7 @@ static struct m *newm(struct p *pp, bool spinning)
     mp->g0.system = 1;
     mp->nextp = pp;
     mp->spinning = spinning;
-    mp->fastrand = (uint64_t)(uintptr_t)mp * 0x9e3779b97f4a7c15ull | 1;
+    mp->fastrand = weft__rand_seed((uint64_t)(uintptr_t)mp);
     weft__lock(&sched.lock);
     if (atomic_load_explicit(&sched.stopping, RLX)) {
         weft__unlock(&sched.lock);
@@ -743,7 +738,7 @@ static void startm(struct p *pp, bool spinning)
     weft__futex_wake(&mp->park, 1);
 }
 
-void weft__wakep(void)
+void weft__sched_wakep(void)
 {
     /* seq_cst: pairs with the idle M's nmspinning decrement and re-check (sched.h) */
     atomic_thread_fence(SC);
@@ -796,7 +791,7 @@ static bool stopm(struct m *mp)
             weft__futex_wait(&mp->park, 0);
             continue;
         }
-        int64_t now = weft__nanotime();
+        int64_t now = weft__time_now();
         if (next > now) {
             weft__futex_wait_timeout(&mp->park, 0, next - now);
             continue;
@@ -848,15 +843,7 @@ static void resetspinning(struct m *mp)
 {
     mp->spinning = false;
     if (atomic_fetch_sub_explicit(&sched.nmspinning, 1, SC) == 1)
-        weft__wakep();       /* we were the last spinner: let another look for work */
-}
-
-static inline uint32_t fastrand(struct m *mp)
-{
-    mp->fastrand ^= mp->fastrand << 13;
-    mp->fastrand ^= mp->fastrand >> 7;
-    mp->fastrand ^= mp->fastrand << 17;
-    return (uint32_t)(mp->fastrand >> 32);
+        weft__sched_wakep();       /* we were the last spinner: let another look for work */
 }
 
 /* victim's runnext, if it has waited there for a while (runq.c): the P is in a
@@ -871,26 +858,26 @@ static struct g *stealnext(struct p *victim)
         return NULL;
     if (atomic_load_explicit(&victim->status, RLX) == P_RUNNING) {
         uint32_t tick = __atomic_load_n(&victim->schedtick, __ATOMIC_RELAXED);
-        int64_t t0 = weft__nanotime();
-        while (weft__nanotime() - t0 < RUNNEXT_WAIT_NS)
+        int64_t t0 = weft__time_now();
+        while (weft__time_now() - t0 < RUNNEXT_WAIT_NS)
             for (int k = 0; k < 50; k++)
                 weft__cpu_relax();
         if (__atomic_load_n(&victim->schedtick, __ATOMIC_RELAXED) != tick)
             return NULL;
     }
-    return weft__runqstealnext(victim);
+    return weft__runq_steal_next(victim);
 }
 
 static struct g *stealwork(struct m *mp, struct p *pp)
 {
     int n = sched.nprocs;
     for (int round = 0; round < 4; round++) {
-        int start = (int)(fastrand(mp) % (uint32_t)n);
+        int start = (int)(weft__rand_next(&mp->fastrand) % (uint32_t)n);
         for (int i = 0; i < n; i++) {
             struct p *victim = sched.allp[(start + i) % n];
             if (victim == pp)
                 continue;
-            struct g *gp = weft__runqsteal(pp, victim);
+            struct g *gp = weft__runq_steal(pp, victim);
             if (gp == NULL && round == 3)
                 gp = stealnext(victim);
             if (gp != NULL) {
@@ -912,15 +899,15 @@ top:
     struct p *pp = mp->p;
     __atomic_store_n(&pp->schedtick, pp->schedtick + 1, __ATOMIC_RELAXED);
     if (atomic_load_explicit(&pp->timer0, RLX) != INT64_MAX)
-        weft__timers_run(pp, weft__nanotime());
+        weft__timers_run(pp, weft__time_now());
     if (atomic_load_explicit(&sched.runqsize, RLX) > 0 && pp->schedtick % 61 == 0 &&
         (gp = fair_global(pp)) != NULL)
         goto found;
-    if ((gp = weft__runqget(pp)) != NULL)
+    if ((gp = weft__runq_get(pp)) != NULL)
         goto found;
     if (atomic_load_explicit(&sched.runqsize, RLX) > 0) {
         weft__lock(&sched.lock);
-        gp = weft__globrunqget(pp, 0, false);
+        gp = weft__globrunq_get(pp, 0, false);
         weft__unlock(&sched.lock);
         if (gp != NULL)
             goto found;
@@ -941,7 +928,7 @@ top:
             if (atomic_load_explicit(&sched.runqsize, RLX) > 0 ||
                 atomic_load_explicit(&sched.stopping, RLX))
                 break;
-            int64_t now = weft__nanotime();
+            int64_t now = weft__time_now();
             if (spin_until == 0)
                 spin_until = now + SPIN_NS;
             else if (now >= spin_until)
@@ -954,13 +941,13 @@ top:
         }
     }
     /* the other Ps' expired timers (their Ms may be busy) */
-    if (weft__timer_next() != INT64_MAX && weft__timers_run_all(weft__nanotime()) &&
-        (gp = weft__runqget(pp)) != NULL)
+    if (weft__timer_next() != INT64_MAX && weft__timers_run_all(weft__time_now()) &&
+        (gp = weft__runq_get(pp)) != NULL)
         goto found;
     /* nothing: give the P back */
     weft__lock(&sched.lock);
     if (atomic_load_explicit(&sched.runqsize, RLX) > 0) {
-        gp = weft__globrunqget(pp, 0, false);
+        gp = weft__globrunq_get(pp, 0, false);
         weft__unlock(&sched.lock);
         goto found;
     }
@@ -977,7 +964,7 @@ top:
         for (int i = 0; i < sched.nprocs; i++) {
             /* rings only: a runnext is run by its P's M at its next scheduling
              * point, or taken once stale after sysmon wakes a spinner (sched.h) */
-            if (work || !weft__runqringempty(sched.allp[i])) {
+            if (work || !weft__runq_ring_empty(sched.allp[i])) {
                 weft__lock(&sched.lock);
                 struct p *p2 = pidleget();
                 weft__unlock(&sched.lock);
@@ -1035,7 +1022,7 @@ static void *mstart(void *arg)
 /* ---- blocking calls ------------------------------------------------------------ */
 void weft_blocking(void (*fn)(void *), void *arg)
 {
-    struct m *mp = weft__getm();
+    struct m *mp = weft__current_m();
     struct g *gp = mp != NULL ? mp->curg : NULL;
     if (gp == NULL || gp->system) {
         fn(arg);
@@ -1073,10 +1060,10 @@ void weft_blocking(void (*fn)(void *), void *arg)
 }
 
 /* sysmon took pp (P_SYSCALL -> P_IDLE): give it to an M if there is work. */
-bool weft__handoffp(struct p *pp)
+bool weft__sched_handoffp(struct p *pp)
 {
     __atomic_store_n(&pp->m, NULL, __ATOMIC_RELAXED);
-    if (!weft__runqempty(pp) || atomic_load_explicit(&sched.runqsize, RLX) > 0) {
+    if (!weft__runq_empty(pp) || atomic_load_explicit(&sched.runqsize, RLX) > 0) {
         startm(pp, false);
         return true;
     }
@@ -1148,7 +1135,7 @@ static int default_nprocs(void)
  * handler); a name is cut at 64 bytes. */
 static size_t throw_context(char *buf, size_t cap)
 {
-    struct g *gp = weft__curg();
+    struct g *gp = weft__current_g();
     if (gp == NULL || cap == 0)
         return 0;
     int n = gp->name != NULL
@@ -1241,7 +1228,7 @@ static void fork_child(void)
     atomic_store_explicit(&sched.run_mode, 0, RLX);
     atomic_store_explicit(&sched.nsyscall, 0, RLX);
     atomic_store_explicit(&sched.stopping, 0, RLX);
-    atomic_store_explicit(&weft__stacks_inuse, 0, RLX);
+    atomic_store_explicit(&weft__stack_inuse, 0, RLX);
     /* relaxed: the child has one thread; the next weft_start publishes with release */
     atomic_store_explicit(&sched.running, 0, RLX);
 }
@@ -1301,7 +1288,7 @@ int weft_start(const weft_config *cfg)
         sched.allp[i] = pp;
     }
     weft__lock(&sched.lock);
-    weft__globrunqreserve();       /* the ring's first slots: none mapped under load */
+    weft__globrunq_reserve();       /* the ring's first slots: none mapped under load */
     weft__unlock(&sched.lock);
     for (int i = n - 1; i >= 0; i--)
         pidleput(sched.allp[i]);
@@ -1360,7 +1347,7 @@ static void join_m(struct m *mp, const char *who, int64_t t0, bool *told)
         int64_t at = weft__time_after(t0, STOP_NOTICE_NS);
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);       /* pthread_timedjoin_np: CLOCK_REALTIME */
-        int64_t left = at - weft__nanotime();
+        int64_t left = at - weft__time_now();
         if (left < 0)
             left = 0;
         ts.tv_sec += (time_t)(left / 1000000000);
@@ -1382,7 +1369,7 @@ static void join_m(struct m *mp, const char *who, int64_t t0, bool *told)
  * public call, for the notice (join_m). */
 static void teardown(const char *who)
 {
-    int64_t t0 = weft__nanotime();
+    int64_t t0 = weft__time_now();
     bool told = false;
     weft__lock(&start_lock);
     atomic_store_explicit(&sched.stopping, 1, SC);
@@ -1420,7 +1407,7 @@ static void teardown(const char *who)
     struct m *mp = sched.allm;
     sched.allm = NULL;
     sched.mcount = 0;
-    weft__globrunqfree();
+    weft__globrunq_free();
     sched.pidle = NULL;
     atomic_store_explicit(&sched.npidle, 0, RLX);
     atomic_store_explicit(&sched.nmspinning, 0, RLX);
@@ -1472,13 +1459,13 @@ int weft_stop(void)
 {
     if (!atomic_load_explicit(&sched.running, ACQ))
         return -ESRCH;
-    if (weft__curg() != NULL)
+    if (weft__current_g() != NULL)
         return -EDEADLK;     /* a green thread cannot wait for itself to finish */
-    int64_t t0 = weft__nanotime();
+    int64_t t0 = weft__time_now();
     bool told = false;
     uint64_t n;
     while ((n = live_count()) > 0) {
-        if (!told && weft__nanotime() - t0 >= STOP_NOTICE_NS) {
+        if (!told && weft__time_now() - t0 >= STOP_NOTICE_NS) {
             told = true;
             char what[64];
             snprintf(what, sizeof what, "%llu green thread%s to finish", (unsigned long long)n,
@@ -1514,7 +1501,7 @@ int weft_run(int (*main_fn)(void *), void *arg, const weft_config *cfg)
 {
     if (main_fn == NULL)
         return -EINVAL;
-    if (weft__curg() != NULL)
+    if (weft__current_g() != NULL)
         return -EBUSY;
     int err = weft_start(cfg);
     if (err != 0)
@@ -1548,7 +1535,7 @@ void weft_sched_stats_read(weft_sched_stats *out)
     out->spawned = atomic_load_explicit(&sched.nspawned_plain, RLX);
     for (int i = 0; i < sched.nprocs; i++) {
         struct p *pp = sched.allp[i];
-        out->threads_runnable += weft__runqlen(pp);
+        out->threads_runnable += weft__runq_len(pp);
         out->spawned += atomic_load_explicit(&pp->nspawned, RLX);
         out->switches += atomic_load_explicit(&pp->nswitches, RLX);
         out->steals += atomic_load_explicit(&pp->nsteals, RLX);

@@ -20,8 +20,8 @@
  * behind a long computation on an idle P within microseconds. With one P nobody
  * steals: plain loads and stores. Ownership moves with the P, under the
  * release/acquire of acquirep/startm/pidleget and of the P_SYSCALL CASes.
- * weft__runqput says whether the ring grew: a G put into an empty runnext wakes no
- * spinner from weft__ready (a hand-off: the waker is about to block, usually; if it
+ * weft__runq_put says whether the ring grew: a G put into an empty runnext wakes no
+ * spinner from weft__sched_ready (a hand-off: the waker is about to block, usually; if it
  * computes on instead, sysmon notices the stale runnext and wakes one, sysmon.c).
  * The global queue is two growable rings of G pointers under sched.lock, Gs that have
  * run (GQ_RAN) served before Gs never run (GQ_NEW); runqsize is their sum (below).
@@ -29,10 +29,6 @@
  */
 #include <sys/mman.h>
 #include "sched/sched.h"
-
-#define RLX memory_order_relaxed
-#define ACQ memory_order_acquire
-#define REL memory_order_release
 
 /* Move half of the full local ring and gp to the global queue. 0 if it raced. */
 static bool runqputslow(struct p *pp, struct g *gp, uint32_t h, uint32_t t)
@@ -46,13 +42,13 @@ static bool runqputslow(struct p *pp, struct g *gp, uint32_t h, uint32_t t)
         return false;
     batch[n] = gp;
     weft__lock(&sched.lock);
-    weft__globrunqputbatch(batch, n + 1);
+    weft__globrunq_put_batch(batch, n + 1);
     weft__unlock(&sched.lock);
     return true;
 }
 
 /* The ring was full: half of it goes to the global queue (out of line, so that the
- * fast path of weft__runqput needs no stack frame). */
+ * fast path of weft__runq_put needs no stack frame). */
 static WEFT_NOINLINE void runqput_full(struct p *pp, struct g *gp)
 {
     for (;;) {
@@ -68,7 +64,7 @@ static WEFT_NOINLINE void runqput_full(struct p *pp, struct g *gp)
     }
 }
 
-bool weft__runqput(struct p *pp, struct g *gp, bool next)
+bool weft__runq_put(struct p *pp, struct g *gp, bool next)
 {
     if (next) {
         /* Only the owner makes runnext non-NULL, so an empty one stays empty until our
@@ -124,7 +120,7 @@ static inline void prefetch_ring(struct p *pp)
                   atomic_load_explicit(&pp->runqtail, RLX));
 }
 
-struct g *weft__runqget(struct p *pp)
+struct g *weft__runq_get(struct p *pp)
 {
     struct g *next = atomic_load_explicit(&pp->runnext, RLX);
     if (next != NULL) {
@@ -167,13 +163,13 @@ struct g *weft__runqget(struct p *pp)
 }
 
 /* Nothing in pp's ring (runnext aside): what an M about to park re-checks. */
-bool weft__runqringempty(struct p *pp)
+bool weft__runq_ring_empty(struct p *pp)
 {
     uint32_t h = atomic_load_explicit(&pp->runqhead, ACQ);
     return h == atomic_load_explicit(&pp->runqtail, ACQ);
 }
 
-bool weft__runqempty(struct p *pp)
+bool weft__runq_empty(struct p *pp)
 {
     for (;;) {
         uint32_t h = atomic_load_explicit(&pp->runqhead, ACQ);
@@ -184,7 +180,7 @@ bool weft__runqempty(struct p *pp)
     }
 }
 
-uint32_t weft__runqlen(struct p *pp)
+uint32_t weft__runq_len(struct p *pp)
 {
     uint32_t h = atomic_load_explicit(&pp->runqhead, ACQ);
     uint32_t t = atomic_load_explicit(&pp->runqtail, ACQ);
@@ -204,7 +200,7 @@ static uint32_t runqgrab(struct p *victim, struct g *_Atomic *batch, uint32_t bh
         uint32_t n = t - h;
         n = n - n / 2;
         if (n == 0)
-            return 0;              /* runnext: weft__runqstealnext, by stealwork's rule */
+            return 0;              /* runnext: weft__runq_steal_next, by stealwork's rule */
         if (n > RUNQ_SIZE / 2)
             continue;              /* read h and t at different times: retry */
         for (uint32_t i = 0; i < n; i++) {
@@ -216,7 +212,7 @@ static uint32_t runqgrab(struct p *victim, struct g *_Atomic *batch, uint32_t bh
     }
 }
 
-struct g *weft__runqsteal(struct p *pp, struct p *victim)
+struct g *weft__runq_steal(struct p *pp, struct p *victim)
 {
     uint32_t t = atomic_load_explicit(&pp->runqtail, RLX);
     uint32_t n = runqgrab(victim, pp->runq, t);
@@ -233,7 +229,7 @@ struct g *weft__runqsteal(struct p *pp, struct p *victim)
 
 /* Take victim's runnext (nprocs > 1; the caller decides whether it may, see the
  * header). acquire: pairs with the owner's exchange that put it there. */
-struct g *weft__runqstealnext(struct p *victim)
+struct g *weft__runq_steal_next(struct p *victim)
 {
     struct g *next = atomic_load_explicit(&victim->runnext, RLX);
     if (next != NULL &&
@@ -285,7 +281,7 @@ static void gring_grow(struct gring *q, uint32_t need)
 }
 
 /* The rings' first slots (weft_start: the common case maps nothing under the lock). */
-void weft__globrunqreserve(void)
+void weft__globrunq_reserve(void)
 {
     for (int k = 0; k < 2; k++)
         if (sched.globq[k].buf == NULL)
@@ -293,7 +289,7 @@ void weft__globrunqreserve(void)
 }
 
 /* Teardown: the rings go (no G is left in them). */
-void weft__globrunqfree(void)
+void weft__globrunq_free(void)
 {
     for (int k = 0; k < 2; k++) {
         struct gring *q = &sched.globq[k];
@@ -304,12 +300,12 @@ void weft__globrunqfree(void)
     atomic_store_explicit(&sched.runqsize, 0, RLX);
 }
 
-void weft__globrunqput(struct g *gp)
+void weft__globrunq_put(struct g *gp)
 {
-    weft__globrunqputbatch(&gp, 1);
+    weft__globrunq_put_batch(&gp, 1);
 }
 
-void weft__globrunqputbatch(struct g *const *gs, uint32_t n)
+void weft__globrunq_put_batch(struct g *const *gs, uint32_t n)
 {
     for (uint32_t i = 0; i < n; i++) {
         struct gring *q = &sched.globq[gs[i]->ctx.sp == NULL ? GQ_NEW : GQ_RAN];
@@ -322,7 +318,7 @@ void weft__globrunqputbatch(struct g *const *gs, uint32_t n)
 
 /* One G to run now; up to max-1 more (0: no limit) go to pp's ring. From GQ_RAN while
  * it has any, unless new_first (and GQ_NEW has any). */
-struct g *weft__globrunqget(struct p *pp, uint32_t max, bool new_first)
+struct g *weft__globrunq_get(struct p *pp, uint32_t max, bool new_first)
 {
     struct gring *q = &sched.globq[GQ_RAN], *qn = &sched.globq[GQ_NEW];
     if (q->size == 0 || (new_first && qn->size > 0))
@@ -350,7 +346,7 @@ struct g *weft__globrunqget(struct p *pp, uint32_t max, bool new_first)
     uint32_t mask = q->cap - 1;
     struct g *gp = q->buf[q->head];
     for (uint32_t i = 1; i < n; i++)
-        weft__runqput(pp, q->buf[(q->head + i) & mask], false);
+        weft__runq_put(pp, q->buf[(q->head + i) & mask], false);
     q->head = (q->head + n) & mask;
     return gp;
 }

@@ -47,7 +47,7 @@
  *    scheduling point, and if that does not come, sysmon sees the runnext stale for
  *    a tick and wakes a spinner, which steals it (a blocking call: handoffp). A
  *    spawn into runnext does wake a spinner.
- *  - weft__getm() is the only way to read the current M: a G may resume on another M
+ *  - weft__current_m() is the only way to read the current M: a G may resume on another M
  *    after any switch, and compilers cache thread-local addresses (DESIGN.md).
  * Lock order: sched.lock < allg_lock < mem locks. No lock is held across a switch.
  */
@@ -129,7 +129,7 @@ struct flist {
 
 /* A green thread. Laid out by use, a cache line at a time (newg allocates it 64-byte
  * aligned): with 100 k parked Gs every wake-up of a cold G costs a miss per line it
- * touches. Line 0: what a timer firing, weft__ready and the switch in read (the saved
+ * touches. Line 0: what a timer firing, weft__sched_ready and the switch in read (the saved
  * stack pointer, status, the embedded timer, m). Line 1: parking and waiting. The
  * rest: spawn, exit, dump. */
 struct g {
@@ -296,8 +296,8 @@ struct schedt {
 WEFT_HIDDEN extern struct schedt weft__sched;
 #define sched weft__sched
 
-WEFT_HIDDEN struct m *weft__getm(void);
-WEFT_HIDDEN int64_t weft__nanotime(void);
+WEFT_HIDDEN struct m *weft__current_m(void);
+WEFT_HIDDEN int64_t weft__time_now(void);
 
 /* The weft_now() time ns after now, saturating: every deadline that adds a duration
  * to a clock reading is computed here, never with a bare `now + ns` (a huge timeout,
@@ -324,38 +324,29 @@ static inline int64_t weft__deadline_min(int64_t a, int64_t b)
 
 /* runq.c */
 /* true if gp (or the G it kicked out of runnext) went to the ring, where stealers see it */
-WEFT_HIDDEN bool weft__runqput(struct p *pp, struct g *gp, bool next);
-WEFT_HIDDEN struct g *weft__runqget(struct p *pp);
-WEFT_HIDDEN struct g *weft__runqsteal(struct p *pp, struct p *victim);  /* ring only */
-WEFT_HIDDEN struct g *weft__runqstealnext(struct p *victim);
+WEFT_HIDDEN bool weft__runq_put(struct p *pp, struct g *gp, bool next);
+WEFT_HIDDEN struct g *weft__runq_get(struct p *pp);
+WEFT_HIDDEN struct g *weft__runq_steal(struct p *pp, struct p *victim);  /* ring only */
+WEFT_HIDDEN struct g *weft__runq_steal_next(struct p *victim);
 
-/* A spin-wait hint (pause / yield) */
-static inline void weft__cpu_relax(void)
-{
-#if defined(__x86_64__)
-    __builtin_ia32_pause();
-#elif defined(__aarch64__)
-    __asm__ volatile("yield");
-#endif
-}
-WEFT_HIDDEN bool weft__runqempty(struct p *pp);
-WEFT_HIDDEN bool weft__runqringempty(struct p *pp);
-WEFT_HIDDEN uint32_t weft__runqlen(struct p *pp);
-WEFT_HIDDEN void weft__globrunqput(struct g *gp);        /* sched.lock held */
-WEFT_HIDDEN void weft__globrunqputbatch(struct g *const *gs, uint32_t n); /* lock held */
-WEFT_HIDDEN void weft__globrunqreserve(void);              /* weft_start: first slots */
-WEFT_HIDDEN void weft__globrunqfree(void);                 /* teardown */
-WEFT_HIDDEN struct g *weft__globrunqget(struct p *pp, uint32_t max, bool new_first); /* lock held */
+WEFT_HIDDEN bool weft__runq_empty(struct p *pp);
+WEFT_HIDDEN bool weft__runq_ring_empty(struct p *pp);
+WEFT_HIDDEN uint32_t weft__runq_len(struct p *pp);
+WEFT_HIDDEN void weft__globrunq_put(struct g *gp);        /* sched.lock held */
+WEFT_HIDDEN void weft__globrunq_put_batch(struct g *const *gs, uint32_t n); /* lock held */
+WEFT_HIDDEN void weft__globrunq_reserve(void);              /* weft_start: first slots */
+WEFT_HIDDEN void weft__globrunq_free(void);                 /* teardown */
+WEFT_HIDDEN struct g *weft__globrunq_get(struct p *pp, uint32_t max, bool new_first); /* lock held */
 
 /* proc.c */
-WEFT_HIDDEN void weft__ready(struct g *gp);              /* WAITING -> RUNNABLE, from anywhere */
-WEFT_HIDDEN void weft__ready_batch(struct g *const *gs, int n);  /* n >= 1 woken together */
+WEFT_HIDDEN void weft__sched_ready(struct g *gp);              /* WAITING -> RUNNABLE, from anywhere */
+WEFT_HIDDEN void weft__sched_ready_batch(struct g *const *gs, int n);  /* n >= 1 woken together */
 /* Park the running G: after it is off its stack, unlockf(gp, arg) runs on the next
  * context; if it returns 0 the G is readied again at once. */
-WEFT_HIDDEN void weft__park(int (*unlockf)(struct g *, void *), void *arg, const char *reason);
-WEFT_HIDDEN struct g *weft__curg(void);                  /* NULL on a plain thread */
-WEFT_HIDDEN void weft__wakep(void);
-WEFT_HIDDEN bool weft__handoffp(struct p *pp);            /* sysmon: P left a blocking call */
+WEFT_HIDDEN void weft__sched_park(int (*unlockf)(struct g *, void *), void *arg, const char *reason);
+WEFT_HIDDEN struct g *weft__current_g(void);                  /* NULL on a plain thread */
+WEFT_HIDDEN void weft__sched_wakep(void);
+WEFT_HIDDEN bool weft__sched_handoffp(struct p *pp);            /* sysmon: P left a blocking call */
 WEFT_HIDDEN void weft__dump_locked(int fd);
 
 /* stack.c */

@@ -445,7 +445,7 @@ static bool installed;
 
 static void on_fault(int sig, siginfo_t *si, void *uc)
 {
-    struct m *mp = weft__getm();
+    struct m *mp = weft__current_m();
     struct g *gp = mp != NULL ? mp->curg : NULL;
     uintptr_t a = (uintptr_t)si->si_addr;
     if (gp != NULL && !gp->system && a < gp->stack.lo && a + 256 * 1024 >= gp->stack.lo)

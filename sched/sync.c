@@ -30,10 +30,6 @@
 #include <string.h>
 #include "sched/wait.h"
 
-#define RLX memory_order_relaxed
-#define ACQ memory_order_acquire
-#define REL memory_order_release
-
 #define STARVE_NS 1000000
 
 static void unlock_lk(void *arg)
@@ -62,7 +58,7 @@ static int block_on(struct waitq *q, weft_lock *lk, struct waiter *w, bool front
 
 static inline bool expired(int64_t dl)
 {
-    return dl >= 0 && dl <= weft__nanotime();
+    return dl >= 0 && dl <= weft__time_now();
 }
 
 /* ---- mutex ------------------------------------------------------------------------ */
@@ -125,7 +121,7 @@ static int mutex_lock_slow(struct mutex *m)
             /* WAITERS makes the unlocker's fast CAS fail, so it will look at the queue;
              * going back to sleep drops our WOKEN mark so the next unlock wakes someone */
             uint32_t want = (s | MU_WAITERS) & (waited ? ~(uint32_t)MU_WOKEN : ~0u);
-            if (waited && weft__nanotime() - start > STARVE_NS)
+            if (waited && weft__time_now() - start > STARVE_NS)
                 want |= MU_STARVING;
             if (atomic_compare_exchange_weak_explicit(&m->state, &s, want, RLX, RLX))
                 break;
@@ -138,7 +134,7 @@ static int mutex_lock_slow(struct mutex *m)
             return -ETIMEDOUT;
         }
         if (start < 0)
-            start = weft__nanotime();
+            start = weft__time_now();
         struct waiter w = { .since = start };
         int r = block_on(&m->q, &m->lk, &w, waited, dl, "mutex");
         if (r != 0) {
@@ -199,7 +195,7 @@ static WEFT_NOINLINE void mutex_unlock_slow(struct mutex *m, uint32_t s, const c
     uint32_t rest = weft__waitq_empty(&m->q) ? 0 : MU_WAITERS;
     if (w != NULL && (s & MU_STARVING)) {
         /* hand-off: LOCKED stays; starvation ends with the queue or with a short wait */
-        bool still = rest != 0 && weft__nanotime() - w->since >= STARVE_NS;
+        bool still = rest != 0 && weft__time_now() - w->since >= STARVE_NS;
         atomic_store_explicit(&m->state, MU_LOCKED | rest | (still ? MU_STARVING : 0), RLX);
         w->handoff = true;
         weft__unlock(&m->lk);
@@ -364,7 +360,7 @@ int weft_cond_wait(weft_cond *wc, weft_mutex *m)
 
 int weft_cond_wait_timeout(weft_cond *wc, weft_mutex *m, int64_t ns)
 {
-    int64_t dl = weft__deadline_min(weft__deadline_now(), weft__time_after(weft__nanotime(), ns));
+    int64_t dl = weft__deadline_min(weft__deadline_now(), weft__time_after(weft__time_now(), ns));
     return cond_wait((struct cond *)wc, m, dl, "weft_cond_wait_timeout");
 }
 

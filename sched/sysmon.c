@@ -4,7 +4,7 @@
  * Every tick (20 us, doubling after 1 ms of nothing to do, up to 10 ms) it:
  *  - retakes Ps stuck in weft_blocking: a P whose syscalltick has not moved for a
  *    whole tick is CASed P_SYSCALL -> P_IDLE and handed to another M when there is
- *    work (weft__handoffp);
+ *    work (weft__sched_handoffp);
  *  - flags green threads that ran over 10 ms without a scheduling point (their P's
  *    schedtick did not move): weft_dump reports them, and they yield at the next
  *    yield point;
@@ -28,9 +28,6 @@
 #include <time.h>
 #include <unistd.h>
 #include "sched/sched.h"
-
-#define RLX memory_order_relaxed
-#define SC  memory_order_seq_cst
 
 #define TICK_MIN_NS 20000
 #define TICK_MAX_NS 10000000
@@ -86,7 +83,7 @@ static bool retake(int64_t now)
             /* acq_rel: we take over the P's state from the blocked M (its release store) */
             if (atomic_compare_exchange_strong_explicit(&pp->status, &expect, P_IDLE,
                                                         memory_order_acq_rel, RLX)) {
-                weft__handoffp(pp);
+                weft__sched_handoffp(pp);
                 did = true;
             }
         } else if (st == P_RUNNING) {
@@ -100,10 +97,10 @@ static bool retake(int64_t now)
             }
             /* a G waits in runnext behind a G that has not scheduled for a tick:
              * wake a spinner, which takes it (proc.c stealnext); no one was woken
-             * when it was readied (weft__ready) */
+             * when it was readied (weft__sched_ready) */
             if (atomic_load_explicit(&pp->runnext, RLX) != NULL &&
                 atomic_load_explicit(&sched.npidle, SC) > 0) {
-                weft__wakep();
+                weft__sched_wakep();
                 did = true;                 /* keep ticking fast */
             }
             if (now - pp->sm_when > OVERRUN_NS && mp != NULL) {
@@ -142,7 +139,7 @@ static void schedtrace(int64_t start, int64_t now)
         n = n < 0 ? 0 : (int)sizeof buf - 16;
     for (int i = 0; i < sched.nprocs && n < (int)sizeof buf - 16; i++)
         n += snprintf(buf + n, sizeof buf - (size_t)n, "%s%u", i ? " " : "",
-                      weft__runqlen(sched.allp[i]));
+                      weft__runq_len(sched.allp[i]));
     n += snprintf(buf + n, sizeof buf - (size_t)n, "]\n");
     if (write(2, buf, (size_t)n) < 0) {
         /* nothing to do */
@@ -173,7 +170,7 @@ static bool maybe_deadlocked(void)
         atomic_load_explicit(&sched.nsyscall, SC) != 0 || weft__timer_next() != INT64_MAX)
         return false;
     for (int i = 0; i < sched.nprocs; i++)
-        if (!weft__runqempty(sched.allp[i]))
+        if (!weft__runq_empty(sched.allp[i]))
             return false;
     uint64_t sw;
     return live_and_switches(&sw) > 0;
@@ -212,7 +209,7 @@ static void check_deadlock(void)
 static void *sysmon_main(void *arg)
 {
     (void)arg;
-    int64_t start = weft__nanotime(), last_trace = start, last_trim = start;
+    int64_t start = weft__time_now(), last_trace = start, last_trim = start;
     int idle = 0;
     while (!atomic_load_explicit(&sched.stopping, RLX)) {
         int64_t delay = atomic_load_explicit(&tick_ns, RLX);
@@ -230,7 +227,7 @@ static void *sysmon_main(void *arg)
         wait_wake(seen, delay);
         if (atomic_load_explicit(&sched.stopping, RLX))
             break;
-        int64_t now = weft__nanotime();
+        int64_t now = weft__time_now();
         if (atomic_exchange_explicit(&sched.sigquit, 0, RLX)) {
             weft__printf("SIGQUIT: dump of every green thread");
             weft__dump_locked(2);

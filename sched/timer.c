@@ -43,9 +43,6 @@
 #include <time.h>
 #include "sched/sched.h"
 
-#define RLX memory_order_relaxed
-#define SC  memory_order_seq_cst
-
 /* The ring's head is never a hole (holes there are dropped at once). */
 static inline int64_t earliest(struct p *pp)
 {
@@ -250,7 +247,7 @@ void weft__timer_add(struct timer *t)
     /* t may fire (and be re-armed by its owner) as soon as the heap lock is dropped:
      * nothing of it is read after that */
     int64_t when = t->when;
-    struct m *mp = weft__getm();
+    struct m *mp = weft__current_m();
     struct p *pp = mp != NULL && mp->p != NULL ? mp->p : sched.allp[0];
     weft__lock(&pp->timerlock);
     bool top = timer_insert(pp, t);
@@ -303,7 +300,7 @@ bool weft__timer_del(struct timer *t)
 
 /* Expired timers are fired TIMER_BATCH at a time: popped under one hold of the lock,
  * their Gs' first lines prefetched together, fired, then readied together
- * (weft__ready_batch prefetches their saved frames together too). With 100 k sleepers
+ * (weft__sched_ready_batch prefetches their saved frames together too). With 100 k sleepers
  * every one of those lines is cold, and one timer at a time meant one miss after
  * another, each waited for by a locked instruction (lock, unlock and two RMWs on the
  * timer per timer); in a batch the misses overlap and the locked instructions are per
@@ -346,7 +343,7 @@ void weft__timers_run(struct p *pp, int64_t now)
                 ready[nr++] = gp;
         }
         if (nr > 0)
-            weft__ready_batch(ready, nr);
+            weft__sched_ready_batch(ready, nr);
         if (n < TIMER_BATCH)
             return;
         weft__lock(&pp->timerlock);
@@ -396,7 +393,7 @@ static __thread int64_t plain_deadline WEFT_TLS_IE = -1;
 
 int64_t weft__deadline_now(void)
 {
-    struct g *gp = weft__curg();
+    struct g *gp = weft__current_g();
     return gp != NULL ? gp->deadline : plain_deadline;
 }
 
@@ -409,7 +406,7 @@ int64_t weft_deadline(int64_t abs_ns)
 {
     if (abs_ns < 0)
         abs_ns = -1;
-    struct g *gp = weft__curg();
+    struct g *gp = weft__current_g();
     int64_t *d = gp != NULL ? &gp->deadline : &plain_deadline;
     int64_t old = *d;
     *d = abs_ns;
@@ -430,7 +427,7 @@ static int sleep_arm(struct g *gp, void *arg)
 
 int weft_sleep(int64_t ns)
 {
-    int64_t now = weft__nanotime(), dl = weft__deadline_now();
+    int64_t now = weft__time_now(), dl = weft__deadline_now();
     if (dl >= 0 && dl <= now)
         return -ETIMEDOUT;
     int64_t until = weft__time_after(now, ns);
@@ -439,7 +436,7 @@ int weft_sleep(int64_t ns)
         until = dl;
         ret = -ETIMEDOUT;
     }
-    struct g *gp = weft__curg();
+    struct g *gp = weft__current_g();
     if (gp == NULL) {
         struct timespec ts = { until / 1000000000, until % 1000000000 };
         while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR)
@@ -452,6 +449,6 @@ int weft_sleep(int64_t ns)
     }
     gp->timer.when = until;
     gp->timer.f = sleep_fire;
-    weft__park(sleep_arm, NULL, "sleep");
+    weft__sched_park(sleep_arm, NULL, "sleep");
     return ret;
 }

@@ -4,14 +4,11 @@
 #include <errno.h>
 #include "sched/wait.h"
 
-#define RLX memory_order_relaxed
-#define SC  memory_order_seq_cst
-
 void weft__waiter_wake(struct waiter *w)
 {
     struct waitctx *wc = w->wc;
     if (wc->g != NULL) {
-        weft__ready(wc->g);
+        weft__sched_ready(wc->g);
         return;
     }
     /* Everything read from wc before the store: once the waiter sees DONE it returns
@@ -69,7 +66,7 @@ int weft__wait_block(struct waitctx *wc, void (*unlock)(void *), void *arg, int6
 {
     if (wc->g != NULL) {
         struct parkarg pa = { unlock, arg, deadline, wc->expect };
-        weft__park(park_unlock, &pa, reason);
+        weft__sched_park(park_unlock, &pa, reason);
         /* acquire: pairs with the claimer's or the timer's CAS */
         uint32_t st = atomic_load_explicit(&wc->g->wakestate, memory_order_acquire) & 3u;
         if (deadline >= 0 && st != WAIT_TIMEDOUT)
@@ -83,7 +80,7 @@ int weft__wait_block(struct waitctx *wc, void (*unlock)(void *), void *arg, int6
             return 0;
         int64_t left = -1;
         if ((v & 3u) == WAIT_WAITING && deadline >= 0) {
-            left = deadline - weft__nanotime();
+            left = deadline - weft__time_now();
             if (left <= 0) {
                 uint32_t e = wc->expect;
                 if (atomic_compare_exchange_strong_explicit(wc->state, &e, (e & ~3u) | WAIT_TIMEDOUT,

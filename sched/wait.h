@@ -58,7 +58,7 @@ struct waitq {
 
 static inline void weft__wait_begin(struct waitctx *wc)
 {
-    struct g *gp = weft__curg();
+    struct g *gp = weft__current_g();
     wc->g = gp;
     wc->exclusive = false;
     if (gp != NULL) {

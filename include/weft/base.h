@@ -19,6 +19,38 @@
 #define WEFT_COLD        __attribute__((cold))
 #define WEFT_TLS_IE      __attribute__((tls_model("initial-exec")))
 
+/* Memory orders, shortened: every atomic access names its order (never the implicit
+ * seq_cst of a plain atomic operator), and a comment says why when it is not RLX. */
+#define RLX memory_order_relaxed
+#define ACQ memory_order_acquire
+#define REL memory_order_release
+#define SC  memory_order_seq_cst
+
+/* A spin-wait hint (pause / yield). */
+static inline void weft__cpu_relax(void)
+{
+#if defined(__x86_64__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ volatile("yield");
+#endif
+}
+
+/* The runtime's one random generator: xorshift64 (Marsaglia), state never 0; the high
+ * half is returned (its low bits are the weak ones). Not for anything secret: victim
+ * choice, select's poll order. weft__rand_seed makes a nonzero state from any value. */
+static inline uint64_t weft__rand_seed(uint64_t x)
+{
+    return x * 0x9e3779b97f4a7c15ull | 1;
+}
+static inline uint32_t weft__rand_next(uint64_t *s)
+{
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    return (uint32_t)(*s >> 32);
+}
+
 #ifndef WEFT_DEBUG_LEVEL
 #define WEFT_DEBUG_LEVEL 0
 #endif

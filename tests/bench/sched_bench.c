@@ -51,14 +51,14 @@ static void join_wait(struct join *j)
 {
     if (atomic_load(&j->count) == 0)
         return;
-    j->waiter = weft__curg();
-    weft__park(join_unlock, j, "join");
+    j->waiter = weft__current_g();
+    weft__sched_park(join_unlock, j, "join");
 }
 
 static void join_done(struct join *j)
 {
     if (atomic_fetch_sub(&j->count, 1) == 1 && atomic_exchange(&j->wake, 1) == 2)
-        weft__ready(j->waiter);
+        weft__sched_ready(j->waiter);
 }
 
 /* ---- spawn-join -------------------------------------------------------------------------- */
@@ -276,7 +276,7 @@ static void parker(void *arg)
 {
     (void)arg;
     join_done(&parked_join);
-    weft__park(never, NULL, "forever");
+    weft__sched_park(never, NULL, "forever");
 }
 
 static long rss_bytes(void)
