@@ -1,6 +1,7 @@
 /*
- * sched/proc.c -- the scheduler: Ps, Ms, spawning, switching, parking, finding work,
- * blocking calls, and the runtime's start and stop (our proc.go).
+ * sched/proc.c -- the scheduling core (our proc.go): Ps and Ms, spawn, switch, yield,
+ * park, ready, exit, the M loop that finds work and steals it, and blocking calls.
+ * G objects live in g.c, the life cycle of the runtime in start.c, the dump in dump.c.
  *
  * schedule loop (on each M's g0, mstart):
  *   findrunnable: every 61st tick one G from the global queue first (fairness; every
@@ -19,84 +20,44 @@
  * takes an idle P, or queues itself globally and its M goes idle.
  *
  * Spawning: a new G -- a 64-byte spawn record until it first runs, then a struct g
- * and a stack (first_run) -- goes to runnext (kicking the old one to the ring);
+ * and a stack (first_run, g.c) -- goes to runnext (kicking the old one to the ring);
  * weft_spawn is never a scheduling point. A spawner that outruns the Ps overflows its
  * ring into the global queue's GQ_NEW ring, which is taken only after GQ_RAN (Gs that
  * have run): a flood of new Gs does not delay the Gs that wake meanwhile (runq.c).
- * Dead Gs and spawn records: per-P lists and a global stack of batches (flist_put).
  *
- * Stop: `stopping` makes every M leave its loop at its next scheduling point; idle Ms
- * are woken; all are joined, then every G and stack is released. A G that never
- * reaches a scheduling point (a loop with no yield, a blocking call that never
- * returns) holds its M, and weft_stop/weft_run wait for it; a wait (for live Gs in
- * weft_stop, for an M in the join) that lasts STOP_NOTICE_NS prints once what it waits
- * for, with the dump, and goes on waiting.
+ * Invariants: sched.h's (queues, spinning, no lost wake-up). Stopping: every loop
+ * here leaves at its next scheduling point once sched.stopping is set (start.c).
+ *
+ * Callers: the public calls below; timer.c, wait.c, chan.c, sync.c (park, ready);
+ * sysmon.c (handoffp, wakep); start.c (pidle_put). Calls down: g.c, runq.c, stack.c,
+ * current.c, context, mem/; and timer.c, which calls back (the one pair allowed).
+ *
+ * Rejected (figures in the comments where they apply): waking an M for every ready
+ * (2P ping-pong kept the other M spinning, ~100 ns a round trip: ready_n); a batch of
+ * 16 from the global queue for fairness (100 k sleepers: 2564 ns CPU a sleep, not
+ * 1492: fair_global).
  */
-#include <dlfcn.h>
 #include <errno.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 #include "sched/sched.h"
 #include "sched/san.h"
 
 #define SPIN_NS 20000          /* how long a spinning M looks for work before it parks */
 
-struct schedt weft__sched = { .lock = WEFT_LOCK_INIT, .gflock = WEFT_LOCK_INIT };
-#ifdef WEFT_VALGRIND
-int weft__on_valgrind;
-#endif
-
-static __thread struct m *tls_m WEFT_TLS_IE;
-static weft_lock start_lock = WEFT_LOCK_INIT;
-static weft_lock allg_lock = WEFT_LOCK_INIT;
-static struct g *allg;
-static uint64_t nallg;
-
-/* The only reader of the current M: out of line, and opaque to the optimizer, so
- * that no caller keeps a thread-local address across a switch (DESIGN.md). */
-WEFT_NOINLINE struct m *weft__current_m(void)
-{
-    struct m *mp = tls_m;
-    __asm__ volatile("" : "+r"(mp));
-    return mp;
-}
-
-int64_t weft__time_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-int64_t weft_now(void)
-{
-    return weft__time_now();
-}
-
-struct g *weft__current_g(void)
-{
-    struct m *mp = weft__current_m();
-    return mp != NULL && mp->curg != NULL && !mp->curg->system ? mp->curg : NULL;
-}
+struct schedt weft__sched = {
+    .startlock = WEFT_LOCK_INIT, .lock = WEFT_LOCK_INIT, .gflock = WEFT_LOCK_INIT,
+    .sysmon_tick_ns = WEFT_SYSMON_TICK_MIN_NS,
+};
 
 static inline void counter_inc(_Atomic uint64_t *c)
 {
     /* owner-only writer: a relaxed load and store, no RMW */
     atomic_store_explicit(c, atomic_load_explicit(c, RLX) + 1, RLX);
-}
-
-/* The P this M may use for run queues now (none while in a blocking call). */
-static inline struct p *curp(struct m *mp)
-{
-    return mp != NULL && mp->p != NULL && mp->curg != NULL &&
-                   atomic_load_explicit(&mp->curg->status, RLX) != G_SYSCALL
-               ? mp->p
-               : NULL;
 }
 
 /* ---- P and M bookkeeping (sched.lock held where noted) -------------------- */
@@ -118,7 +79,7 @@ static struct p *releasep(struct m *mp)
     return pp;
 }
 
-static void pidleput(struct p *pp)    /* lock held */
+void weft__sched_pidle_put(struct p *pp)    /* lock held */
 {
     pp->link = sched.pidle;
     sched.pidle = pp;
@@ -137,12 +98,9 @@ static struct p *pidleget(void)       /* lock held */
 }
 
 /* ---- switching --------------------------------------------------------------- */
-static void gfput(struct p *pp, struct g *gp);
 static void after_switch(struct g *self);
 static void startm(struct p *pp, bool spinning);
 static WEFT_NORETURN WEFT_TSAN_NOFRAME void gexit(void);
-
-static WEFT_NOINLINE void attach_stack(struct m *mp, struct g *gp);
 
 static WEFT_NOINLINE struct g *first_run(struct m *mp, struct g *rec);
 
@@ -191,10 +149,9 @@ static void after_switch_slow(struct m *mp, struct g *prev, int action)
             weft__sched_ready(prev);
         break;
     case AFTER_EXIT:
-        gfput(mp->p, prev);
+        weft__g_free(mp->p, prev);
         break;
     case AFTER_BLOCKED:
-    case AFTER_GLOBAL:
         weft__lock(&sched.lock);
         weft__globrunq_put(prev);
         weft__unlock(&sched.lock);
@@ -224,216 +181,17 @@ static WEFT_TSAN_NOFRAME void gentry(void *arg)
 
 static void gentry(void *arg);
 
-static void attach_stack(struct m *mp, struct g *gp)
-{
-    if (weft__stack_get(mp->p, gp->stacksize, &gp->stack) != 0)
-        weft__throwf("out of memory for the %zu KiB stack of green thread %llu",
-                     gp->stacksize / 1024, (unsigned long long)gp->id);
-    weft__san_stack_reuse(gp->stack.lo, gp->stack.hi);
-    weft__tsan_fiber_new(gp);
-    gp->valgrind_id = weft__valgrind_stack_register(gp->stack.lo, gp->stack.hi);
-    atomic_fetch_add_explicit(&weft__stack_inuse, gp->stack.hi - gp->stack.lo, RLX);
-    weft__ctx_init(&gp->ctx, (void *)gp->stack.hi, gentry, gp);
-}
-
-static void release_stack(struct p *pp, struct g *gp)
-{
-    if (gp->stack.lo == 0)
-        return;
-    weft__stack_check(gp);
-    weft__valgrind_stack_deregister(gp->valgrind_id);
-    atomic_fetch_sub_explicit(&weft__stack_inuse, gp->stack.hi - gp->stack.lo, RLX);
-    weft__stack_put(pp, &gp->stack);
-    __atomic_store_n(&gp->ctx.sp, NULL, __ATOMIC_RELAXED);  /* prefetchers peek at it */
-}
-
-static struct g *newg(void)
-{
-    struct g *gp = weft_aligned_alloc(64, sizeof *gp);   /* lines as struct g lays out */
-    if (gp == NULL)
-        return NULL;
-    memset(gp, 0, sizeof *gp);
-    weft__lock(&allg_lock);
-    gp->alllink = allg;
-    allg = gp;
-    nallg++;
-    weft__unlock(&allg_lock);
-    return gp;
-}
-
-/* Free lists (sched.h struct flist) of dead Gs and of spawn records: a list per P
- * (fewer than GFREE_MAX) and a global stack of batches (under gflock): a batch's first
- * object links the next batch and counts its own list. Moving a batch either way
- * touches one object, not each: walking a list that another core freed is one cache
- * miss after another, and the spawn benchmark spent most of weft_spawn there (spawner
- * and exits on different Ps). A P walks only its own, recently freed ones (the split
- * below). */
-static void flist_put(struct flist *local, struct fnode **global, struct fnode *x)
-{
-    x->next = local->head;
-    local->head = x;
-    if (++local->n < GFREE_MAX)
-        return;
-    /* the GFREE_MAX / 2 most recently freed stay; the older half goes as one batch */
-    struct fnode *last = local->head;
-    for (int i = 1; i < GFREE_MAX / 2; i++)
-        last = last->next;
-    struct fnode *batch = last->next;
-    last->next = NULL;
-    batch->n = local->n - GFREE_MAX / 2;
-    local->n = GFREE_MAX / 2;
-    weft__lock(&sched.gflock);
-    batch->batch = *global;
-    __atomic_store_n(global, batch, __ATOMIC_RELAXED);
-    weft__unlock(&sched.gflock);
-}
-
-/* One off the P's list (local), refilled with a global batch when empty; or, for a
- * plain thread (local NULL), one off the first global batch. NULL: none free. */
-static struct fnode *flist_get(struct flist *local, struct fnode **global)
-{
-    struct fnode *x;
-    /* a racy peek (a relaxed load; the list changes under gflock): at worst a new one */
-    if (local != NULL && local->head == NULL &&
-        __atomic_load_n(global, __ATOMIC_RELAXED) != NULL) {
-        weft__lock(&sched.gflock);
-        x = *global;
-        if (x != NULL) {
-            __atomic_store_n(global, x->batch, __ATOMIC_RELAXED);
-            local->head = x;
-            local->n = x->n;
-        }
-        weft__unlock(&sched.gflock);
-    }
-    if (local != NULL) {
-        x = local->head;
-        if (x != NULL) {
-            local->head = x->next;
-            local->n--;
-            if (local->head != NULL)
-                __builtin_prefetch(local->head, 1);   /* the next one's line */
-        }
-        return x;
-    }
-    if (__atomic_load_n(global, __ATOMIC_RELAXED) == NULL)
-        return NULL;
-    weft__lock(&sched.gflock);
-    x = *global;
-    if (x != NULL) {
-        struct fnode *rest = x->next;
-        if (rest != NULL) {
-            rest->batch = x->batch;
-            rest->n = x->n - 1;
-        } else {
-            rest = x->batch;
-        }
-        __atomic_store_n(global, rest, __ATOMIC_RELAXED);
-    }
-    weft__unlock(&sched.gflock);
-    return x;
-}
-
-static void gfput(struct p *pp, struct g *gp)
-{
-    atomic_store_explicit(&gp->status, G_IDLE, RLX);
-    release_stack(pp, gp);
-    flist_put(&pp->gfree, &sched.gfree, &gp->freenode);
-}
-
-/* ---- spawn records (sched.h struct gspawn), recycled like dead Gs ----------------- */
-static struct gspawn *fnode_rec(struct fnode *x)
-{
-    return x != NULL ? (struct gspawn *)((char *)x - offsetof(struct gspawn, freenode)) : NULL;
-}
-
-static struct g *fnode_g(struct fnode *x)
-{
-    return x != NULL ? (struct g *)((char *)x - offsetof(struct g, freenode)) : NULL;
-}
-
-/* A chunk of records: line 0 links the chunks (teardown, dump), then RECS_PER_CHUNK
- * records. The first is returned, the rest become the free list local (the P's, empty
- * when this is called), or, for a plain thread (local NULL), a global batch. */
-static struct gspawn *newrecs(struct flist *local)
-{
-    struct gspawn *c = weft_aligned_alloc(4096, 64 * (RECS_PER_CHUNK + 1));
-    if (c == NULL)
-        return NULL;
-    memset(c, 0, 64 * (RECS_PER_CHUNK + 1));
-    for (int i = 2; i < RECS_PER_CHUNK; i++)
-        c[i].freenode.next = &c[i + 1].freenode;
-    struct fnode *rest = &c[2].freenode;
-    if (local != NULL) {
-        local->head = rest;
-        local->n = RECS_PER_CHUNK - 1;
-    }
-    weft__lock(&sched.gflock);
-    *(void **)c = sched.recchunks;
-    sched.recchunks = c;
-    if (local == NULL) {
-        rest->n = RECS_PER_CHUNK - 1;
-        rest->batch = sched.recfree;
-        __atomic_store_n(&sched.recfree, rest, __ATOMIC_RELAXED);
-    }
-    weft__unlock(&sched.gflock);
-    return &c[1];
-}
-
-static struct gspawn *recget(struct p *pp)
-{
-    struct flist *local = pp != NULL ? &pp->recfree : NULL;
-    struct gspawn *r = fnode_rec(flist_get(local, &sched.recfree));
-    return r != NULL ? r : newrecs(local);
-}
-
 /* A G's first run (gswitch, to a G whose saved sp is NULL: a spawn record): a struct g
- * (a dead one of this P if any) and a stack now; the record goes back. */
+ * (a dead one of this P if any) and a stack now; the record goes back (g.c). */
 static struct g *first_run(struct m *mp, struct g *to)
 {
     struct gspawn *r = (struct gspawn *)to;
-    struct p *pp = mp->p;
-    if (pp == NULL)     /* only an M holding a P runs Gs */
+    if (mp->p == NULL)     /* only an M holding a P runs Gs */
         weft__throwf("first_run: green thread %llu started on an M without a P",
                      (unsigned long long)r->id);
-    struct g *gp = fnode_g(flist_get(&pp->gfree, &sched.gfree));
-    if (gp == NULL && (gp = newg()) == NULL)
-        weft__throwf("out of memory for green thread %llu", (unsigned long long)r->id);
-    gp->id = r->id;
-    gp->fn = r->fn;
-    gp->arg = r->arg;
-    gp->name = r->name;
-    gp->stacksize = r->stacksize;
-    gp->waitreason = NULL;
-    __atomic_store_n(&gp->overran, 0, __ATOMIC_RELAXED);    /* sysmon writes it too */
-    atomic_store_explicit(&gp->preempt, 0, RLX);
-    gp->asan_fake = NULL;
-    gp->deadline = -1;
-    /* The dump never misses a G starting: it reads the records first (acquire), then
-     * the Gs; the G is runnable before its record is not (release). */
-    atomic_store_explicit(&gp->status, G_RUNNABLE, RLX);
-    atomic_store_explicit(&r->status, G_IDLE, memory_order_release);
-    flist_put(&pp->recfree, &sched.recfree, &r->freenode);
-    attach_stack(mp, gp);
-    return gp;
+    return weft__g_start(mp->p, r, gentry);
 }
 
-/* A requested stack size (1 .. WEFT_STACK_MAX) in whole pages, at least 16 KiB. */
-static size_t stack_round(size_t size)
-{
-    size = (size + 4095) & ~(size_t)4095;      /* no wrap: size <= WEFT_STACK_MAX */
-    return size < 16384 ? 16384 : size;
-}
-
-static uint64_t newgoid(struct p *pp)
-{
-    if (pp == NULL)
-        return atomic_fetch_add_explicit(&sched.goidgen, 1, RLX) + 1;
-    if (pp->goidcache == pp->goidcacheend) {
-        pp->goidcache = atomic_fetch_add_explicit(&sched.goidgen, 64, RLX) + 1;
-        pp->goidcacheend = pp->goidcache + 64;
-    }
-    return pp->goidcache++;
-}
 
 int weft_spawn_ex(void (*fn)(void *), void *arg, const weft_spawn_opts *opts, uint64_t *id_out)
 {
@@ -447,17 +205,17 @@ int weft_spawn_ex(void (*fn)(void *), void *arg, const weft_spawn_opts *opts, ui
          * rounding (SIZE_MAX: a 16 KiB stack) or abort the program when the G first ran */
         if (opts->stack_size > WEFT_STACK_MAX)
             return -EINVAL;
-        size = stack_round(opts->stack_size);
+        size = weft__stack_round(opts->stack_size);
     }
     struct m *mp = weft__current_m();
-    struct p *pp = curp(mp);
-    struct gspawn *r = recget(pp);
+    struct p *pp = weft__sched_curp(mp);
+    struct gspawn *r = weft__g_rec_alloc(pp);
     if (r == NULL)
         return -ENOMEM;
     r->fn = fn;
     r->arg = arg;
     r->name = opts != NULL ? opts->name : NULL;
-    r->id = newgoid(pp);
+    r->id = weft__g_newid(pp);
     r->stacksize = size;
     atomic_store_explicit(&r->status, G_RUNNABLE, RLX);
     if (id_out != NULL)
@@ -597,7 +355,7 @@ WEFT_INLINE void ready_n(struct g *const *gs, int n)
         atomic_store_explicit(&gp->status, G_RUNNABLE, RLX);
         __builtin_prefetch(gp->ctx.sp, 0);
     }
-    struct p *pp = curp(weft__current_m());
+    struct p *pp = weft__sched_curp(weft__current_m());
     if (pp != NULL) {
         for (int i = 0; i < n - 1; i++)
             weft__runq_put(pp, gs[i], false);
@@ -724,7 +482,7 @@ static void startm(struct p *pp, bool spinning)
     if (mp == NULL) {
         if (newm(pp, spinning) == NULL) {
             weft__lock(&sched.lock);
-            pidleput(pp);
+            weft__sched_pidle_put(pp);
             weft__unlock(&sched.lock);
             if (spinning)
                 atomic_fetch_sub_explicit(&sched.nmspinning, 1, SC);
@@ -952,7 +710,7 @@ top:
         goto found;
     }
     releasep(mp);
-    pidleput(pp);
+    weft__sched_pidle_put(pp);
     weft__unlock(&sched.lock);
     if (mp->spinning) {
         mp->spinning = false;
@@ -990,7 +748,7 @@ found:
 static void *mstart(void *arg)
 {
     struct m *mp = arg;
-    tls_m = mp;
+    weft__current_set_m(mp);
     __atomic_store_n(&mp->curg, &mp->g0, __ATOMIC_RELAXED);
     weft__san_thread_start(&mp->g0);
     mp->altstack = weft__altstack_new();
@@ -1006,7 +764,7 @@ static void *mstart(void *arg)
     }
     if (mp->p != NULL) {
         weft__lock(&sched.lock);
-        pidleput(releasep(mp));
+        weft__sched_pidle_put(releasep(mp));
         weft__unlock(&sched.lock);
     }
     if (mp->spinning) {
@@ -1015,7 +773,7 @@ static void *mstart(void *arg)
     }
     weft__altstack_free(mp->altstack);
     mp->altstack = NULL;
-    tls_m = NULL;
+    weft__current_set_m(NULL);
     return NULL;
 }
 
@@ -1074,543 +832,8 @@ bool weft__sched_handoffp(struct p *pp)
         return true;
     }
     weft__lock(&sched.lock);
-    pidleput(pp);
+    weft__sched_pidle_put(pp);
     weft__unlock(&sched.lock);
     return false;
 }
 
-/* ---- start and stop -------------------------------------------------------------- */
-static int read_cpu_quota(const char *path)
-{
-    char buf[64];
-    FILE *f = fopen(path, "re");
-    if (f == NULL)
-        return 0;
-    int n = 0;
-    if (fgets(buf, sizeof buf, f) != NULL) {
-        long long quota, period;
-        if (sscanf(buf, "%lld %lld", &quota, &period) == 2 && quota > 0 && period > 0)
-            n = (int)((quota + period - 1) / period);
-    }
-    fclose(f);
-    return n;
-}
-
-/* The CPUs this process may use: its affinity mask, capped by the cgroup v2 CPU quota
- * of its cgroup and every ancestor (Go 1.25 does the same). */
-static int default_nprocs(void)
-{
-    cpu_set_t set;
-    int n = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set)
-                                                        : (int)sysconf(_SC_NPROCESSORS_ONLN);
-    char line[512], path[640];
-    FILE *f = fopen("/proc/self/cgroup", "re");
-    if (f != NULL) {
-        while (fgets(line, sizeof line, f) != NULL) {
-            if (strncmp(line, "0::", 3) != 0)
-                continue;
-            char *cg = line + 3;
-            cg[strcspn(cg, "\n")] = 0;
-            for (;;) {
-                snprintf(path, sizeof path, "/sys/fs/cgroup%s/cpu.max", cg);
-                int q = read_cpu_quota(path);
-                if (q > 0 && q < n)
-                    n = q;
-                char *slash = strrchr(cg, '/');
-                if (slash == NULL || slash == cg)
-                    break;
-                *slash = 0;
-            }
-        }
-        fclose(f);
-    }
-    int q = read_cpu_quota("/sys/fs/cgroup/cpu.max");
-    if (q > 0 && q < n)
-        n = q;
-    return n < 1 ? 1 : n;
-}
-
-/* weft__throw's context (weft/base.h): the green thread the caller runs, if any. Reads
- * only the caller's own M and G (no lock, no allocation: it may run in a signal
- * handler); a name is cut at 64 bytes. */
-static size_t throw_context(char *buf, size_t cap)
-{
-    struct g *gp = weft__current_g();
-    if (gp == NULL || cap == 0)
-        return 0;
-    int n = gp->name != NULL
-                ? snprintf(buf, cap, "green thread %llu (%.64s)", (unsigned long long)gp->id, gp->name)
-                : snprintf(buf, cap, "green thread %llu", (unsigned long long)gp->id);
-    if (n <= 0)
-        return 0;
-    return (size_t)n < cap ? (size_t)n : cap - 1;
-}
-
-static void on_sigquit(int sig)
-{
-    (void)sig;
-    atomic_store_explicit(&sched.sigquit, 1, RLX);
-    weft__sysmon_wake();
-}
-
-static struct sigaction old_quit;
-
-/* ---- fork ---------------------------------------------------------------------------
- * The child of a fork() has one thread, the caller's copy; the Ms and sysmon are gone,
- * and any lock one of them held (sched.lock, gflock, allg_lock, start_lock,
- * stack_lock, a timerlock) would stay held for good. So the child forgets the runtime
- * (fork_child, a pthread_atfork child handler): every lock reinitialised, every list
- * of the old runtime dropped (its memory stays mapped and unused, as a vanished
- * thread's stack does), sched back to "not running": weft_spawn says -ESRCH and
- * weft_start starts a fresh runtime. What each M, P or G was doing at the fork is
- * unknown, so nothing of theirs is walked or freed -- except what the calling thread
- * itself owned, which it was not in the middle of changing: its P's allocator cache
- * (flushed back) and stack cache (to the new, empty pool).
- * The calling thread becomes a plain thread: current M NULL (a caller on a green
- * thread runs on in that G's stack, with the G's deadline as its own), its allocator
- * cache its own thread cache (or the empty one), and its signal mask the one of the
- * thread that started the runtime (an M blocks nearly every signal).
- * Registered at the first weft_start, so after the allocator's handlers (mem/mcache.c,
- * a constructor): child handlers run in registration order, the allocator's locks
- * are usable again by the time this one flushes a cache. Not handled: weft objects
- * (channels, mutexes ...) that other threads were using at the fork, as with pthread
- * mutexes; the child must not use them. */
-static sigset_t start_sigmask;       /* written by weft_start under start_lock */
-
-static void fork_child(void)
-{
-    struct m *mp = tls_m;
-    bool running = atomic_load_explicit(&sched.running, RLX);
-    weft__lock_reinit(&start_lock);
-    weft__lock_reinit(&allg_lock);
-    weft__lock_reinit(&sched.lock);
-    weft__lock_reinit(&sched.gflock);
-    struct p *own = NULL;
-    if (mp != NULL) {
-        struct g *gp = mp->curg != NULL && !mp->curg->system ? mp->curg : NULL;
-        own = curp(mp);                  /* not in a blocking call: the P is ours */
-        if (gp != NULL)
-            weft__deadline_set_plain(gp->deadline);
-        tls_m = NULL;
-        weft__mcache_use(NULL);
-        pthread_sigmask(SIG_SETMASK, &start_sigmask, NULL);
-    }
-    if (!running)
-        return;
-    weft__stack_fork_child();
-    if (own != NULL) {
-        weft__mcache_destroy(own->mcache);
-        weft__stack_flush(own);
-    }
-    sigaction(SIGQUIT, &old_quit, NULL);
-    weft__sysmon_fork_child();
-    allg = NULL;
-    nallg = 0;
-    sched.allp = NULL;
-    sched.nprocs = 0;
-    sched.globq[GQ_RAN] = (struct gring){ 0 };
-    sched.globq[GQ_NEW] = (struct gring){ 0 };
-    sched.pidle = NULL;
-    sched.midle = NULL;
-    sched.nmidle = 0;
-    sched.allm = NULL;
-    sched.mcount = 0;
-    sched.gfree = NULL;
-    sched.recfree = NULL;
-    sched.recchunks = NULL;
-    atomic_store_explicit(&sched.runqsize, 0, RLX);
-    atomic_store_explicit(&sched.npidle, 0, RLX);
-    atomic_store_explicit(&sched.nmspinning, 0, RLX);
-    atomic_store_explicit(&sched.nspawned_plain, 0, RLX);
-    atomic_store_explicit(&sched.sigquit, 0, RLX);
-    atomic_store_explicit(&sched.timer_m, NULL, RLX);
-    atomic_store_explicit(&sched.timer_sleep_until, INT64_MAX, RLX);
-    atomic_store_explicit(&sched.run_mode, 0, RLX);
-    atomic_store_explicit(&sched.nsyscall, 0, RLX);
-    atomic_store_explicit(&sched.stopping, 0, RLX);
-    atomic_store_explicit(&weft__stack_inuse, 0, RLX);
-    /* relaxed: the child has one thread; the next weft_start publishes with release */
-    atomic_store_explicit(&sched.running, 0, RLX);
-}
-
-static void register_atfork(void)
-{
-    pthread_atfork(NULL, NULL, fork_child);
-}
-
-static void teardown(const char *who);
-
-int weft_start(const weft_config *cfg)
-{
-    if (cfg != NULL && cfg->stack_size > WEFT_STACK_MAX)
-        return -EINVAL;
-    weft__lock(&start_lock);
-    if (atomic_load_explicit(&sched.running, RLX)) {
-        weft__unlock(&start_lock);
-        return -EBUSY;
-    }
-    weft__mem_init();
-    weft__set_throw_context(throw_context);
-    static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
-    pthread_once(&atfork_once, register_atfork);
-    pthread_sigmask(SIG_SETMASK, NULL, &start_sigmask);
-#ifdef WEFT_VALGRIND
-    weft__on_valgrind = RUNNING_ON_VALGRIND != 0;
-#endif
-    int n = cfg != NULL ? cfg->nprocs : 0;
-    if (n <= 0) {
-        const char *env = getenv("WEFT_MAXPROCS");
-        n = env != NULL ? atoi(env) : 0;
-    }
-    if (n <= 0)
-        n = default_nprocs();
-    if (n > 1024)
-        n = 1024;
-    size_t ss = stack_round(cfg != NULL && cfg->stack_size != 0 ? cfg->stack_size : 256 * 1024);
-    sched.nprocs = n;
-    sched.stack_size = ss;
-    sched.allp = weft_calloc((size_t)n, sizeof *sched.allp);
-    if (sched.allp == NULL) {
-        weft__unlock(&start_lock);
-        return -ENOMEM;
-    }
-    for (int i = 0; i < n; i++) {
-        struct p *pp = weft_aligned_alloc(64, sizeof *pp);
-        struct mcache *c = weft__mcache_create(MCACHE_P);
-        if (pp == NULL || c == NULL) {
-            weft__printf("weft_start: out of memory");
-            abort();
-        }
-        memset(pp, 0, sizeof *pp);
-        pp->id = i;
-        atomic_store_explicit(&pp->timer0, INT64_MAX, RLX);
-        pp->mcache = c;
-        sched.allp[i] = pp;
-    }
-    weft__lock(&sched.lock);
-    weft__globrunq_reserve();       /* the ring's first slots: none mapped under load */
-    weft__unlock(&sched.lock);
-    for (int i = n - 1; i >= 0; i--)
-        pidleput(sched.allp[i]);
-    weft__stack_signals_install();
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_sigquit;
-    sa.sa_flags = SA_RESTART;
-    sigaction(SIGQUIT, &sa, &old_quit);
-    atomic_store_explicit(&sched.stopping, 0, RLX);
-    atomic_store_explicit(&sched.timer_m, NULL, RLX);
-    atomic_store_explicit(&sched.timer_sleep_until, INT64_MAX, RLX);
-    atomic_store_explicit(&sched.running, 1, REL);
-    int err = weft__sysmon_start();
-    weft__unlock(&start_lock);
-    if (err != 0) {
-        teardown("weft_start");
-        return err;
-    }
-    return 0;
-}
-
-int weft_nprocs(void)
-{
-    return atomic_load_explicit(&sched.running, ACQ) ? sched.nprocs : 0;
-}
-
-static uint64_t live_count(void)
-{
-    uint64_t spawned = atomic_load_explicit(&sched.nspawned_plain, RLX), exited = 0;
-    for (int i = 0; i < sched.nprocs; i++) {
-        spawned += atomic_load_explicit(&sched.allp[i]->nspawned, RLX);
-        exited += atomic_load_explicit(&sched.allp[i]->nexited, RLX);
-    }
-    return spawned > exited ? spawned - exited : 0;
-}
-
-/* A stop that waits this long for green threads (weft_stop) or for a worker (a green
- * thread that does not reach a scheduling point) says once what it waits for, then
- * waits on: a silent hang was all a user got. */
-#define STOP_NOTICE_NS ((int64_t)5 * 1000000000)
-
-/* Print the notice and the dump's lines (start_lock held: the lists stay). */
-static void stop_notice(const char *who, const char *what)
-{
-    weft__printf("%s: still waiting after %lld s for %s:", who, (long long)(STOP_NOTICE_NS / 1000000000),
-                 what);
-    if (atomic_load_explicit(&sched.running, ACQ))
-        weft__dump_locked(2);
-}
-
-/* Join mp's thread; after STOP_NOTICE_NS since t0 say once (*told) what we wait for. */
-static void join_m(struct m *mp, const char *who, int64_t t0, bool *told)
-{
-    if (!*told) {
-        int64_t at = weft__time_after(t0, STOP_NOTICE_NS);
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);       /* pthread_timedjoin_np: CLOCK_REALTIME */
-        int64_t left = at - weft__time_now();
-        if (left < 0)
-            left = 0;
-        ts.tv_sec += (time_t)(left / 1000000000);
-        ts.tv_nsec += (long)(left % 1000000000);
-        if (ts.tv_nsec >= 1000000000) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000;
-        }
-        if (pthread_timedjoin_np(mp->thread, NULL, &ts) == 0)
-            return;
-        *told = true;
-        stop_notice(who, "a worker thread whose green thread does not reach a scheduling point "
-                         "(a loop without weft_yield, a call that blocks without weft_blocking)");
-    }
-    pthread_join(mp->thread, NULL);
-}
-
-/* Stop every M and release every G. Green threads still alive are dropped. who: the
- * public call, for the notice (join_m). */
-static void teardown(const char *who)
-{
-    int64_t t0 = weft__time_now();
-    bool told = false;
-    weft__lock(&start_lock);
-    atomic_store_explicit(&sched.stopping, 1, SC);
-    weft__lock(&sched.lock);
-    for (struct m *mp = sched.midle; mp != NULL; mp = mp->link) {
-        mp->nextp = NULL;
-        atomic_store_explicit(&mp->park, 1, REL);
-        weft__futex_wake(&mp->park, 1);
-    }
-    sched.midle = NULL;
-    sched.nmidle = 0;
-    weft__unlock(&sched.lock);
-    /* Ms that are running finish at their next scheduling point */
-    for (;;) {
-        weft__lock(&sched.lock);
-        struct m *mp = sched.allm;
-        while (mp != NULL && mp->exiting)
-            mp = mp->alllink;
-        if (mp != NULL)
-            mp->exiting = true;
-        weft__unlock(&sched.lock);
-        if (mp == NULL)
-            break;
-        /* newm publishes an M on allm before pthread_create returns: reading its thread
-         * id before then skipped the join (ThreadSanitizer: a leaked thread; the M then
-         * ran on a freed struct m). Acquire: pairs with newm's release. */
-        int started;
-        while ((started = atomic_load_explicit(&mp->started, ACQ)) == 0)
-            sched_yield();
-        if (started > 0)
-            join_m(mp, who, t0, &told);
-    }
-    weft__sysmon_stop();
-    weft__lock(&sched.lock);
-    struct m *mp = sched.allm;
-    sched.allm = NULL;
-    sched.mcount = 0;
-    weft__globrunq_free();
-    sched.pidle = NULL;
-    atomic_store_explicit(&sched.npidle, 0, RLX);
-    atomic_store_explicit(&sched.nmspinning, 0, RLX);
-    weft__unlock(&sched.lock);
-    while (mp != NULL) {
-        struct m *next = mp->alllink;
-        weft_free(mp);
-        mp = next;
-    }
-    weft__lock(&allg_lock);
-    struct g *gp = allg;
-    allg = NULL;
-    nallg = 0;
-    weft__unlock(&allg_lock);
-    while (gp != NULL) {
-        struct g *next = gp->alllink;
-        if (!gp->system)
-            weft__tsan_fiber_free(gp);
-        release_stack(NULL, gp);
-        weft_free(gp);
-        gp = next;
-    }
-    sched.gfree = NULL;
-    for (void *c = sched.recchunks, *next; c != NULL; c = next) {
-        next = *(void **)c;
-        weft_free(c);
-    }
-    sched.recchunks = NULL;
-    sched.recfree = NULL;
-    atomic_store_explicit(&sched.nspawned_plain, 0, RLX);
-    for (int i = 0; i < sched.nprocs; i++) {
-        weft__timers_free(sched.allp[i]);
-        weft__stack_flush(sched.allp[i]);
-        weft__mcache_destroy(sched.allp[i]->mcache);
-        weft_free(sched.allp[i]);
-    }
-    weft_free(sched.allp);
-    sched.allp = NULL;
-    sigaction(SIGQUIT, &old_quit, NULL);
-    weft__stack_signals_restore();
-    atomic_store_explicit(&sched.running, 0, REL);
-    atomic_store_explicit(&sched.run_mode, 0, RLX);
-    sched.nprocs = 0;
-    atomic_store_explicit(&sched.stopping, 0, RLX);
-    weft__unlock(&start_lock);
-}
-
-int weft_stop(void)
-{
-    if (!atomic_load_explicit(&sched.running, ACQ))
-        return -ESRCH;
-    if (weft__current_g() != NULL)
-        return -EDEADLK;     /* a green thread cannot wait for itself to finish */
-    int64_t t0 = weft__time_now();
-    bool told = false;
-    uint64_t n;
-    while ((n = live_count()) > 0) {
-        if (!told && weft__time_now() - t0 >= STOP_NOTICE_NS) {
-            told = true;
-            char what[64];
-            snprintf(what, sizeof what, "%llu green thread%s to finish", (unsigned long long)n,
-                     n == 1 ? "" : "s");
-            weft__lock(&start_lock);
-            stop_notice("weft_stop", what);
-            weft__unlock(&start_lock);
-        }
-        struct timespec ts = { 0, 1000000 };
-        nanosleep(&ts, NULL);
-    }
-    teardown("weft_stop");
-    return 0;
-}
-
-struct run_main {
-    int (*fn)(void *);
-    void *arg;
-    int ret;
-    _Atomic uint32_t done;
-};
-
-static void run_main_entry(void *arg)
-{
-    struct run_main *rm = arg;
-    rm->ret = rm->fn(rm->arg);
-    /* release: ret is visible to weft_run */
-    atomic_store_explicit(&rm->done, 1, REL);
-    weft__futex_wake(&rm->done, 1);
-}
-
-int weft_run(int (*main_fn)(void *), void *arg, const weft_config *cfg)
-{
-    if (main_fn == NULL)
-        return -EINVAL;
-    if (weft__current_g() != NULL)
-        return -EBUSY;
-    int err = weft_start(cfg);
-    if (err != 0)
-        return err;
-    atomic_store_explicit(&sched.run_mode, 1, RLX);
-    struct run_main rm = { .fn = main_fn, .arg = arg };
-    weft_spawn_opts o = { .name = "main" };
-    err = weft_spawn_ex(run_main_entry, &rm, &o, NULL);
-    if (err != 0) {
-        teardown("weft_run");
-        return err;
-    }
-    while (atomic_load_explicit(&rm.done, ACQ) == 0)
-        weft__futex_wait(&rm.done, 0);
-    teardown("weft_run");
-    return rm.ret;
-}
-
-/* ---- introspection ----------------------------------------------------------------- */
-void weft_sched_stats_read(weft_sched_stats *out)
-{
-    memset(out, 0, sizeof *out);
-    weft__lock(&start_lock);
-    if (!atomic_load_explicit(&sched.running, ACQ)) {
-        weft__unlock(&start_lock);
-        return;
-    }
-    out->nprocs = sched.nprocs;
-    out->threads_live = live_count();
-    out->threads_runnable = atomic_load_explicit(&sched.runqsize, RLX);
-    out->spawned = atomic_load_explicit(&sched.nspawned_plain, RLX);
-    for (int i = 0; i < sched.nprocs; i++) {
-        struct p *pp = sched.allp[i];
-        out->threads_runnable += weft__runq_len(pp);
-        out->spawned += atomic_load_explicit(&pp->nspawned, RLX);
-        out->switches += atomic_load_explicit(&pp->nswitches, RLX);
-        out->steals += atomic_load_explicit(&pp->nsteals, RLX);
-        out->parks += atomic_load_explicit(&pp->nparks, RLX);
-    }
-    weft__unlock(&start_lock);
-}
-
-static const char *status_name(uint32_t st)
-{
-    static const char *const names[] = { "idle", "runnable", "running", "waiting", "blocking call", "dead" };
-    return st < sizeof names / sizeof names[0] ? names[st] : "?";
-}
-
-static void dump_one(int fd, uint64_t id, const char *name, uint32_t st, const char *why,
-                     int overran, void (*fn)(void *))
-{
-    /* fn may be stale (a record freed while we look): dladdr then finds nothing */
-    Dl_info info = { 0 };
-    char where[160];
-    int found = fn != NULL && dladdr((void *)fn, &info) != 0;
-    if (found && info.dli_sname != NULL)
-        snprintf(where, sizeof where, "%s", info.dli_sname);
-    else if (found && info.dli_fname != NULL)   /* not exported: module + offset, for addr2line */
-        snprintf(where, sizeof where, "%s+%#lx", info.dli_fname,
-                 (unsigned long)((uintptr_t)fn - (uintptr_t)info.dli_fbase));
-    else
-        snprintf(where, sizeof where, "?");
-    dprintf(fd, "green thread %llu%s%s%s [%s%s%s]%s entry %s (%p)\n",
-            (unsigned long long)id, name ? " (" : "", name ? name : "", name ? ")" : "",
-            status_name(st), why ? ", " : "", why ? why : "",
-            overran ? " ran over 10 ms without yielding;" : "", where, (void *)fn);
-}
-
-void weft__dump_locked(int fd)
-{
-    weft__tsan_racy_reads_begin();      /* the fields below are read racily, on purpose */
-    dprintf(fd, "weft: %d procs, %d idle, %d threads (%d idle), %d spinning, global runq %u\n",
-            sched.nprocs, atomic_load_explicit(&sched.npidle, RLX), sched.mcount, sched.nmidle,
-            atomic_load_explicit(&sched.nmspinning, RLX), atomic_load_explicit(&sched.runqsize, RLX));
-    /* The lists are walked without their locks, which first runs take (newg: allg_lock;
-     * the free lists: gflock): a dump written to a pipe that a not-yet-started G reads
-     * would deadlock. Both lists only grow at the head (linked before the unlock) and
-     * are freed only by teardown, which cannot run during a dump. Fields are read
-     * racily: a G that changes meanwhile may show its old or new state, or be missed. */
-    /* never run: spawn records (first: a G starting meanwhile shows as one or the other) */
-    weft__lock(&sched.gflock);
-    struct gspawn *chunks = sched.recchunks;
-    weft__unlock(&sched.gflock);
-    for (struct gspawn *c = chunks; c != NULL; c = *(struct gspawn **)c) {
-        for (int i = 1; i <= RECS_PER_CHUNK; i++) {
-            struct gspawn *r = &c[i];
-            void (*fn)(void *) = r->fn;
-            if (atomic_load_explicit(&r->status, memory_order_acquire) == G_RUNNABLE)
-                dump_one(fd, r->id, r->name, G_RUNNABLE, "not started", 0, fn);
-        }
-    }
-    weft__lock(&allg_lock);
-    struct g *gs = allg;
-    weft__unlock(&allg_lock);
-    for (struct g *gp = gs; gp != NULL; gp = gp->alllink) {
-        uint32_t st = atomic_load_explicit(&gp->status, RLX);
-        if (st != G_IDLE && st != G_DEAD)
-            dump_one(fd, gp->id, gp->name, st, st == G_WAITING ? gp->waitreason : NULL,
-                     gp->overran, gp->fn);
-    }
-    weft__tsan_racy_reads_end();
-}
-
-void weft_dump(int fd)
-{
-    weft__lock(&start_lock);
-    if (!atomic_load_explicit(&sched.running, ACQ))
-        dprintf(fd, "weft: the runtime is not running\n");
-    else
-        weft__dump_locked(fd);
-    weft__unlock(&start_lock);
-}

@@ -1,5 +1,6 @@
 /*
- * sched/sched.h -- G, M, P and the scheduler's shared state (our runtime2.go).
+ * sched/sched.h -- G, M, P and the scheduler's shared state (our runtime2.go), the
+ * folder's map, its invariants and its lock order.
  *
  *   G  a green thread: saved context, stack (attached at its first run), status, id,
  *      entry. Until its first run it is a 64-byte spawn record (struct gspawn, queued
@@ -9,15 +10,32 @@
  *   P  a logical processor: run queue (256-slot ring + runnext), mcache, free Gs.
  *      An M must hold a P to run Gs; nprocs Ps exist.
  *
+ * Files, each calling only the ones above it in this list (the scheduling core and
+ * the timers call each other, as Go's proc.go and time.go do; sysmon is rung through
+ * its doorbell below, not called):
+ *   current.c   the current M and G, the clock
+ *   context.c   weft__ctx_init, weft__ctx_switch (context_*.S), san.h (sanitizer hooks)
+ *   stack.c     stacks: slab, per-P cache, pool, guards, overflow signals
+ *   runq.c      the per-P ring and runnext, the global queue
+ *   g.c         struct g and spawn records: allocation, free lists, ids, stacks, allg
+ *   proc.c      the scheduling core: spawn, switch, yield, park, ready, exit, the M
+ *               loop with find-work and stealing, blocking calls
+ *   timer.c     per-P timer heaps, the timer M, sleeps and deadlines
+ *   wait.c      the waiter a blocking primitive parks on (claim by CAS, timeout)
+ *   chan.c, sync.c   channels and select; mutex, rwmutex, cond, waitgroup, once, sema
+ *   dump.c      weft_dump, weft_sched_stats_read
+ *   sysmon.c    the system monitor thread
+ *   start.c     weft_start, weft_run, weft_stop, teardown, default nprocs, signals, fork
+ *
  * G status (each arrow names the function that takes it):
  *
- *   IDLE --newproc--> RUNNABLE --execute/gswitch--> RUNNING --gexit--> DEAD --gfput--> IDLE
- *   (the record)                 (first_run: a struct g)
- *                        ^                           |  |  \--weft_blocking--> SYSCALL
- *                        |                           |  \--park--> WAITING      |
- *                        +-------------yield---------+                |         |
- *                        +-----------------ready----------------------+         |
- *                        +----------exitsyscall (P lost, no idle P)-------------+
+ *   IDLE --weft_spawn_ex--> RUNNABLE --gswitch--> RUNNING --gexit--> DEAD --weft__g_free--> IDLE
+ *   (a record)                 ^      (first_run: a struct g) |  |  \
+ *                              |                              |  |   \--weft_blocking--> SYSCALL
+ *                              |                              |  \--weft__sched_park--> WAITING
+ *                              +-----------weft_yield---------+                |         |
+ *                              +-------------weft__sched_ready-----------------+         |
+ *                              +---weft_blocking's return (P lost, no idle P)------------+
  *
  * Switching: every switch goes through gswitch(from, to, action). The thread of control
  * that resumes -- a G or an M's g0 -- first runs after_switch(), which completes the
@@ -37,19 +55,30 @@
  *    stealer only from a P that has not scheduled for 3 us or is in a blocking call
  *    (runq.c, proc.c stealnext).
  *  - An M holds at most one P, and a P is held by at most one M (p->m).
- *  - Spinning: at most (nprocs - npidle) / 2 Ms spin. wakep starts one only when none
- *    spins; a spinning M that finds work wakes another if it was the last spinner.
- *    No lost wake-up: a submitter stores the G, then (seq_cst) reads nmspinning/npidle;
- *    an M going idle decrements nmspinning (seq_cst), then re-reads every run queue,
- *    the global one included (a plain thread's ready only touches the global queue).
- *    runnext is outside this rule: a G readied into an empty runnext wakes nobody
- *    and the idle M's re-check skips runnexts: the P's own M runs it at its next
- *    scheduling point, and if that does not come, sysmon sees the runnext stale for
- *    a tick and wakes a spinner, which steals it (a blocking call: handoffp). A
- *    spawn into runnext does wake a spinner.
- *  - weft__current_m() is the only way to read the current M: a G may resume on another M
- *    after any switch, and compilers cache thread-local addresses (DESIGN.md).
- * Lock order: sched.lock < allg_lock < mem locks. No lock is held across a switch.
+ *  - Spinning: at most (nprocs - npidle) / 2 Ms spin. weft__sched_wakep starts one
+ *    only when none spins; a spinning M that finds work wakes another if it was the
+ *    last spinner. No lost wake-up: a submitter stores the G, then (seq_cst) reads
+ *    nmspinning/npidle; an M going idle decrements nmspinning (seq_cst), then re-reads
+ *    every run queue, the global one included (a plain thread's ready only touches the
+ *    global queue). runnext is outside this rule: a G readied into an empty runnext
+ *    wakes nobody and the idle M's re-check skips runnexts: the P's own M runs it at
+ *    its next scheduling point, and if that does not come, sysmon sees the runnext
+ *    stale for a tick and wakes a spinner, which steals it (a blocking call:
+ *    weft__sched_handoffp). A spawn into runnext does wake a spinner.
+ *  - weft__current_m() is the only way to read the current M: a G may resume on
+ *    another M after any switch, and compilers cache thread-local addresses (current.c).
+ *
+ * Lock order (a lock may be taken while holding only locks above it). No lock is held
+ * across a switch; a park's unlock function releases its locks on the next context.
+ *   1. sched.startlock (start.c): start, teardown, the dump, the stats
+ *   2. a channel's lock (chan.c; select takes several, in address order) or a sync
+ *      object's lock (sync.c)
+ *   3. a P's timerlock (timer.c): under 2 when a wait arms its timeout (wait.c)
+ *   4. sched.lock (proc.c, runq.c): idle Ps and Ms, the global run queue, allm
+ *   5. sched.gflock (g.c): the global free lists of Gs and records
+ *   6. allg_lock (g.c)
+ *   7. stack_lock (stack.c)
+ *   then the allocator's locks, in mem/mem.h's order (any of the above may allocate).
  */
 #ifndef WEFT_SCHED_H
 #define WEFT_SCHED_H
@@ -65,7 +94,7 @@
 
 enum { G_IDLE, G_RUNNABLE, G_RUNNING, G_WAITING, G_SYSCALL, G_DEAD };
 enum { P_IDLE, P_RUNNING, P_SYSCALL, P_STOPPED };
-enum { AFTER_NONE, AFTER_YIELD, AFTER_PARK, AFTER_EXIT, AFTER_BLOCKED, AFTER_MIGRATE, AFTER_GLOBAL };
+enum { AFTER_NONE, AFTER_YIELD, AFTER_PARK, AFTER_EXIT, AFTER_BLOCKED, AFTER_MIGRATE };
 
 struct stack {
     uintptr_t lo, hi;          /* usable [lo, hi); the guard page (if any) lies below lo */
@@ -104,7 +133,7 @@ struct tentry {
     struct timer *t;
 };
 
-/* Free lists of dead Gs and free spawn records (proc.c flist_put): per P (struct
+/* Free lists of dead Gs and free spawn records (g.c flist_put): per P (struct
  * flist), and a global stack of batches under gflock (its first batch's first object).
  * An object on one links the next (next); the first of a global batch also links the
  * next batch (batch) and counts its own list (n). */
@@ -170,8 +199,8 @@ _Static_assert(offsetof(struct g, unlockf) == 64, "struct g: line 0 is what a wa
 
 /* A green thread that has not run yet: what weft_spawn records, one cache line. The
  * run queues hold it as a struct g pointer: its first fields are struct g's (saved sp
- * NULL: never run; status), and nothing reads more of a queued G until
- * gswitch, at its first run, moves it into a struct g (first_run in proc.c) and frees
+ * NULL: never run; status), and nothing reads more of a queued G until gswitch, at
+ * its first run, moves it into a struct g (first_run, g.c weft__g_start) and frees
  * the record. So a G costs 64 bytes until it runs and a struct g (and a stack) only
  * while it has run and not exited: 100 k spawned at once cost 6.4 MB, not 25 MB of
  * G structs, each page of which is a page fault (~10 us on a VM). Records come in
@@ -253,6 +282,7 @@ struct m {
 };
 
 struct schedt {
+    weft_lock startlock;       /* start, teardown, dump, stats (start.c) */
     weft_lock lock;
     _Atomic int running;       /* weft_start succeeded, not yet stopped */
     _Atomic int stopping;
@@ -274,7 +304,7 @@ struct schedt {
     int mcount;
     /* global free Gs, under gflock */
     weft_lock gflock;
-    struct fnode *gfree;       /* dead Gs (without stacks), in batches (proc.c flist_put) */
+    struct fnode *gfree;       /* dead Gs (without stacks), in batches (g.c flist_put) */
     struct fnode *recfree;     /* free spawn records, in batches */
     void *recchunks;           /* every chunk of records (under gflock) */
     /* counters for Gs spawned from plain threads */
@@ -282,6 +312,8 @@ struct schedt {
     _Atomic uint64_t goidgen;
     /* sysmon */
     pthread_t sysmon;
+    _Atomic int64_t sysmon_tick_ns;   /* its tick now (sysmon.c), reset by weft__sysmon_wake */
+    _Atomic int sysmon_urgent;        /* weft__sysmon_wake asked for quick ticks */
     _Atomic uint32_t sysmon_wake;  /* futex: bumped to wake sysmon early */
     _Atomic int sysmon_idle;       /* sysmon sleeps until woken */
     _Atomic int sigquit;           /* SIGQUIT seen: sysmon dumps */
@@ -296,8 +328,12 @@ struct schedt {
 WEFT_HIDDEN extern struct schedt weft__sched;
 #define sched weft__sched
 
-WEFT_HIDDEN struct m *weft__current_m(void);
-WEFT_HIDDEN int64_t weft__time_now(void);
+/* current.c */
+WEFT_HIDDEN struct m *weft__current_m(void);             /* the only reader of the current M */
+WEFT_HIDDEN void weft__current_set_m(struct m *mp);      /* an M's start and end; fork child */
+WEFT_HIDDEN struct g *weft__current_g(void);             /* NULL on a plain thread */
+WEFT_HIDDEN int64_t weft__time_now(void);                /* CLOCK_MONOTONIC ns: weft_now() */
+WEFT_HIDDEN size_t weft__current_describe(char *buf, size_t cap); /* weft__throw's context */
 
 /* The weft_now() time ns after now, saturating: every deadline that adds a duration
  * to a clock reading is computed here, never with a bare `now + ns` (a huge timeout,
@@ -338,18 +374,47 @@ WEFT_HIDDEN void weft__globrunq_reserve(void);              /* weft_start: first
 WEFT_HIDDEN void weft__globrunq_free(void);                 /* teardown */
 WEFT_HIDDEN struct g *weft__globrunq_get(struct p *pp, uint32_t max, bool new_first); /* lock held */
 
+/* g.c */
+WEFT_HIDDEN struct gspawn *weft__g_rec_alloc(struct p *pp);      /* pp NULL: a plain thread */
+WEFT_HIDDEN uint64_t weft__g_newid(struct p *pp);
+/* A record's first run: a struct g (a dead one of pp's if any) with a stack whose
+ * context starts at entry(gp); the record is freed. Throws when out of memory. */
+WEFT_HIDDEN struct g *weft__g_start(struct p *pp, struct gspawn *r, void (*entry)(void *));
+WEFT_HIDDEN void weft__g_free(struct p *pp, struct g *gp); /* dead: stack back, onto pp's list */
+WEFT_HIDDEN uint64_t weft__g_live_count(void);
+WEFT_HIDDEN struct g *weft__g_all(void);                   /* dump: allg's head */
+WEFT_HIDDEN struct gspawn *weft__g_rec_chunks(void);       /* dump: the first record chunk */
+WEFT_HIDDEN void weft__g_free_all(void);                   /* teardown */
+WEFT_HIDDEN void weft__g_fork_child(void);
+
 /* proc.c */
+/* The P this M may use for run queues now (none while in a blocking call). */
+static inline struct p *weft__sched_curp(struct m *mp)
+{
+    return mp != NULL && mp->p != NULL && mp->curg != NULL &&
+                   atomic_load_explicit(&mp->curg->status, RLX) != G_SYSCALL
+               ? mp->p
+               : NULL;
+}
+WEFT_HIDDEN void weft__sched_pidle_put(struct p *pp);          /* sched.lock held */
 WEFT_HIDDEN void weft__sched_ready(struct g *gp);              /* WAITING -> RUNNABLE, from anywhere */
 WEFT_HIDDEN void weft__sched_ready_batch(struct g *const *gs, int n);  /* n >= 1 woken together */
 /* Park the running G: after it is off its stack, unlockf(gp, arg) runs on the next
  * context; if it returns 0 the G is readied again at once. */
 WEFT_HIDDEN void weft__sched_park(int (*unlockf)(struct g *, void *), void *arg, const char *reason);
-WEFT_HIDDEN struct g *weft__current_g(void);                  /* NULL on a plain thread */
 WEFT_HIDDEN void weft__sched_wakep(void);
 WEFT_HIDDEN bool weft__sched_handoffp(struct p *pp);            /* sysmon: P left a blocking call */
-WEFT_HIDDEN void weft__dump_locked(int fd);
+
+/* dump.c */
+WEFT_HIDDEN void weft__dump_locked(int fd);             /* sched.startlock held, running */
 
 /* stack.c */
+/* A requested stack size (1 .. WEFT_STACK_MAX) in whole pages, at least 16 KiB. */
+static inline size_t weft__stack_round(size_t size)
+{
+    size = (size + 4095) & ~(size_t)4095;      /* no wrap: size <= WEFT_STACK_MAX */
+    return size < 16384 ? 16384 : size;
+}
 WEFT_HIDDEN int weft__stack_alloc(struct p *pp, struct stack *st, size_t size); /* pp may be NULL */
 WEFT_HIDDEN void weft__stack_free(struct stack *st);
 WEFT_HIDDEN int weft__stack_get(struct p *pp, size_t size, struct stack *st);  /* pp may be NULL */
@@ -374,15 +439,37 @@ WEFT_HIDDEN void weft__timers_free(struct p *pp);
 WEFT_HIDDEN int64_t weft__deadline_now(void);              /* the caller's deadline, -1 none */
 WEFT_HIDDEN void weft__deadline_set_plain(int64_t dl);     /* fork child: the G's, kept */
 
-/* fork (proc.c fork_child): each module forgets the state the vanished threads shared */
+/* fork (start.c fork_child): each module forgets the state the vanished threads shared */
 WEFT_HIDDEN void weft__stack_fork_child(void);
 WEFT_HIDDEN void weft__sysmon_fork_child(void);
 
 /* sysmon.c */
 WEFT_HIDDEN int weft__sysmon_start(void);
 WEFT_HIDDEN void weft__sysmon_stop(void);
-WEFT_HIDDEN void weft__sysmon_wake(void);                /* and tick fast (blocking call) */
-WEFT_HIDDEN void weft__sysmon_poke(void);                /* out of its deep sleep only */
 
-/* sanitizer / valgrind hooks (sched/san.h) */
+/* sysmon's doorbell: rung from below (proc.c, start.c's SIGQUIT handler) without a
+ * call up into sysmon.c; sysmon waits on sched.sysmon_wake. No lost wake-up: see
+ * sysmon.c's header. */
+#define WEFT_SYSMON_TICK_MIN_NS 20000
+/* Wake it and make it tick fast (a G entered a blocking call: a ~20 us retake). */
+static inline void weft__sysmon_wake(void)
+{
+    /* wake it if it sleeps deeply, or long */
+    if (atomic_load_explicit(&sched.sysmon_idle, SC) ||
+        atomic_load_explicit(&sched.sysmon_tick_ns, RLX) > WEFT_SYSMON_TICK_MIN_NS) {
+        atomic_store_explicit(&sched.sysmon_tick_ns, WEFT_SYSMON_TICK_MIN_NS, RLX);
+        atomic_store_explicit(&sched.sysmon_urgent, 1, RLX);
+        atomic_fetch_add_explicit(&sched.sysmon_wake, 1, SC);
+        weft__futex_wake(&sched.sysmon_wake, 1);
+    }
+}
+/* Out of its deep sleep only (a P left the idle list). */
+static inline void weft__sysmon_poke(void)
+{
+    /* seq_cst: the caller changed npidle (seq_cst) first; see sysmon.c's header */
+    if (atomic_load_explicit(&sched.sysmon_idle, SC)) {
+        atomic_fetch_add_explicit(&sched.sysmon_wake, 1, SC);
+        weft__futex_wake(&sched.sysmon_wake, 1);
+    }
+}
 #endif

@@ -225,7 +225,7 @@ int weft__stack_alloc(struct p *pp, struct stack *st, size_t size)
 {
     if (size == 0 || size > WEFT_STACK_MAX)   /* refused at spawn and start already */
         return -EINVAL;
-    size = (size + 4095) & ~(size_t)4095;
+    size = weft__stack_round(size);           /* sizes come rounded: a no-op */
     if (size != sched.stack_size) {
         uintptr_t g = map_stacks(size + GUARD);
         if (g == 0)
@@ -425,7 +425,7 @@ void weft__stack_check(struct g *gp)
         overflowed(gp);
 }
 
-/* fork child (proc.c fork_child): the pool and the slab being cut were shared with
+/* fork child (start.c fork_child): the pool and the slab being cut were shared with
  * threads the child does not have, one of which may have held stack_lock mid-update:
  * forget them (their address space stays mapped, as every vanished thread's stack
  * does) and start empty; the handlers go back to the program's. */

@@ -13,11 +13,16 @@
  *  - trims the stacks in the global free pool, once each (weft__stack_trim_pool).
  * It sleeps without timeout while every P is idle and nothing is asked of it, so an
  * idle runtime uses no CPU (under weft_run with green threads alive it looks again
- * every 200 ms, for a deadlock whose first check was spoiled by a late switch). weft__sysmon_poke wakes it when a P leaves the idle list
- * (its tick keeps growing as before); weft__sysmon_wake also brings the tick back to
- * 20 us: a G enters a blocking call, a SIGQUIT. No lost wake-up: sysmon publishes
- * sysmon_idle (seq_cst) and then re-reads npidle; wakers change npidle (seq_cst)
- * and then read sysmon_idle; the futex word is read before the re-check.
+ * every 200 ms, for a deadlock whose first check was spoiled by a late switch).
+ * Its doorbell (sched.h, inline, so that the files below ring it without calling up
+ * into this one): weft__sysmon_poke wakes it when a P leaves the idle list (its tick
+ * keeps growing as before); weft__sysmon_wake also brings the tick back to 20 us: a G
+ * enters a blocking call, a SIGQUIT. No lost wake-up: sysmon publishes sysmon_idle
+ * (seq_cst) and then re-reads npidle; wakers change npidle (seq_cst) and then read
+ * sysmon_idle; the futex word is read before the re-check.
+ *
+ * Callers: start.c (start, stop, fork). Calls down: proc.c (weft__sched_handoffp,
+ * weft__sched_wakep), timer.c, stack.c (pool trim), dump.c.
  */
 #include <errno.h>
 #include <linux/futex.h>
@@ -29,12 +34,10 @@
 #include <unistd.h>
 #include "sched/sched.h"
 
-#define TICK_MIN_NS 20000
+#define TICK_MIN_NS WEFT_SYSMON_TICK_MIN_NS
 #define TICK_MAX_NS 10000000
 #define OVERRUN_NS  10000000
 
-static _Atomic int64_t tick_ns = TICK_MIN_NS;
-static _Atomic int urgent;           /* weft__sysmon_wake asked for quick ticks */
 static uint64_t nlongrunning;        /* green threads flagged since the last schedtrace */
 static bool started;
 
@@ -42,27 +45,6 @@ static void wait_wake(uint32_t seen, int64_t ns)
 {
     struct timespec ts = { ns / 1000000000, ns % 1000000000 };
     syscall(SYS_futex, &sched.sysmon_wake, FUTEX_WAIT_PRIVATE, seen, ns >= 0 ? &ts : NULL, NULL, 0);
-}
-
-void weft__sysmon_wake(void)
-{
-    /* wake it if it sleeps deeply, or long: a blocking call wants a ~20 us retake */
-    if (atomic_load_explicit(&sched.sysmon_idle, SC) ||
-        atomic_load_explicit(&tick_ns, RLX) > TICK_MIN_NS) {
-        atomic_store_explicit(&tick_ns, TICK_MIN_NS, RLX);
-        atomic_store_explicit(&urgent, 1, RLX);
-        atomic_fetch_add_explicit(&sched.sysmon_wake, 1, SC);
-        weft__futex_wake(&sched.sysmon_wake, 1);
-    }
-}
-
-void weft__sysmon_poke(void)
-{
-    /* seq_cst: the caller changed npidle (seq_cst) first; see the header */
-    if (atomic_load_explicit(&sched.sysmon_idle, SC)) {
-        atomic_fetch_add_explicit(&sched.sysmon_wake, 1, SC);
-        weft__futex_wake(&sched.sysmon_wake, 1);
-    }
 }
 
 static bool retake(int64_t now)
@@ -212,7 +194,7 @@ static void *sysmon_main(void *arg)
     int64_t start = weft__time_now(), last_trace = start, last_trim = start;
     int idle = 0;
     while (!atomic_load_explicit(&sched.stopping, RLX)) {
-        int64_t delay = atomic_load_explicit(&tick_ns, RLX);
+        int64_t delay = atomic_load_explicit(&sched.sysmon_tick_ns, RLX);
         if (idle > 50 && delay < TICK_MAX_NS) {
             delay *= 2;
             if (delay > TICK_MAX_NS)
@@ -220,7 +202,7 @@ static void *sysmon_main(void *arg)
         } else if (idle == 0) {
             delay = TICK_MIN_NS;
         }
-        atomic_store_explicit(&tick_ns, delay, RLX);
+        atomic_store_explicit(&sched.sysmon_tick_ns, delay, RLX);
         uint32_t seen = atomic_load_explicit(&sched.sysmon_wake, SC);
         if (weft__debug.schedtrace > 0 && delay > (int64_t)weft__debug.schedtrace * 1000000)
             delay = (int64_t)weft__debug.schedtrace * 1000000;
@@ -264,7 +246,7 @@ static void *sysmon_main(void *arg)
              * merely left the idle list (weft__sysmon_poke) keeps the slow pace, else
              * a runtime that idles between bursts (100 k sleepers: every timer batch)
              * had sysmon tick at 20 us for a millisecond after each */
-            if (atomic_exchange_explicit(&urgent, 0, RLX))
+            if (atomic_exchange_explicit(&sched.sysmon_urgent, 0, RLX))
                 idle = 0;
         }
     }
@@ -273,7 +255,7 @@ static void *sysmon_main(void *arg)
 
 int weft__sysmon_start(void)
 {
-    atomic_store_explicit(&tick_ns, TICK_MIN_NS, RLX);
+    atomic_store_explicit(&sched.sysmon_tick_ns, TICK_MIN_NS, RLX);
     int err = pthread_create(&sched.sysmon, NULL, sysmon_main, NULL);
     if (err != 0)
         return -err;
@@ -296,6 +278,6 @@ void weft__sysmon_fork_child(void)
 {
     started = false;
     nlongrunning = 0;
-    atomic_store_explicit(&tick_ns, TICK_MIN_NS, RLX);
-    atomic_store_explicit(&urgent, 0, RLX);
+    atomic_store_explicit(&sched.sysmon_tick_ns, TICK_MIN_NS, RLX);
+    atomic_store_explicit(&sched.sysmon_urgent, 0, RLX);
 }
