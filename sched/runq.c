@@ -25,7 +25,17 @@
  * computes on instead, sysmon notices the stale runnext and wakes one, sysmon.c).
  * The global queue is two growable rings of G pointers under sched.lock, Gs that have
  * run (GQ_RAN) served before Gs never run (GQ_NEW); runqsize is their sum (below).
- * Callers: runqput/runqget "owner P only"; runqsteal "any M holding pp"; glob* "sched.lock held".
+ *
+ * Callers: weft__runq_put/_get only the M holding pp; weft__runq_steal and
+ * weft__runq_steal_next any M holding a P (not pp); weft__globrunq_* with sched.lock
+ * held. Calls nothing above it: mem/ only (the global rings are mmap'd).
+ *
+ * Rejected: the global queue as a list through the Gs (Go's schedlink): taking a
+ * batch chased one G after another, each a miss on a line another core wrote -- 18%
+ * of the spawn benchmark's time. One FIFO for new and woken Gs: a G woken behind a
+ * spawn flood waited for every spawned G's first run (each a fresh stack, ~10 us of
+ * page faults on this VM). Growing a ring with fresh pages under sched.lock: a fault
+ * there cost 12-45 us on this VM (the rings are mapped populated).
  */
 #include <sys/mman.h>
 #include "sched/sched.h"

@@ -2,6 +2,7 @@
  * sched/san.h -- telling ASan, TSan and Valgrind about green-thread stacks and switches.
  * Without this ASan reports nonsense (false stack-buffer overflows, leaks of fake
  * frames) and Valgrind thinks every switch is a stack overflow. No cost otherwise.
+ * Callers: proc.c (switches), g.c (stacks), start.c, dump.c (racy reads on purpose).
  */
 #ifndef WEFT_SCHED_SAN_H
 #define WEFT_SCHED_SAN_H

@@ -37,6 +37,16 @@
  * global pool (stack_lock), which outlives the runtime: slab stacks are never
  * unmapped. sysmon trims pooled stacks once: pages below the top TRIM_KEEP bytes go
  * back with MADV_DONTNEED. Stacks of other sizes are unmapped when freed.
+ *
+ * Callers: g.c (a G's first run and exit), proc.c (weft__stack_round), start.c
+ * (signals, teardown, fork), sysmon.c (trim). Calls: current.c, mem/ (os.c), nothing
+ * above it.
+ *
+ * Rejected: preparing a slab batch under stack_lock (20-100 us of madvise calls held
+ * the lock; perf with 100 k sleepers at 2 Ps: ~4% of CPU in futex wait/wake from
+ * weft__stack_alloc); a first-run page fault on the top page (12 us against 1-2.5 us
+ * for a populate on this VM); mprotect guards for every stack (two mappings each:
+ * vm.max_map_count caps live green threads near 32 k).
  */
 #include <errno.h>
 #include <pthread.h>

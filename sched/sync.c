@@ -24,6 +24,14 @@
  *   takes it below 0 or past INT64_MAX aborts (each with its own message).
  * sema: count; release hands the permit straight to the first waiter if any.
  * once: 0 -> 1 (running) -> 2 (done); latecomers wait on a queue.
+ *
+ * Callers: the public weft_mutex_*, weft_rwmutex_*, weft_cond_*, weft_wg_*,
+ * weft_sema_*, weft_once calls, from green and plain threads. Calls: wait.c, timer.c
+ * (the caller's deadline), current.c.
+ *
+ * Rejected: reading the clock on every contended lock (it cost a fifth of a contended
+ * lock/unlock, and most are won by spinning: the clock is read only once a waiter
+ * blocks).
  */
 #include <errno.h>
 #include <limits.h>

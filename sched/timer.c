@@ -37,6 +37,16 @@
  *    pokes another idle M, which takes the role when it looks again; so does any M
  *    that leaves the idle list while nobody holds the role (the poked M may have
  *    been handed a P before it looked).
+ *
+ * Callers: proc.c (run the timers of a P, of all Ps; the timer M), wait.c, chan.c and
+ * sync.c through wait.c (arm and delete a wait's timeout), sysmon.c (backstop), start.c
+ * (free a P's heap). Calls: proc.c (weft__sched_ready_batch, weft__sched_park: the
+ * one pair of files that call each other), current.c, mem/.
+ *
+ * Rejected: a heap alone (every timer of one duration popped by sifting the last slot
+ * through every level, the lower ones cold with 100 k sleepers: the in-order ring
+ * replaced it for them); firing one timer at a time (one cache miss after another,
+ * each waited for by a locked instruction: TIMER_BATCH below).
  */
 #include <errno.h>
 #include <string.h>

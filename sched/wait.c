@@ -1,5 +1,7 @@
 /*
- * sched/wait.c -- blocking and waking for wait.h (see the protocol there).
+ * sched/wait.c -- blocking and waking for wait.h (the protocol and its invariants are
+ * there). Callers: chan.c, sync.c. Calls: proc.c (weft__sched_park, weft__sched_ready),
+ * timer.c (a wait's timeout), mem/ (the futex, for plain threads).
  */
 #include <errno.h>
 #include "sched/wait.h"
