@@ -54,25 +54,7 @@
 #define PAGE WEFT_PAGE_SIZE
 #define MAX_REQUEST ((size_t)1 << 46)      /* 64 TiB: beyond any machine */
 
-_Atomic int weft__mem_ready;
 _Atomic uint64_t weft__stack_inuse;
-
-void weft__mem_init_slow(void)
-{
-    static weft_lock init_lock = WEFT_LOCK_INIT;
-    weft__lock(&init_lock);
-    if (!atomic_load_explicit(&weft__mem_ready, memory_order_relaxed)) {
-        weft__debug_init();
-        /* release: pairs with weft__mem_init's acquire */
-        atomic_store_explicit(&weft__mem_ready, 1, memory_order_release);
-    }
-    weft__unlock(&init_lock);
-}
-
-void weft__bad_free(const char *fn, const void *p, const char *why)
-{
-    weft__throwf("%s(%p): %s", fn, p, why);
-}
 
 static void *enomem(void)
 {
@@ -153,9 +135,9 @@ static struct mspan *owner_span(const void *p, const char *fn)
 {
     struct mspan *s = weft__span_of((uintptr_t)p);
     if (s == NULL)
-        weft__bad_free(fn, p, "not allocated by weft, or already freed (double free)");
+        weft__mem_bad_free(fn, p, "not allocated by weft, or already freed (double free)");
     if (s->state == SPAN_LARGE && (uintptr_t)p != s->base)
-        weft__bad_free(fn, p, "not the start of an object");
+        weft__mem_bad_free(fn, p, "not the start of an object");
     return s;
 }
 

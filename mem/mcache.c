@@ -126,7 +126,7 @@ static void *cut(struct mcache *c, unsigned cls, unsigned n)
 void weft__mcache_free_slow(struct mcache *c, void *p, unsigned cls)
 {
     if (WEFT_UNLIKELY(WEFT_MC_HEAD(c, cls) == p))     /* as the fast path checks */
-        weft__bad_free("weft_free", p, "double free (the object was freed before and not allocated since)");
+        weft__mem_bad_free("weft_free", p, "double free (the object was freed before and not allocated since)");
     if (WEFT_MC_ROOM(c, cls) <= 0) {
         /* full: batches go back, then batch - 1 fast frees. pops since the last slow
          * path: room rose by one per pop and fell by one per free */

@@ -107,7 +107,7 @@ static struct mspan *span_give(struct mcentral *c, struct mspan *s, void *p)
 {
     /* more objects back than were taken: one of them was freed twice */
     if (WEFT_UNLIKELY(s->nalloc == 0))
-        weft__bad_free("weft_free", p, "double free (its span got back more objects than it handed out)");
+        weft__mem_bad_free("weft_free", p, "double free (its span got back more objects than it handed out)");
     *(void **)p = s->freelist;
     s->freelist = p;
     s->nalloc--;
@@ -229,13 +229,13 @@ void weft__mcentral_free_one(struct mspan *s, void *p, const char *fn)
         size_t off = (uintptr_t)p - s->base;
         if (off % s->elemsize != 0 || off >= (size_t)s->nelems * s->elemsize) {
             weft__unlock(&c->lock);
-            weft__bad_free(fn, p, "not the start of an object");
+            weft__mem_bad_free(fn, p, "not the start of an object");
         }
         size_t i = off / s->elemsize;
         uint64_t bit = (uint64_t)1 << (i % 64);
         if (!(atomic_fetch_and_explicit(&s->allocbits[i / 64], ~bit, memory_order_relaxed) & bit)) {
             weft__unlock(&c->lock);
-            weft__bad_free(fn, p, "double free");
+            weft__mem_bad_free(fn, p, "double free");
         }
         memset((char *)p + sizeof(void *), WEFT_POISON, s->elemsize - sizeof(void *));
     }

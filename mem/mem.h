@@ -236,7 +236,10 @@ WEFT_HIDDEN void weft__os_unreserve(void *p, size_t size);   /* munmap: never ha
  * copying; `from` stays mapped and reads as zero. 0, or -1 (then nothing moved). */
 WEFT_HIDDEN int weft__os_move(void *from, void *to, size_t size);
 
+/* ---- malloc (mem/malloc.c) ----------------------------------------------- */
 WEFT_HIDDEN extern _Atomic uint64_t weft__stack_inuse;   /* bytes, kept by sched/ */
+
+/* ---- init (mem/init.c) ---------------------------------------------------- */
 WEFT_HIDDEN void weft__mem_init_slow(void);
 WEFT_HIDDEN extern _Atomic int weft__mem_ready;
 static inline void weft__mem_init(void)
@@ -246,8 +249,10 @@ static inline void weft__mem_init(void)
         weft__mem_init_slow();
 }
 
-/* Debug helpers (WEFT_DEBUG=allocfree=1) */
+/* ---- misuse reports (mem/report.c) ----------------------------------------- */
+/* Abort: "<fn>(<p>): <why>". */
+WEFT_HIDDEN WEFT_NORETURN WEFT_COLD void weft__mem_bad_free(const char *fn, const void *p, const char *why);
+/* WEFT_DEBUG=allocfree: the byte freed objects are filled with (mem/mcentral.c) */
 #define WEFT_POISON 0xdf
-WEFT_HIDDEN WEFT_NORETURN WEFT_COLD void weft__bad_free(const char *fn, const void *p, const char *why);
 
 #endif
