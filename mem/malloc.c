@@ -11,7 +11,7 @@
  *     it is addressed from c; the empty cache's maps every n to class 0's slot);
  *     p = head[s], NULL? (3); head[s] = next (2); room[s]++ (1); ret.
  *   weft_free(p), 17:
- *     m = weft__class_map (1); p below the limit m[-1]? (2); s = m[p >> 13] (3);
+ *     m = weft__pagemap (1); p below the limit m[-1]? (2); s = m[p >> 13] (3);
  *     c (2); --room[s] < 0? (2); h = head[s], h == p? (3); push p (2); nfree[s]++ (1);
  *     ret. The h == p test (2 instructions) is the double-free check, see below.
  *   room[s] and head[s] are addressed from c with the slot as index and no
@@ -54,7 +54,7 @@
 #define PAGE WEFT_PAGE_SIZE
 #define MAX_REQUEST ((size_t)1 << 46)      /* 64 TiB: beyond any machine */
 
-_Atomic uint64_t weft__stack_inuse;
+_Atomic uint64_t weft__mem_stack_inuse;
 
 static void *enomem(void)
 {
@@ -89,12 +89,12 @@ WEFT_INLINE void *cache_pop(struct mcache *c, size_t s)
 /* A small object of class cls on any path. */
 static void *alloc_class(unsigned cls)
 {
-    struct mcache *c = weft__tls_cache;
+    struct mcache *c = weft__mcache_tls;
     void *p = cache_pop(c, WEFT_SLOT_BIAS + cls);
     if (WEFT_LIKELY(p != NULL))
         return p;
     weft__mem_init();
-    c = weft__thread_cache();
+    c = weft__mcache_thread();
     p = c != NULL ? weft__mcache_refill_alloc(c, cls) : weft__mcentral_alloc_one(cls);
     return p != NULL ? p : enomem();
 }
@@ -121,7 +121,7 @@ static WEFT_NOINLINE void *malloc_slow(size_t n)
 
 void *weft_malloc(size_t n)
 {
-    struct mcache *c = weft__tls_cache;
+    struct mcache *c = weft__mcache_tls;
     if (WEFT_LIKELY(n <= 1024)) {
         void *p = cache_pop(c, c->class_of[n]);   /* class 0's slot on the empty cache */
         if (WEFT_LIKELY(p != NULL))
@@ -133,7 +133,7 @@ void *weft_malloc(size_t n)
 /* The span that p starts an object of, or abort naming fn. */
 static struct mspan *owner_span(const void *p, const char *fn)
 {
-    struct mspan *s = weft__span_of((uintptr_t)p);
+    struct mspan *s = weft__mheap_span_of((uintptr_t)p);
     if (s == NULL)
         weft__mem_bad_free(fn, p, "not allocated by weft, or already freed (double free)");
     if (s->state == SPAN_LARGE && (uintptr_t)p != s->base)
@@ -150,7 +150,7 @@ static WEFT_NOINLINE void free_slow(void *p, size_t s, struct mcache *c)
     if (c != NULL) {
         /* undo the fast path's decrement; on the shared empty cache just reset it
          * (non-atomic increments there could race up past 0) */
-        if (c == &weft__empty_cache) {
+        if (c == &weft__mcache_empty) {
             c->slot.room[s] = 0;
         } else {
             c->slot.room[s]++;
@@ -168,7 +168,7 @@ static WEFT_NOINLINE void free_slow(void *p, size_t s, struct mcache *c)
         return;
     }
     weft__mem_init();
-    c = weft__thread_cache();
+    c = weft__mcache_thread();
     if (c == NULL)
         weft__mcentral_free_one(sp, p, "weft_free");
     else
@@ -181,9 +181,9 @@ static WEFT_NOINLINE void free_slow(void *p, size_t s, struct mcache *c)
  * of 15 (and 116 through free_slow). */
 static WEFT_NOINLINE void free_unmapped(void *p)
 {
-    struct mspan *sp = weft__span_of((uintptr_t)p);      /* NULL for NULL and foreign */
-    struct mcache *c = weft__tls_cache;
-    if (WEFT_LIKELY(sp != NULL && sp->state == SPAN_SMALL && c != &weft__empty_cache)) {
+    struct mspan *sp = weft__mheap_span_of((uintptr_t)p);    /* NULL for NULL and foreign */
+    struct mcache *c = weft__mcache_tls;
+    if (WEFT_LIKELY(sp != NULL && sp->state == SPAN_SMALL && c != &weft__mcache_empty)) {
         unsigned cls = sp->cls;
         if (WEFT_LIKELY(WEFT_MC_ROOM(c, cls) > 0 && WEFT_MC_HEAD(c, cls) != p)) {
             *(void **)p = WEFT_MC_HEAD(c, cls);
@@ -201,10 +201,10 @@ static WEFT_NOINLINE void free_unmapped(void *p)
 void weft_free(void *p)
 {
     uintptr_t a = (uintptr_t)p;
-    const uint8_t *m = weft__class_map_get();
-    if (WEFT_LIKELY(a < weft__class_map_limit(m))) {     /* so the index stays in the map */
+    const uint8_t *m = weft__pagemap_get();
+    if (WEFT_LIKELY(a < weft__pagemap_limit(m))) {       /* so the index stays in the map */
         size_t s = m[a >> WEFT_PAGE_SHIFT];
-        struct mcache *c = weft__tls_cache;
+        struct mcache *c = weft__mcache_tls;
         /* unsigned, so that clang tests the decremented value (subl; js), not the old */
         uint32_t room = (uint32_t)c->slot.room[s] - 1;
         c->slot.room[s] = (int32_t)room;
@@ -239,7 +239,7 @@ void *weft_calloc(size_t n, size_t size)
 
 static size_t usable(const void *p, const char *fn)
 {
-    unsigned cls = weft__class_of_addr((uintptr_t)p);
+    unsigned cls = weft__pagemap_class((uintptr_t)p);
     if (cls != 0)
         return weft__class_size[cls];
     struct mspan *s = owner_span(p, fn);
@@ -296,7 +296,7 @@ void *weft_realloc(void *p, size_t n)
     if (old > WEFT_MAX_SMALL && n > WEFT_MAX_SMALL) {
         if (n > MAX_REQUEST)
             return enomem();
-        return realloc_large(weft__span_of((uintptr_t)p), n);
+        return realloc_large(weft__mheap_span_of((uintptr_t)p), n);
     }
     void *q = weft_malloc(n);
     if (q == NULL)
@@ -337,8 +337,8 @@ void *weft_aligned_alloc(size_t align, size_t size)
 void weft_mem_release(void)
 {
     weft__mem_init();
-    struct mcache *c = weft__tls_cache;
-    if (c != &weft__empty_cache)
+    struct mcache *c = weft__mcache_tls;
+    if (c != &weft__mcache_empty)
         weft__mcache_flush(c);
     weft__mcentral_drain();
     weft__mheap_scavenge_all();
@@ -365,5 +365,5 @@ void weft_mem_stats_read(weft_mem_stats *out)
     out->heap_inuse = hs.inuse;
     out->heap_sys = hs.sys;
     out->heap_released = hs.released;
-    out->stacks_inuse = atomic_load_explicit(&weft__stack_inuse, memory_order_relaxed);
+    out->stacks_inuse = atomic_load_explicit(&weft__mem_stack_inuse, memory_order_relaxed);
 }

@@ -2,7 +2,7 @@
  * mem/mcentral.c -- one central free list per size class (Go's mcentral, with
  * tcmalloc's transfer cache in front).
  *
- * Objects move between an mcache and here in batches of weft__class_batch(c):
+ * Objects move between an mcache and here in batches of weft__mcentral_batch(c):
  *   put: a full batch is pushed whole onto the transfer cache (O(1)); when that is
  *        full, or the batch is short, each object goes back to its span's freelist.
  *   get: pops a whole batch from the transfer cache (O(1)); else gathers objects
@@ -40,7 +40,7 @@ struct mcentral {
 
 static struct mcentral central[WEFT_NCLASS];
 
-unsigned weft__class_batch(unsigned cls)
+unsigned weft__mcentral_batch(unsigned cls)
 {
     unsigned n = BATCH_BYTES / weft__class_size[cls];
     return n < 2 ? 2 : n > 128 ? 128 : n;
@@ -157,7 +157,8 @@ static struct mspan *give_list(struct mcentral *c, void *head)
     while (head != NULL) {
         void *next = *(void **)head;
         uintptr_t a = (uintptr_t)head;
-        struct mspan *e = span_give(c, weft__arena_of(a)->spans[weft__page_index(a)], head);
+        struct mspan *s = weft__mheap_arena_of(a)->spans[weft__mheap_page_index(a)];
+        struct mspan *e = span_give(c, s, head);
         if (e != NULL) {
             e->next = empty;
             empty = e;
@@ -180,7 +181,7 @@ void weft__mcentral_put(unsigned cls, void *head, unsigned n)
 {
     struct mcentral *c = &central[cls];
     weft__lock(&c->lock);
-    if (n == weft__class_batch(cls) && c->ntc < TC_MAX) {
+    if (n == weft__mcentral_batch(cls) && c->ntc < TC_MAX) {
         c->tc[c->ntc].head = head;
         c->tc[c->ntc].n = n;
         c->ntc++;

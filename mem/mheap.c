@@ -3,7 +3,7 @@
  *
  * Address space comes from the OS in 64 MiB-aligned arenas (more for one huge
  * object), each with a header (struct arena) mapped beside it and entered in
- * weft__arena_map; the page class map (mem/pagemap.c) is made writable over it.
+ * weft__mheap_arena_map; the page class map (mem/pagemap.c) is made writable over it.
  * Arenas are carved into spans: runs of 8 KiB pages that are free, hold small
  * objects of one class, or one large object.
  *
@@ -54,7 +54,7 @@
 #define DIRTY_FIRST_PAGES 8
 #define PAGE WEFT_PAGE_SIZE
 
-struct arena *weft__arena_map[WEFT_ARENA_MAP_LEN];
+struct arena *weft__mheap_arena_map[WEFT_ARENA_MAP_LEN];
 
 static struct {
     weft_lock lock;
@@ -134,7 +134,7 @@ static inline uintptr_t span_end(const struct mspan *s)
 
 static void map_set(uintptr_t a, struct mspan *s)
 {
-    weft__arena_of(a)->spans[weft__page_index(a)] = s;
+    weft__mheap_arena_of(a)->spans[weft__mheap_page_index(a)] = s;
 }
 
 /* first and last page -> s (enough for free and large spans) */
@@ -144,12 +144,12 @@ static void map_ends(struct mspan *s)
     map_set(span_end(s) - PAGE, s);
 }
 
-struct mspan *weft__span_of(uintptr_t a)
+struct mspan *weft__mheap_span_of(uintptr_t a)
 {
-    struct arena *ar = weft__arena_of(a);
+    struct arena *ar = weft__mheap_arena_of(a);
     if (ar == NULL)
         return NULL;
-    struct mspan *s = ar->spans[weft__page_index(a)];
+    struct mspan *s = ar->spans[weft__mheap_page_index(a)];
     if (s == NULL || a < s->base || a >= span_end(s))
         return NULL;
     if (s->state != SPAN_SMALL && s->state != SPAN_LARGE)
@@ -172,8 +172,8 @@ static inline uint64_t word_mask(size_t b, size_t m)     /* bits b .. b+m-1, m >
 /* One arena's piece of [a, a + n pages): its bitmap, first index, page count. */
 static size_t piece(uintptr_t a, size_t n, uint64_t **w, size_t *i)
 {
-    *w = weft__arena_of(a)->clean;
-    *i = weft__page_index(a);
+    *w = weft__mheap_arena_of(a)->clean;
+    *i = weft__mheap_page_index(a);
     return n < WEFT_ARENA_PAGES - *i ? n : WEFT_ARENA_PAGES - *i;
 }
 
@@ -332,10 +332,10 @@ static void free_remove(struct mspan *s)
 static struct mspan *free_neighbour(uintptr_t a, int before)
 {
     uintptr_t page = before ? a - PAGE : a;
-    struct arena *ar = weft__arena_of(page);
+    struct arena *ar = weft__mheap_arena_of(page);
     if (ar == NULL)
         return NULL;
-    struct mspan *t = ar->spans[weft__page_index(page)];
+    struct mspan *t = ar->spans[weft__mheap_page_index(page)];
     if (t == NULL || t->state != SPAN_FREE)
         return NULL;
     if (before ? span_end(t) != a : t->base != a)
@@ -399,7 +399,7 @@ static int grow(size_t npages)
         struct arena *ar = weft__os_alloc(sizeof *ar);
         if (ar == NULL)
             goto fail;
-        weft__arena_map[((uintptr_t)p + entered) >> WEFT_ARENA_SHIFT] = ar;
+        weft__mheap_arena_map[((uintptr_t)p + entered) >> WEFT_ARENA_SHIFT] = ar;
     }
     if ((s = span_new()) == NULL)
         goto fail;
@@ -415,7 +415,7 @@ fail:
     /* The arena records stay mapped (a free of a foreign pointer may be reading one
      * right now); they leave the map, so that the range reads as not ours again. */
     for (size_t off = 0; off < entered; off += WEFT_ARENA_SIZE)
-        weft__arena_map[((uintptr_t)p + off) >> WEFT_ARENA_SHIFT] = NULL;
+        weft__mheap_arena_map[((uintptr_t)p + off) >> WEFT_ARENA_SHIFT] = NULL;
     weft__os_unreserve(p, size);
     return -1;
 }
@@ -523,7 +523,7 @@ struct mspan *weft__mheap_alloc(size_t npages, size_t align_pages, int state, un
             return NULL;
         }
         for (uintptr_t a = s->base; a < span_end(s); a += PAGE) {
-            weft__arena_of(a)->spans[weft__page_index(a)] = s;
+            weft__mheap_arena_of(a)->spans[weft__mheap_page_index(a)] = s;
             weft__pagemap_set(a, cls);
         }
     } else {

@@ -232,7 +232,7 @@ static void attach_stack(struct m *mp, struct g *gp)
     weft__san_stack_reuse(gp->stack.lo, gp->stack.hi);
     weft__tsan_fiber_new(gp);
     gp->valgrind_id = weft__valgrind_stack_register(gp->stack.lo, gp->stack.hi);
-    atomic_fetch_add_explicit(&weft__stack_inuse, gp->stack.hi - gp->stack.lo, RLX);
+    atomic_fetch_add_explicit(&weft__mem_stack_inuse, gp->stack.hi - gp->stack.lo, RLX);
     weft__ctx_init(&gp->ctx, (void *)gp->stack.hi, gentry, gp);
 }
 
@@ -242,7 +242,7 @@ static void release_stack(struct p *pp, struct g *gp)
         return;
     weft__stack_check(gp);
     weft__valgrind_stack_deregister(gp->valgrind_id);
-    atomic_fetch_sub_explicit(&weft__stack_inuse, gp->stack.hi - gp->stack.lo, RLX);
+    atomic_fetch_sub_explicit(&weft__mem_stack_inuse, gp->stack.hi - gp->stack.lo, RLX);
     weft__stack_put(pp, &gp->stack);
     __atomic_store_n(&gp->ctx.sp, NULL, __ATOMIC_RELAXED);  /* prefetchers peek at it */
 }
@@ -1228,7 +1228,7 @@ static void fork_child(void)
     atomic_store_explicit(&sched.run_mode, 0, RLX);
     atomic_store_explicit(&sched.nsyscall, 0, RLX);
     atomic_store_explicit(&sched.stopping, 0, RLX);
-    atomic_store_explicit(&weft__stack_inuse, 0, RLX);
+    atomic_store_explicit(&weft__mem_stack_inuse, 0, RLX);
     /* relaxed: the child has one thread; the next weft_start publishes with release */
     atomic_store_explicit(&sched.running, 0, RLX);
 }
