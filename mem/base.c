@@ -39,7 +39,7 @@ static _Atomic(weft_throw_context_fn) throw_context;
 
 void weft__set_throw_context(weft_throw_context_fn fn)
 {
-    atomic_store_explicit(&throw_context, fn, memory_order_release);
+    atomic_store_explicit(&throw_context, fn, REL);
 }
 
 /* "<prefix><fmt...>", then " [in <context>]" when a context is given, on one line */
@@ -52,7 +52,7 @@ static void vprint(const char *prefix, bool context, const char *fmt, va_list ap
     if (n < 0)
         n = 0;
     len += (size_t)n < sizeof buf - len - 1 ? (size_t)n : sizeof buf - len - 2;
-    weft_throw_context_fn ctx = context ? atomic_load_explicit(&throw_context, memory_order_acquire)
+    weft_throw_context_fn ctx = context ? atomic_load_explicit(&throw_context, ACQ)
                                         : NULL;
     char who[160];
     size_t wn = ctx != NULL ? ctx(who, sizeof who) : 0;

@@ -20,10 +20,10 @@ void weft__mem_init_slow(void)
 {
     static weft_lock init_lock = WEFT_LOCK_INIT;
     weft__lock(&init_lock);
-    if (!atomic_load_explicit(&weft__mem_ready, memory_order_relaxed)) {
+    if (!atomic_load_explicit(&weft__mem_ready, RLX)) {
         weft__debug_init();
         /* release: pairs with weft__mem_init's acquire */
-        atomic_store_explicit(&weft__mem_ready, 1, memory_order_release);
+        atomic_store_explicit(&weft__mem_ready, 1, REL);
     }
     weft__unlock(&init_lock);
 }

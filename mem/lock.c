@@ -42,14 +42,13 @@ void weft__lock_slow(weft_lock *l)
     /* Spin a little: critical sections here are a few hundred instructions. */
     for (int i = 0; i < 100; i++) {
         uint32_t z = 0;
-        if (atomic_load_explicit(&l->state, memory_order_relaxed) == 0 &&
-            atomic_compare_exchange_weak_explicit(&l->state, &z, 1, memory_order_acquire,
-                                                  memory_order_relaxed))
+        if (atomic_load_explicit(&l->state, RLX) == 0 &&
+            atomic_compare_exchange_weak_explicit(&l->state, &z, 1, ACQ, RLX))
             return;
         weft__cpu_relax();
     }
     /* acquire: pairs with weft__unlock's release exchange */
-    while (atomic_exchange_explicit(&l->state, 2, memory_order_acquire) != 0)
+    while (atomic_exchange_explicit(&l->state, 2, ACQ) != 0)
         weft__futex_wait(&l->state, 2);
 }
 

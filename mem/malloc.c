@@ -365,5 +365,5 @@ void weft_mem_stats_read(weft_mem_stats *out)
     out->heap_inuse = hs.inuse;
     out->heap_sys = hs.sys;
     out->heap_released = hs.released;
-    out->stacks_inuse = atomic_load_explicit(&weft__mem_stack_inuse, memory_order_relaxed);
+    out->stacks_inuse = atomic_load_explicit(&weft__mem_stack_inuse, RLX);
 }

@@ -208,7 +208,7 @@ void *weft__mcentral_alloc_one(unsigned cls)
     if (s->allocbits != NULL) {
         size_t i = ((uintptr_t)p - s->base) / s->elemsize;
         uint64_t bit = (uint64_t)1 << (i % 64);
-        if (atomic_fetch_or_explicit(&s->allocbits[i / 64], bit, memory_order_relaxed) & bit)
+        if (atomic_fetch_or_explicit(&s->allocbits[i / 64], bit, RLX) & bit)
             weft__throwf("weft_malloc: object %p handed out twice (heap corrupted)", (void *)p);
         if (recycled) {
             for (size_t k = sizeof(void *); k < s->elemsize; k++)
@@ -234,7 +234,7 @@ void weft__mcentral_free_one(struct mspan *s, void *p, const char *fn)
         }
         size_t i = off / s->elemsize;
         uint64_t bit = (uint64_t)1 << (i % 64);
-        if (!(atomic_fetch_and_explicit(&s->allocbits[i / 64], ~bit, memory_order_relaxed) & bit)) {
+        if (!(atomic_fetch_and_explicit(&s->allocbits[i / 64], ~bit, RLX) & bit)) {
             weft__unlock(&c->lock);
             weft__mem_bad_free(fn, p, "double free");
         }

@@ -245,7 +245,7 @@ WEFT_HIDDEN extern _Atomic int weft__mem_ready;
 static inline void weft__mem_init(void)
 {
     /* acquire: pairs with the release store at the end of weft__mem_init_slow */
-    if (WEFT_UNLIKELY(!atomic_load_explicit(&weft__mem_ready, memory_order_acquire)))
+    if (WEFT_UNLIKELY(!atomic_load_explicit(&weft__mem_ready, ACQ)))
         weft__mem_init_slow();
 }
 

@@ -79,7 +79,7 @@ static void debug_from_proc(void)
 void weft__debug_init(void)
 {
     static _Atomic int done;
-    if (atomic_load_explicit(&done, memory_order_acquire))
+    if (atomic_load_explicit(&done, ACQ))
         return;
     if (environ != NULL) {
         for (char **e = environ; *e; e++)
@@ -89,5 +89,5 @@ void weft__debug_init(void)
         debug_from_proc();
     }
     /* release: the parsed flags are visible to whoever sees done */
-    atomic_store_explicit(&done, 1, memory_order_release);
+    atomic_store_explicit(&done, 1, REL);
 }
