@@ -2,13 +2,15 @@
  * mem/base.c -- the runtime's words to the user: throw (Go's runtime.throw), an
  * allocation-free printf to stderr, and weft_strerror. With mem/options.c (WEFT_DEBUG)
  * and mem/lock.c (the futex lock) it implements include/weft/base.h: what every module
- * needs and nothing depends on. It lives in mem/ because mem/ is the bottom of the
- * dependency chain (io/ -> sched/ -> mem/).
+ * needs, depending on nothing of weft's. It lives in mem/ because mem/ is the bottom
+ * of the dependency chain (io/ -> sched/ -> mem/).
  *
  * Nothing here may call malloc: it runs inside the allocator, possibly before libc
  * has finished starting (libweft-malloc.so is asked for memory by ld.so itself).
  * A throw names the green thread it happened on through a function that sched/
  * installs (weft__set_throw_context): mem/ never calls up into sched/ by name.
+ * Callers: every module, on any thread, with any lock held (throw and printf take
+ * none); weft_strerror is public.
  */
 #include <errno.h>
 #include <stdarg.h>

@@ -1,5 +1,10 @@
 /*
- * mem/malloc.c -- the public allocator: weft_malloc, weft_free and friends.
+ * mem/malloc.c -- the public allocator: weft_malloc, weft_free, weft_calloc,
+ * weft_realloc, weft_aligned_alloc, weft_usable_size, weft_mem_release and
+ * weft_mem_stats_read. The top of mem/: it calls the files below it (mem/mem.h), and
+ * no mem/ file calls it but preload.c.
+ * Callers: anyone, on any thread (green, plain, before weft_start, from ld.so when
+ * preloaded), holding no mem lock.
  *
  * Fast paths (no lock, no atomic, no call). Counted with callgrind (sh tests/bench/
  * run.sh callgrind: malloc(32)/free pairs through libweft-malloc.so), gcc 12 and
@@ -24,28 +29,33 @@
  * pointers, large objects and free pages reach free_slow, and NULL and pointers at or
  * above the limit free_unmapped; both check them through the two-level map and the
  * span (an abort that names weft_free for a pointer weft does not own). Without the
- * map every free goes to free_unmapped: the two-level map, 56 instructions.
+ * map (ulimit -v, WEFT_DEBUG=pagemap=0) every free goes to free_unmapped: the
+ * two-level map and an inline push, 58 instructions (callgrind, pagemap=0).
  * Exact stats with one add per operation: see mem/mcache.c. Sizes 1025..32768 take
  * a short detour through malloc_slow but still come from the cache without a lock.
  *
  * Misuse: a pointer that is not in any weft arena, a large-object pointer that is
  * not the start of a live object, and (with WEFT_DEBUG=allocfree=1, on green and plain
  * threads) double frees, interior pointers and writes after free abort with a message
- * naming the call.
+ * naming the call (mem/report.c).
  * Double frees of small objects in the default mode: the free fast path compares p with
  * the head of its list (already in a register for the push): an object freed twice
  * with no other free of its class on that thread in between aborts (2 instructions;
- * glibc's old fastbin "fasttop" check). A key word in each freed object (glibc's tcache)
- * would catch any object still on the list, but costs a store and a compare (3+) and
- * needs a second word, which the 8-byte class does not have. A double free the fast
- * path misses is caught, if at all, when its span gets back more objects than it
- * handed out (mem/mcentral.c); it may first be handed out twice. allocfree=1 catches
- * every one.
+ * glibc's old fastbin "fasttop" check). A double free the fast path misses is caught,
+ * if at all, when its span gets back more objects than it handed out (mem/mcentral.c);
+ * it may first be handed out twice. allocfree=1 catches every one.
  *
  * Realloc of a large object (realloc_large): in place where the pages after it are free
  * (the heap's top extends contiguously), else moved with half its size as headroom and,
  * from 256 KiB, by mremap instead of a copy; shrinks in place. A growth sequence is
  * linear work in all.
+ *
+ * Rejected: a key word in each freed object (glibc's tcache) as the default double-free
+ * check: it would catch any object still on the list, but costs a store and a compare
+ * (3+ instructions on free, against the head compare's 2) and needs a second word,
+ * which the 8-byte class does not have. Map-less frees through free_slow: 116
+ * instructions, against free_unmapped's 56 (both measured when the fast free was 15,
+ * before the double-free check; free_unmapped is 58 now).
  */
 #include <errno.h>
 #include <string.h>
@@ -177,8 +187,7 @@ static WEFT_NOINLINE void free_slow(void *p, size_t s, struct mcache *c)
 
 /* p is not below the class map's limit: there is no map (the fallback: this is its
  * every free), or p is NULL or above the map. The two-level map and the span give the
- * class: 56 instructions (callgrind, the pairs of tests/bench/fastpath.c) instead
- * of 15 (and 116 through free_slow). */
+ * class (58 instructions in all: see the header). */
 static WEFT_NOINLINE void free_unmapped(void *p)
 {
     struct mspan *sp = weft__mheap_span_of((uintptr_t)p);    /* NULL for NULL and foreign */

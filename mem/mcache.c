@@ -27,9 +27,14 @@
  * operation, on green and plain threads alike, takes the direct, checked path.
  *
  * Locking: the registry (all caches, their pool, the folded counters of dead caches)
- * is under reg_lock, which comes before every mcentral lock. A cache's own fields
- * are written by its owner only; stats read room/nfree/nget/nput racily (relaxed),
- * which can be off by the operations in flight, never more.
+ * is under reg_lock, which comes before every mcentral lock (mem/mem.h). A cache's own
+ * fields are written by its owner only; stats read room/nfree/nget/nput racily
+ * (relaxed), which can be off by the operations in flight, never more.
+ * Callers: malloc.c (refill_alloc, free_slow, flush, thread, stats: on the thread
+ * that owns the cache); sched/ (create a P's cache, use it when an M takes or drops
+ * its P, destroy it when no thread uses it any more); thread exit (thread_exit, the
+ * pthread key's destructor); pthread_atfork (the fork handlers, which take every mem
+ * lock in the order of mem/mem.h).
  */
 #include <pthread.h>
 #include <string.h>
@@ -126,7 +131,8 @@ static void *cut(struct mcache *c, unsigned cls, unsigned n)
 void weft__mcache_free_slow(struct mcache *c, void *p, unsigned cls)
 {
     if (WEFT_UNLIKELY(WEFT_MC_HEAD(c, cls) == p))     /* as the fast path checks */
-        weft__mem_bad_free("weft_free", p, "double free (the object was freed before and not allocated since)");
+        weft__mem_bad_free("weft_free", p,
+                           "double free (the object was freed before and not allocated since)");
     if (WEFT_MC_ROOM(c, cls) <= 0) {
         /* full: batches go back, then batch - 1 fast frees. pops since the last slow
          * path: room rose by one per pop and fell by one per free */

@@ -1,18 +1,29 @@
 /*
- * mem/mem.h -- weft's allocator: the internal interface of mem/ (our malloc.go).
+ * mem/mem.h -- weft's allocator: the internal interface of mem/ (our malloc.go), after
+ * Go's runtime and tcmalloc.
  *
- * Pieces, after Go's runtime and tcmalloc:
- *   size classes  mem/sizeclass.h: n -> class by table lookup, no division.
- *   mheap         mem/mheap.c: 64 MiB arenas reserved from the OS, carved into runs
- *                 of 8 KiB pages (spans); free runs coalesce; one lock.
- *   page maps     weft__mheap_arena_map[addr >> 26] -> struct arena, whose spans[]
- *                 gives the span of a page (mem/mheap.c); weft__pagemap[addr >> 13] gives the
- *                 class of every page in one load (mem/pagemap.c: the free fast
- *                 path; 16 GiB of address space on x86-64, VSZ only).
- *   mcentral      mem/mcentral.c: one per class; a transfer cache of whole batches plus
- *                 the spans with free objects; one lock per batch moved.
- *   mcache        mem/mcache.c: per P, or per plain thread: a free list per class.
- *                 Fast paths (mem/malloc.c) take no lock and no atomic RMW.
+ * Files, top down; each calls only files below it (mem/ calls nothing above it):
+ *   malloc.c      the public allocator: weft_malloc, weft_free, ..., stats. Its fast
+ *                 paths take no lock and no atomic RMW (malloc 12 instructions, free 17).
+ *   mcache.c      per P, or per plain thread: a free list per class; thread caches,
+ *                 the registry of caches, fork handlers.
+ *   mcentral.c    one per class: a transfer cache of whole batches plus the spans with
+ *                 free objects; one lock round trip per batch moved.
+ *   mheap.c       64 MiB arenas reserved from the OS, carved into runs of 8 KiB pages
+ *                 (spans); free runs coalesce; weft__mheap_arena_map[addr >> 26] ->
+ *                 struct arena, whose spans[] gives the span of a page; the scavenger.
+ *   pagemap.c     weft__pagemap[addr >> 13]: the class of every page in one load (the
+ *                 free fast path; 16 GiB of address space on x86-64, VSZ only).
+ *   os.c          mmap, madvise, mremap: the allocator's only syscalls on memory.
+ *   init.c        weft__mem_init's slow half: WEFT_DEBUG read once.
+ *   report.c      weft__mem_bad_free: the abort on a bad pointer.
+ *   sizeclass.h   n -> class by table lookup, no division (sizeclass_table.h, generated
+ *                 by mksizeclass.c at build time).
+ *   preload.c     libweft-malloc.so only: the rest of the C allocator's names.
+ *   options.c, lock.c, base.c: WEFT_DEBUG, the futex lock, throw/printf/weft_strerror:
+ *                 include/weft/base.h's functions, used by every module.
+ * Callers of this header: mem/'s files, sched/ (weft__mem_init, weft__mcache_create,
+ *   _destroy and _use, weft__mem_stack_inuse) and white-box tests; nothing else.
  *
  * Invariants:
  *  - A small object is in exactly one place: handed out to the user, on one mcache
@@ -29,7 +40,7 @@
  *  - arena->spans[page] is exact for every page of a small span and for the first
  *    and last page of large and free spans; other entries may be stale and are only
  *    trusted after a range check (span structs are never unmapped).
- *  - In a cache that a thread owns, the room of class c == max(c) - (length of its
+ *  - In a cache that a thread owns, the room of class c == cap[c] - (length of its
  *    list), but for the moment between the free fast path's decrement and its slow
  *    path's undo (room -1: the list was full). malloc adds 1, free takes 1.
  *  - Slot 0 (the class map's "not a small page") has room 0 but for that moment, and
@@ -38,7 +49,16 @@
  *    class 0 always takes the slow paths. On the shared weft__mcache_empty every room
  *    stays <= 0 and every head NULL, so threads without a cache always take the slow
  *    paths (the racy decrements there are benign: every value written is <= 0).
- * Lock order: cache registry < mcentral[c] (one at a time) < mheap.
+ *
+ * Lock order, every lock of mem/ (take an earlier one before a later one, never the
+ * other way round). sched/ may hold its own locks when it calls in; mem/ never calls
+ * out while holding one (the throw context function sched/ installs takes no lock):
+ *   1. reg_lock           mcache.c: the cache registry, its pool, dead caches' counts.
+ *   2. central[c].lock    mcentral.c: class c's spans and transfer cache; one class at
+ *                         a time, but fork_prepare, which takes them all in class order.
+ *   3. h.lock             mheap.c: the heap, arena map writes, the page class map
+ *                         (pagemap.c runs under it); the last lock: it takes no other.
+ *   -  init_lock          init.c: held alone (taken under none, takes none).
  */
 #ifndef WEFT_MEM_H
 #define WEFT_MEM_H
@@ -106,7 +126,7 @@ _Static_assert(4 * WEFT_NSLOT <= 8 * WEFT_SLOT_BIAS, "room[] must end before the
 #define WEFT_MC_ROOM(c, cls) ((c)->slot.room[WEFT_SLOT_BIAS + (cls)])
 #define WEFT_MC_HEAD(c, cls) ((c)->slot.head[WEFT_SLOT_BIAS + (cls)])
 
-/* ---- page class map (mem/pagemap.c) ----------------------------------------- */
+/* ---- page class map (mem/pagemap.c) --------------------------------------------- */
 /* One byte per 8 KiB page of the user address space below 2^WEFT_MAP_ADDR_BITS: the
  * slot of the class of the small span that holds the page, else 0. The word right below the map,
  * ((uintptr_t *)weft__pagemap)[-1], is its limit: addresses from it up are not in
@@ -162,14 +182,14 @@ static inline void weft__pagemap_set(uintptr_t a, unsigned cls)
         m[a >> WEFT_PAGE_SHIFT] = (uint8_t)(cls != 0 ? WEFT_SLOT_BIAS + cls : 0);
 }
 
-/* ---- mcache -------------------------------------------------------------- */
+/* ---- mcache (mem/mcache.c) ------------------------------------------------------ */
 struct mcache {
     /* fast paths: touched by the owner only; stats read room and nfree racily.
      * room[s] lives in bytes [4s, 4s + 4), head[s] in [8s, 8s + 8): the slots in use,
      * 0 and WEFT_SLOT_BIAS.. for room, WEFT_SLOT_BIAS.. for head, never share a byte
      * (head[0] is never used; room[0] is class 0's, see the invariants). */
     union {
-        int32_t room[WEFT_NSLOT];       /* max - list length (see the invariants) */
+        int32_t room[WEFT_NSLOT];       /* cap - list length (see the invariants) */
         void *head[WEFT_NSLOT];         /* the free list of each class */
     } slot;
     uint64_t nfree[WEFT_NCLASS];        /* cumulative frees into this cache, by class */
@@ -181,10 +201,11 @@ struct mcache {
     int32_t cap[WEFT_NCLASS];           /* the list's bound: room = cap - length */
     int32_t room_sync[WEFT_NCLASS];     /* room and nfree at the last slow path: pops */
     uint64_t nfree_sync[WEFT_NCLASS];   /* since then = room rise + frees since then */
-    int kind;                           /* MCACHE_THREAD, MCACHE_P */
+    int kind;                           /* MCACHE_THREAD, MCACHE_P; 0 on the empty cache;
+                                         * no code reads it */
     struct mcache *reg_next, *reg_prev; /* cache registry, under its lock */
 };
-enum { MCACHE_EMPTY = 0, MCACHE_THREAD = 1, MCACHE_P = 2 };
+enum { MCACHE_THREAD = 1, MCACHE_P = 2 };
 
 /* The current cache: the P's while a green thread runs on it, the thread's
  * otherwise. Read it again after anything that can park (see DESIGN.md). */
@@ -193,7 +214,7 @@ WEFT_HIDDEN extern struct mcache weft__mcache_empty;
 
 WEFT_HIDDEN struct mcache *weft__mcache_create(int kind);   /* registered, empty */
 WEFT_HIDDEN void weft__mcache_flush(struct mcache *c);       /* give every cached object back */
-WEFT_HIDDEN void weft__mcache_destroy(struct mcache *c);     /* flush, fold stats, free */
+WEFT_HIDDEN void weft__mcache_destroy(struct mcache *c);     /* flush, fold stats, pool it */
 WEFT_HIDDEN void *weft__mcache_refill_alloc(struct mcache *c, unsigned cls);
 WEFT_HIDDEN void weft__mcache_free_slow(struct mcache *c, void *p, unsigned cls);
 WEFT_HIDDEN struct mcache *weft__mcache_thread(void);        /* create on first use, or NULL */
@@ -202,9 +223,9 @@ WEFT_HIDDEN struct mcache *weft__mcache_thread(void);        /* create on first 
 WEFT_HIDDEN void weft__mcache_use(struct mcache *c);
 WEFT_HIDDEN void weft__mcache_stats(uint64_t *nmalloc, uint64_t *nfree); /* per class, all caches */
 
-/* ---- mcentral ------------------------------------------------------------ */
-WEFT_HIDDEN unsigned weft__mcentral_batch(unsigned cls);
-/* Hand out up to `want` objects as a NULL-terminated list; returns the count (>= 1) or 0 on OOM. */
+/* ---- mcentral (mem/mcentral.c) -------------------------------------------------- */
+WEFT_HIDDEN unsigned weft__mcentral_batch(unsigned cls);    /* objects per batch: 2..128 */
+/* Hand out up to `want` objects as a NULL-terminated list; the count (>= 1), or 0 on OOM. */
 WEFT_HIDDEN unsigned weft__mcentral_get(unsigned cls, unsigned want, void **head);
 /* Take back a list of n objects (NULL-terminated). */
 WEFT_HIDDEN void weft__mcentral_put(unsigned cls, void *head, unsigned n);
@@ -215,8 +236,9 @@ WEFT_HIDDEN void weft__mcentral_stats(uint64_t *nmalloc, uint64_t *nfree);
 WEFT_HIDDEN void weft__mcentral_lock_all(void);
 WEFT_HIDDEN void weft__mcentral_unlock_all(int child);
 
-/* ---- mheap --------------------------------------------------------------- */
-WEFT_HIDDEN struct mspan *weft__mheap_alloc(size_t npages, size_t align_pages, int state, unsigned cls);
+/* ---- mheap (mem/mheap.c) -------------------------------------------------------- */
+WEFT_HIDDEN struct mspan *weft__mheap_alloc(size_t npages, size_t align_pages, int state,
+                                           unsigned cls);
 WEFT_HIDDEN void weft__mheap_free(struct mspan *s);
 WEFT_HIDDEN void weft__mheap_free_released(struct mspan *s, size_t released_pages);
 WEFT_HIDDEN int weft__mheap_grow_inplace(struct mspan *s, size_t npages);   /* large s */
@@ -227,7 +249,7 @@ WEFT_HIDDEN void weft__mheap_unlock_fork(int child);
 struct heap_stats { uint64_t sys, released, inuse, large_alloc, large_nmalloc, large_nfree; };
 WEFT_HIDDEN void weft__mheap_stats(struct heap_stats *out);
 
-/* ---- os ------------------------------------------------------------------ */
+/* ---- os (mem/os.c) -------------------------------------------------------------- */
 WEFT_HIDDEN void *weft__os_reserve(size_t size, size_t align, uintptr_t hint);
 WEFT_HIDDEN void *weft__os_alloc(size_t size);               /* metadata: zeroed, never freed */
 WEFT_HIDDEN void weft__os_release(void *p, size_t size);     /* MADV_DONTNEED */
@@ -236,10 +258,10 @@ WEFT_HIDDEN void weft__os_unreserve(void *p, size_t size);   /* munmap: never ha
  * copying; `from` stays mapped and reads as zero. 0, or -1 (then nothing moved). */
 WEFT_HIDDEN int weft__os_move(void *from, void *to, size_t size);
 
-/* ---- malloc (mem/malloc.c) ----------------------------------------------- */
+/* ---- malloc (mem/malloc.c) ------------------------------------------------------ */
 WEFT_HIDDEN extern _Atomic uint64_t weft__mem_stack_inuse;  /* bytes, kept by sched/ */
 
-/* ---- init (mem/init.c) ---------------------------------------------------- */
+/* ---- init (mem/init.c) ---------------------------------------------------------- */
 WEFT_HIDDEN void weft__mem_init_slow(void);
 WEFT_HIDDEN extern _Atomic int weft__mem_ready;
 static inline void weft__mem_init(void)
@@ -249,9 +271,10 @@ static inline void weft__mem_init(void)
         weft__mem_init_slow();
 }
 
-/* ---- misuse reports (mem/report.c) ----------------------------------------- */
+/* ---- misuse reports (mem/report.c) ---------------------------------------------- */
 /* Abort: "<fn>(<p>): <why>". */
-WEFT_HIDDEN WEFT_NORETURN WEFT_COLD void weft__mem_bad_free(const char *fn, const void *p, const char *why);
+WEFT_HIDDEN WEFT_NORETURN WEFT_COLD void weft__mem_bad_free(const char *fn, const void *p,
+                                                          const char *why);
 /* WEFT_DEBUG=allocfree: the byte freed objects are filled with (mem/mcentral.c) */
 #define WEFT_POISON 0xdf
 

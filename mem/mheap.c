@@ -36,15 +36,22 @@
  * of dirty pages) until dirty <= 3/4 retain, so that a burst that is freed gives its
  * pages back at once, without any call, and a steady churn of large objects whose
  * free memory stays under the budget reuses resident pages without faults. The floor
- * is high on purpose: measured on the allocator benchmark's `large` workload (16
- * slots of 64 KiB..4 MiB), a floor of 32 MiB cut peak RSS from 64 to 16 MiB but
- * took 8x the page faults and 10x the time (faults cost 20..300 us on the VMs this
- * runs on), 48 MiB took 3.5x the faults for 58 MiB. weft_mem_release() scavenges
- * everything. The budget counts whole freed spans as dirty even when the program
- * touched few of their pages; it may overestimate RSS, never underestimate it.
+ * is high on purpose (see Rejected). weft_mem_release() scavenges everything. The
+ * budget counts whole freed spans as dirty even when the program touched few of their
+ * pages; it may overestimate RSS, never underestimate it.
  *
- * Locking: h.lock guards everything here; it is the last lock in the order
- * (mcentral locks may be held when it is taken). Invariants are stated in mem/mem.h.
+ * Locking: h.lock guards everything here, the page class map's writes included
+ * (mem/pagemap.c); it is the last lock in the order (mcentral locks may be held when
+ * it is taken). Invariants are stated in mem/mem.h.
+ * Callers: mcentral.c (small spans), malloc.c (large objects, realloc, release,
+ * stats, span_of), mcache.c (the fork handlers), any thread. span_of takes no lock:
+ * the free paths call it on any pointer (span structs and arena records are never
+ * unmapped).
+ *
+ * Rejected: a lower retention floor. On the allocator benchmark's `large` workload (16
+ * slots of 64 KiB..4 MiB), a floor of 32 MiB cut peak RSS from 64 to 16 MiB but took
+ * 8x the page faults and 10x the time (faults cost 20..300 us on the VMs this runs
+ * on); 48 MiB took 3.5x the faults for 58 MiB.
  */
 #include <string.h>
 #include "mem/mem.h"
@@ -378,7 +385,7 @@ static uint64_t retain_pages(void)
 
 /* ---- growth --------------------------------------------------------------- */
 /* Reserve arenas for at least npages more pages and add them as one free span. On
- * failure the reservation goes back (it leaked before: 64 MiB or more each time). */
+ * failure the reservation goes back (kept, it would leak 64 MiB or more each time). */
 static int grow(size_t npages)
 {
     size_t size = ((npages * PAGE) + WEFT_ARENA_SIZE - 1) & ~(WEFT_ARENA_SIZE - 1);

@@ -32,6 +32,11 @@
  *
  * No map either under an address-space limit (RLIMIT_AS, ulimit -v: the program
  * counts its VSZ), or with WEFT_DEBUG=pagemap=0 (tests run the fallback with it).
+ *
+ * Callers: writers are in mheap.c only, under h.lock (weft__pagemap_grow for a new
+ * arena here, weft__pagemap_set in mem/mem.h for a span's pages); readers (mem/mem.h's
+ * weft__pagemap_get and weft__pagemap_class: malloc.c's free, usable size) are any
+ * thread, with no lock.
  */
 #include <sys/mman.h>
 #include <sys/resource.h>
