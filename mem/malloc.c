@@ -1,5 +1,10 @@
 /*
- * mem/malloc.c -- the public allocator: weft_malloc, weft_free and friends.
+ * mem/malloc.c -- the public allocator: weft_malloc, weft_free, weft_calloc,
+ * weft_realloc, weft_aligned_alloc, weft_usable_size, weft_mem_release and
+ * weft_mem_stats_read. The top of mem/: it calls the files below it (mem/mem.h), and
+ * no mem/ file calls it but preload.c.
+ * Callers: anyone, on any thread (green, plain, before weft_start, from ld.so when
+ * preloaded), holding no mem lock.
  *
  * Fast paths (no lock, no atomic, no call). Counted with callgrind (sh tests/bench/
  * run.sh callgrind: malloc(32)/free pairs through libweft-malloc.so), gcc 12 and
@@ -11,7 +16,7 @@
  *     it is addressed from c; the empty cache's maps every n to class 0's slot);
  *     p = head[s], NULL? (3); head[s] = next (2); room[s]++ (1); ret.
  *   weft_free(p), 17:
- *     m = weft__class_map (1); p below the limit m[-1]? (2); s = m[p >> 13] (3);
+ *     m = weft__pagemap (1); p below the limit m[-1]? (2); s = m[p >> 13] (3);
  *     c (2); --room[s] < 0? (2); h = head[s], h == p? (3); push p (2); nfree[s]++ (1);
  *     ret. The h == p test (2 instructions) is the double-free check, see below.
  *   room[s] and head[s] are addressed from c with the slot as index and no
@@ -24,28 +29,33 @@
  * pointers, large objects and free pages reach free_slow, and NULL and pointers at or
  * above the limit free_unmapped; both check them through the two-level map and the
  * span (an abort that names weft_free for a pointer weft does not own). Without the
- * map every free goes to free_unmapped: the two-level map, 56 instructions.
+ * map (ulimit -v, WEFT_DEBUG=pagemap=0) every free goes to free_unmapped: the
+ * two-level map and an inline push, 58 instructions (callgrind, pagemap=0).
  * Exact stats with one add per operation: see mem/mcache.c. Sizes 1025..32768 take
  * a short detour through malloc_slow but still come from the cache without a lock.
  *
  * Misuse: a pointer that is not in any weft arena, a large-object pointer that is
  * not the start of a live object, and (with WEFT_DEBUG=allocfree=1, on green and plain
  * threads) double frees, interior pointers and writes after free abort with a message
- * naming the call.
+ * naming the call (mem/report.c).
  * Double frees of small objects in the default mode: the free fast path compares p with
  * the head of its list (already in a register for the push): an object freed twice
  * with no other free of its class on that thread in between aborts (2 instructions;
- * glibc's old fastbin "fasttop" check). A key word in each freed object (glibc's tcache)
- * would catch any object still on the list, but costs a store and a compare (3+) and
- * needs a second word, which the 8-byte class does not have. A double free the fast
- * path misses is caught, if at all, when its span gets back more objects than it
- * handed out (mem/mcentral.c); it may first be handed out twice. allocfree=1 catches
- * every one.
+ * glibc's old fastbin "fasttop" check). A double free the fast path misses is caught,
+ * if at all, when its span gets back more objects than it handed out (mem/mcentral.c);
+ * it may first be handed out twice. allocfree=1 catches every one.
  *
  * Realloc of a large object (realloc_large): in place where the pages after it are free
  * (the heap's top extends contiguously), else moved with half its size as headroom and,
  * from 256 KiB, by mremap instead of a copy; shrinks in place. A growth sequence is
  * linear work in all.
+ *
+ * Rejected: a key word in each freed object (glibc's tcache) as the default double-free
+ * check: it would catch any object still on the list, but costs a store and a compare
+ * (3+ instructions on free, against the head compare's 2) and needs a second word,
+ * which the 8-byte class does not have. Map-less frees through free_slow: 116
+ * instructions, against free_unmapped's 56 (both measured when the fast free was 15,
+ * before the double-free check; free_unmapped is 58 now).
  */
 #include <errno.h>
 #include <string.h>
@@ -54,25 +64,7 @@
 #define PAGE WEFT_PAGE_SIZE
 #define MAX_REQUEST ((size_t)1 << 46)      /* 64 TiB: beyond any machine */
 
-_Atomic int weft__mem_ready;
-_Atomic uint64_t weft__stack_inuse;
-
-void weft__mem_init_slow(void)
-{
-    static weft_lock init_lock = WEFT_LOCK_INIT;
-    weft__lock(&init_lock);
-    if (!atomic_load_explicit(&weft__mem_ready, memory_order_relaxed)) {
-        weft__debug_init();
-        /* release: pairs with weft__mem_init's acquire */
-        atomic_store_explicit(&weft__mem_ready, 1, memory_order_release);
-    }
-    weft__unlock(&init_lock);
-}
-
-void weft__bad_free(const char *fn, const void *p, const char *why)
-{
-    weft__throwf("%s(%p): %s", fn, p, why);
-}
+_Atomic uint64_t weft__mem_stack_inuse;
 
 static void *enomem(void)
 {
@@ -107,12 +99,12 @@ WEFT_INLINE void *cache_pop(struct mcache *c, size_t s)
 /* A small object of class cls on any path. */
 static void *alloc_class(unsigned cls)
 {
-    struct mcache *c = weft__tls_cache;
+    struct mcache *c = weft__mcache_tls;
     void *p = cache_pop(c, WEFT_SLOT_BIAS + cls);
     if (WEFT_LIKELY(p != NULL))
         return p;
     weft__mem_init();
-    c = weft__thread_cache();
+    c = weft__mcache_thread();
     p = c != NULL ? weft__mcache_refill_alloc(c, cls) : weft__mcentral_alloc_one(cls);
     return p != NULL ? p : enomem();
 }
@@ -139,7 +131,7 @@ static WEFT_NOINLINE void *malloc_slow(size_t n)
 
 void *weft_malloc(size_t n)
 {
-    struct mcache *c = weft__tls_cache;
+    struct mcache *c = weft__mcache_tls;
     if (WEFT_LIKELY(n <= 1024)) {
         void *p = cache_pop(c, c->class_of[n]);   /* class 0's slot on the empty cache */
         if (WEFT_LIKELY(p != NULL))
@@ -151,11 +143,11 @@ void *weft_malloc(size_t n)
 /* The span that p starts an object of, or abort naming fn. */
 static struct mspan *owner_span(const void *p, const char *fn)
 {
-    struct mspan *s = weft__span_of((uintptr_t)p);
+    struct mspan *s = weft__mheap_span_of((uintptr_t)p);
     if (s == NULL)
-        weft__bad_free(fn, p, "not allocated by weft, or already freed (double free)");
+        weft__mem_bad_free(fn, p, "not allocated by weft, or already freed (double free)");
     if (s->state == SPAN_LARGE && (uintptr_t)p != s->base)
-        weft__bad_free(fn, p, "not the start of an object");
+        weft__mem_bad_free(fn, p, "not the start of an object");
     return s;
 }
 
@@ -168,7 +160,7 @@ static WEFT_NOINLINE void free_slow(void *p, size_t s, struct mcache *c)
     if (c != NULL) {
         /* undo the fast path's decrement; on the shared empty cache just reset it
          * (non-atomic increments there could race up past 0) */
-        if (c == &weft__empty_cache) {
+        if (c == &weft__mcache_empty) {
             c->slot.room[s] = 0;
         } else {
             c->slot.room[s]++;
@@ -186,7 +178,7 @@ static WEFT_NOINLINE void free_slow(void *p, size_t s, struct mcache *c)
         return;
     }
     weft__mem_init();
-    c = weft__thread_cache();
+    c = weft__mcache_thread();
     if (c == NULL)
         weft__mcentral_free_one(sp, p, "weft_free");
     else
@@ -195,13 +187,12 @@ static WEFT_NOINLINE void free_slow(void *p, size_t s, struct mcache *c)
 
 /* p is not below the class map's limit: there is no map (the fallback: this is its
  * every free), or p is NULL or above the map. The two-level map and the span give the
- * class: 56 instructions (callgrind, the pairs of tests/bench/fastpath.c) instead
- * of 15 (and 116 through free_slow). */
+ * class (58 instructions in all: see the header). */
 static WEFT_NOINLINE void free_unmapped(void *p)
 {
-    struct mspan *sp = weft__span_of((uintptr_t)p);      /* NULL for NULL and foreign */
-    struct mcache *c = weft__tls_cache;
-    if (WEFT_LIKELY(sp != NULL && sp->state == SPAN_SMALL && c != &weft__empty_cache)) {
+    struct mspan *sp = weft__mheap_span_of((uintptr_t)p);    /* NULL for NULL and foreign */
+    struct mcache *c = weft__mcache_tls;
+    if (WEFT_LIKELY(sp != NULL && sp->state == SPAN_SMALL && c != &weft__mcache_empty)) {
         unsigned cls = sp->cls;
         if (WEFT_LIKELY(WEFT_MC_ROOM(c, cls) > 0 && WEFT_MC_HEAD(c, cls) != p)) {
             *(void **)p = WEFT_MC_HEAD(c, cls);
@@ -219,10 +210,10 @@ static WEFT_NOINLINE void free_unmapped(void *p)
 void weft_free(void *p)
 {
     uintptr_t a = (uintptr_t)p;
-    const uint8_t *m = weft__class_map_get();
-    if (WEFT_LIKELY(a < weft__class_map_limit(m))) {     /* so the index stays in the map */
+    const uint8_t *m = weft__pagemap_get();
+    if (WEFT_LIKELY(a < weft__pagemap_limit(m))) {       /* so the index stays in the map */
         size_t s = m[a >> WEFT_PAGE_SHIFT];
-        struct mcache *c = weft__tls_cache;
+        struct mcache *c = weft__mcache_tls;
         /* unsigned, so that clang tests the decremented value (subl; js), not the old */
         uint32_t room = (uint32_t)c->slot.room[s] - 1;
         c->slot.room[s] = (int32_t)room;
@@ -257,7 +248,7 @@ void *weft_calloc(size_t n, size_t size)
 
 static size_t usable(const void *p, const char *fn)
 {
-    unsigned cls = weft__class_of_addr((uintptr_t)p);
+    unsigned cls = weft__pagemap_class((uintptr_t)p);
     if (cls != 0)
         return weft__class_size[cls];
     struct mspan *s = owner_span(p, fn);
@@ -314,7 +305,7 @@ void *weft_realloc(void *p, size_t n)
     if (old > WEFT_MAX_SMALL && n > WEFT_MAX_SMALL) {
         if (n > MAX_REQUEST)
             return enomem();
-        return realloc_large(weft__span_of((uintptr_t)p), n);
+        return realloc_large(weft__mheap_span_of((uintptr_t)p), n);
     }
     void *q = weft_malloc(n);
     if (q == NULL)
@@ -355,8 +346,8 @@ void *weft_aligned_alloc(size_t align, size_t size)
 void weft_mem_release(void)
 {
     weft__mem_init();
-    struct mcache *c = weft__tls_cache;
-    if (c != &weft__empty_cache)
+    struct mcache *c = weft__mcache_tls;
+    if (c != &weft__mcache_empty)
         weft__mcache_flush(c);
     weft__mcentral_drain();
     weft__mheap_scavenge_all();
@@ -383,5 +374,5 @@ void weft_mem_stats_read(weft_mem_stats *out)
     out->heap_inuse = hs.inuse;
     out->heap_sys = hs.sys;
     out->heap_released = hs.released;
-    out->stacks_inuse = atomic_load_explicit(&weft__stack_inuse, memory_order_relaxed);
+    out->stacks_inuse = atomic_load_explicit(&weft__mem_stack_inuse, RLX);
 }

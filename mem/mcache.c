@@ -27,16 +27,21 @@
  * operation, on green and plain threads alike, takes the direct, checked path.
  *
  * Locking: the registry (all caches, their pool, the folded counters of dead caches)
- * is under reg_lock, which comes before every mcentral lock. A cache's own fields
- * are written by its owner only; stats read room/nfree/nget/nput racily (relaxed),
- * which can be off by the operations in flight, never more.
+ * is under reg_lock, which comes before every mcentral lock (mem/mem.h). A cache's own
+ * fields are written by its owner only; stats read room/nfree/nget/nput racily
+ * (relaxed), which can be off by the operations in flight, never more.
+ * Callers: malloc.c (refill_alloc, free_slow, flush, thread, stats: on the thread
+ * that owns the cache); sched/ (create a P's cache, use it when an M takes or drops
+ * its P, destroy it when no thread uses it any more); thread exit (thread_exit, the
+ * pthread key's destructor); pthread_atfork (the fork handlers, which take every mem
+ * lock in the order of mem/mem.h).
  */
 #include <pthread.h>
 #include <string.h>
 #include "mem/mem.h"
 
-struct mcache weft__empty_cache = { .class_of = { [0 ... 1024] = WEFT_SLOT_BIAS } };
-__thread struct mcache *weft__tls_cache WEFT_TLS_IE = &weft__empty_cache;
+struct mcache weft__mcache_empty = { .class_of = { [0 ... 1024] = WEFT_SLOT_BIAS } };
+__thread struct mcache *weft__mcache_tls WEFT_TLS_IE = &weft__mcache_empty;
 
 enum { TLS_NONE = 0, TLS_CACHE = 1, TLS_DEAD = 2 };
 static __thread int tls_state WEFT_TLS_IE;
@@ -51,7 +56,7 @@ static pthread_once_t thread_key_once = PTHREAD_ONCE_INIT;
 
 static inline int32_t class_max(unsigned cls)
 {
-    return (int32_t)(2 * weft__class_batch(cls));
+    return (int32_t)(2 * weft__mcentral_batch(cls));
 }
 
 struct mcache *weft__mcache_create(int kind)
@@ -98,7 +103,7 @@ void *weft__mcache_refill_alloc(struct mcache *c, unsigned cls)
 {
     weft_assert(WEFT_MC_HEAD(c, cls) == NULL && list_len(c, cls) == 0);
     void *head;
-    unsigned n = weft__mcentral_get(cls, weft__class_batch(cls), &head);
+    unsigned n = weft__mcentral_get(cls, weft__mcentral_batch(cls), &head);
     if (n == 0)
         return NULL;
     WEFT_MC_HEAD(c, cls) = *(void **)head;
@@ -126,11 +131,12 @@ static void *cut(struct mcache *c, unsigned cls, unsigned n)
 void weft__mcache_free_slow(struct mcache *c, void *p, unsigned cls)
 {
     if (WEFT_UNLIKELY(WEFT_MC_HEAD(c, cls) == p))     /* as the fast path checks */
-        weft__bad_free("weft_free", p, "double free (the object was freed before and not allocated since)");
+        weft__mem_bad_free("weft_free", p,
+                           "double free (the object was freed before and not allocated since)");
     if (WEFT_MC_ROOM(c, cls) <= 0) {
         /* full: batches go back, then batch - 1 fast frees. pops since the last slow
          * path: room rose by one per pop and fell by one per free */
-        int32_t batch = (int32_t)weft__class_batch(cls);
+        int32_t batch = (int32_t)weft__mcentral_batch(cls);
         int64_t pops = (int64_t)WEFT_MC_ROOM(c, cls) - c->room_sync[cls] +
                        (int64_t)(c->nfree[cls] - c->nfree_sync[cls]);
         int32_t cap = pops == 0 ? batch : class_max(cls);
@@ -154,7 +160,7 @@ void weft__mcache_flush(struct mcache *c)
 {
     for (unsigned cls = 1; cls < WEFT_NCLASS; cls++) {
         uint32_t len = list_len(c, cls);
-        unsigned batch = weft__class_batch(cls);
+        unsigned batch = weft__mcentral_batch(cls);
         while (len > 0) {
             unsigned n = len < batch ? len : batch;
             weft__mcentral_put(cls, cut(c, cls, n), n);
@@ -218,8 +224,8 @@ static void thread_exit(void *arg)
     struct mcache *c = arg;
     tls_state = TLS_DEAD;
     tls_own = NULL;
-    if (weft__tls_cache == c)
-        weft__tls_cache = &weft__empty_cache;
+    if (weft__mcache_tls == c)
+        weft__mcache_tls = &weft__mcache_empty;
     weft__mcache_destroy(c);
 }
 
@@ -229,10 +235,10 @@ static void make_key(void)
         weft__throw("mcache: pthread_key_create failed");
 }
 
-struct mcache *weft__thread_cache(void)
+struct mcache *weft__mcache_thread(void)
 {
-    struct mcache *c = weft__tls_cache;
-    if (c != &weft__empty_cache)
+    struct mcache *c = weft__mcache_tls;
+    if (c != &weft__mcache_empty)
         return c;
     if (tls_state == TLS_DEAD || weft__debug.allocfree)
         return NULL;
@@ -242,7 +248,7 @@ struct mcache *weft__thread_cache(void)
         return NULL;
     tls_state = TLS_CACHE;
     tls_own = c;
-    weft__tls_cache = c;
+    weft__mcache_tls = c;
     pthread_setspecific(thread_key, c);   /* may allocate: the cache is in place */
     return c;
 }
@@ -253,7 +259,7 @@ void weft__mcache_use(struct mcache *c)
      * take the direct, checked paths as plain threads do */
     if (WEFT_UNLIKELY(weft__debug.allocfree))
         c = NULL;
-    weft__tls_cache = c != NULL ? c : tls_own != NULL ? tls_own : &weft__empty_cache;
+    weft__mcache_tls = c != NULL ? c : tls_own != NULL ? tls_own : &weft__mcache_empty;
 }
 
 /* ---- fork: no lock may be held by a thread that does not exist in the child ---- */

@@ -2,7 +2,7 @@
  * mem/mcentral.c -- one central free list per size class (Go's mcentral, with
  * tcmalloc's transfer cache in front).
  *
- * Objects move between an mcache and here in batches of weft__class_batch(c):
+ * Objects move between an mcache and here in batches of weft__mcentral_batch(c):
  *   put: a full batch is pushed whole onto the transfer cache (O(1)); when that is
  *        full, or the batch is short, each object goes back to its span's freelist.
  *   get: pops a whole batch from the transfer cache (O(1)); else gathers objects
@@ -15,8 +15,22 @@
  * (freelist or bump). When its last object comes back (nalloc == 0) it returns to
  * the mheap, unless it is the class's only partial span (no thrash at the edge).
  *
+ * Direct paths (alloc_one, free_one): one object per lock round trip, for threads
+ * without a cache and for every operation under WEFT_DEBUG=allocfree, where a bitmap
+ * per span (allocbits, from the mheap) catches double and interior frees and the
+ * poison (WEFT_POISON) in freed objects catches writes after free.
+ *
  * Locking: c->lock guards everything of class c, spans' small-object fields
- * included. It may be held while taking the mheap lock, never the other way round.
+ * included. It may be held while taking the mheap lock, never the other way round;
+ * one class at a time, but lock_all (fork) takes them all in class order.
+ * Callers: mcache.c (batch, get, put; lock_all/unlock_all from the fork handlers) and
+ * malloc.c (the direct paths, drain, stats), any thread, holding no mem lock.
+ *
+ * Rejected: 32 KiB batches (a list of every class could hold 2 of them, on every
+ * thread). They made a ring of 1000 live 16..256 B objects per thread cost 1.19x
+ * glibc's peak RSS, a producer/consumer pair 1.42x, larson 1.16x; 8 KiB batches, and
+ * one batch on a thread that only frees the class: ~1.08x, ~1.07x, ~1.01x, times
+ * unchanged within noise.
  */
 #include <string.h>
 #include "mem/mem.h"
@@ -24,8 +38,7 @@
 #define TC_MAX 16
 /* A batch holds about this many bytes (2..128 objects). It bounds what a cache parks:
  * a list of class c holds at most 2 batches (1 on a thread that only frees c), about
- * 16 KiB per class; 32 KiB batches made a ring of 1000 live 16..256 B objects per
- * thread cost 1.2x glibc's peak RSS, a producer/consumer pair 1.4x. */
+ * 16 KiB per class (32 KiB batches: see Rejected in the header). */
 #define BATCH_BYTES 8192u
 
 struct batch { void *head; uint32_t n; };
@@ -40,7 +53,7 @@ struct mcentral {
 
 static struct mcentral central[WEFT_NCLASS];
 
-unsigned weft__class_batch(unsigned cls)
+unsigned weft__mcentral_batch(unsigned cls)
 {
     unsigned n = BATCH_BYTES / weft__class_size[cls];
     return n < 2 ? 2 : n > 128 ? 128 : n;
@@ -107,7 +120,8 @@ static struct mspan *span_give(struct mcentral *c, struct mspan *s, void *p)
 {
     /* more objects back than were taken: one of them was freed twice */
     if (WEFT_UNLIKELY(s->nalloc == 0))
-        weft__bad_free("weft_free", p, "double free (its span got back more objects than it handed out)");
+        weft__mem_bad_free("weft_free", p,
+                           "double free (its span got back more objects than it handed out)");
     *(void **)p = s->freelist;
     s->freelist = p;
     s->nalloc--;
@@ -157,7 +171,8 @@ static struct mspan *give_list(struct mcentral *c, void *head)
     while (head != NULL) {
         void *next = *(void **)head;
         uintptr_t a = (uintptr_t)head;
-        struct mspan *e = span_give(c, weft__arena_of(a)->spans[weft__page_index(a)], head);
+        struct mspan *s = weft__mheap_arena_of(a)->spans[weft__mheap_page_index(a)];
+        struct mspan *e = span_give(c, s, head);
         if (e != NULL) {
             e->next = empty;
             empty = e;
@@ -180,7 +195,7 @@ void weft__mcentral_put(unsigned cls, void *head, unsigned n)
 {
     struct mcentral *c = &central[cls];
     weft__lock(&c->lock);
-    if (n == weft__class_batch(cls) && c->ntc < TC_MAX) {
+    if (n == weft__mcentral_batch(cls) && c->ntc < TC_MAX) {
         c->tc[c->ntc].head = head;
         c->tc[c->ntc].n = n;
         c->ntc++;
@@ -207,7 +222,7 @@ void *weft__mcentral_alloc_one(unsigned cls)
     if (s->allocbits != NULL) {
         size_t i = ((uintptr_t)p - s->base) / s->elemsize;
         uint64_t bit = (uint64_t)1 << (i % 64);
-        if (atomic_fetch_or_explicit(&s->allocbits[i / 64], bit, memory_order_relaxed) & bit)
+        if (atomic_fetch_or_explicit(&s->allocbits[i / 64], bit, RLX) & bit)
             weft__throwf("weft_malloc: object %p handed out twice (heap corrupted)", (void *)p);
         if (recycled) {
             for (size_t k = sizeof(void *); k < s->elemsize; k++)
@@ -229,13 +244,13 @@ void weft__mcentral_free_one(struct mspan *s, void *p, const char *fn)
         size_t off = (uintptr_t)p - s->base;
         if (off % s->elemsize != 0 || off >= (size_t)s->nelems * s->elemsize) {
             weft__unlock(&c->lock);
-            weft__bad_free(fn, p, "not the start of an object");
+            weft__mem_bad_free(fn, p, "not the start of an object");
         }
         size_t i = off / s->elemsize;
         uint64_t bit = (uint64_t)1 << (i % 64);
-        if (!(atomic_fetch_and_explicit(&s->allocbits[i / 64], ~bit, memory_order_relaxed) & bit)) {
+        if (!(atomic_fetch_and_explicit(&s->allocbits[i / 64], ~bit, RLX) & bit)) {
             weft__unlock(&c->lock);
-            weft__bad_free(fn, p, "double free");
+            weft__mem_bad_free(fn, p, "double free");
         }
         memset((char *)p + sizeof(void *), WEFT_POISON, s->elemsize - sizeof(void *));
     }

@@ -1,18 +1,29 @@
 /*
- * mem/mem.h -- weft's allocator: the internal interface of mem/ (our malloc.go).
+ * mem/mem.h -- weft's allocator: the internal interface of mem/ (our malloc.go), after
+ * Go's runtime and tcmalloc.
  *
- * Pieces, after Go's runtime and tcmalloc:
- *   size classes  mem/sizeclass.h: n -> class by table lookup, no division.
- *   mheap         mem/mheap.c: 64 MiB arenas reserved from the OS, carved into runs
- *                 of 8 KiB pages (spans); free runs coalesce; one lock.
- *   page maps     weft__arena_map[addr >> 26] -> struct arena, whose spans[] gives the
- *                 span of a page (mem/mheap.c); weft__class_map[addr >> 13] gives the
- *                 class of every page in one load (mem/pagemap.c: the free fast
- *                 path; 16 GiB of address space on x86-64, VSZ only).
- *   mcentral      mem/mcentral.c: one per class; a transfer cache of whole batches plus
- *                 the spans with free objects; one lock per batch moved.
- *   mcache        mem/mcache.c: per P, or per plain thread: a free list per class.
- *                 Fast paths (mem/malloc.c) take no lock and no atomic RMW.
+ * Files, top down; each calls only files below it (mem/ calls nothing above it):
+ *   malloc.c      the public allocator: weft_malloc, weft_free, ..., stats. Its fast
+ *                 paths take no lock and no atomic RMW (malloc 12 instructions, free 17).
+ *   mcache.c      per P, or per plain thread: a free list per class; thread caches,
+ *                 the registry of caches, fork handlers.
+ *   mcentral.c    one per class: a transfer cache of whole batches plus the spans with
+ *                 free objects; one lock round trip per batch moved.
+ *   mheap.c       64 MiB arenas reserved from the OS, carved into runs of 8 KiB pages
+ *                 (spans); free runs coalesce; weft__mheap_arena_map[addr >> 26] ->
+ *                 struct arena, whose spans[] gives the span of a page; the scavenger.
+ *   pagemap.c     weft__pagemap[addr >> 13]: the class of every page in one load (the
+ *                 free fast path; 16 GiB of address space on x86-64, VSZ only).
+ *   os.c          mmap, madvise, mremap: the allocator's only syscalls on memory.
+ *   init.c        weft__mem_init's slow half: WEFT_DEBUG read once.
+ *   report.c      weft__mem_bad_free: the abort on a bad pointer.
+ *   sizeclass.h   n -> class by table lookup, no division (sizeclass_table.h, generated
+ *                 by mksizeclass.c at build time).
+ *   preload.c     libweft-malloc.so only: the rest of the C allocator's names.
+ *   options.c, lock.c, base.c: WEFT_DEBUG, the futex lock, throw/printf/weft_strerror:
+ *                 include/weft/base.h's functions, used by every module.
+ * Callers of this header: mem/'s files, sched/ (weft__mem_init, weft__mcache_create,
+ *   _destroy and _use, weft__mem_stack_inuse) and white-box tests; nothing else.
  *
  * Invariants:
  *  - A small object is in exactly one place: handed out to the user, on one mcache
@@ -29,16 +40,25 @@
  *  - arena->spans[page] is exact for every page of a small span and for the first
  *    and last page of large and free spans; other entries may be stale and are only
  *    trusted after a range check (span structs are never unmapped).
- *  - In a cache that a thread owns, the room of class c == max(c) - (length of its
+ *  - In a cache that a thread owns, the room of class c == cap[c] - (length of its
  *    list), but for the moment between the free fast path's decrement and its slow
  *    path's undo (room -1: the list was full). malloc adds 1, free takes 1.
  *  - Slot 0 (the class map's "not a small page") has room 0 but for that moment, and
  *    nothing ever reads its head; class 0's slot (WEFT_SLOT_BIAS, which the empty
  *    cache's class_of[] gives every size) has a NULL head and is never pushed. So
- *    class 0 always takes the slow paths. On the shared weft__empty_cache every room
+ *    class 0 always takes the slow paths. On the shared weft__mcache_empty every room
  *    stays <= 0 and every head NULL, so threads without a cache always take the slow
  *    paths (the racy decrements there are benign: every value written is <= 0).
- * Lock order: cache registry < mcentral[c] (one at a time) < mheap.
+ *
+ * Lock order, every lock of mem/ (take an earlier one before a later one, never the
+ * other way round). sched/ may hold its own locks when it calls in; mem/ never calls
+ * out while holding one (the throw context function sched/ installs takes no lock):
+ *   1. reg_lock           mcache.c: the cache registry, its pool, dead caches' counts.
+ *   2. central[c].lock    mcentral.c: class c's spans and transfer cache; one class at
+ *                         a time, but fork_prepare, which takes them all in class order.
+ *   3. h.lock             mheap.c: the heap, arena map writes, the page class map
+ *                         (pagemap.c runs under it); the last lock: it takes no other.
+ *   -  init_lock          init.c: held alone (taken under none, takes none).
  */
 #ifndef WEFT_MEM_H
 #define WEFT_MEM_H
@@ -78,20 +98,20 @@ struct arena {
     struct mspan *spans[WEFT_ARENA_PAGES];
     uint64_t clean[WEFT_ARENA_PAGES / 64];   /* mheap: page not resident, reads as zero */
 };
-/* weft__arena_map[i]: the arena at address i << WEFT_ARENA_SHIFT, or NULL where weft
- * owns none. */
-WEFT_HIDDEN extern struct arena *weft__arena_map[WEFT_ARENA_MAP_LEN];
+/* weft__mheap_arena_map[i]: the arena at address i << WEFT_ARENA_SHIFT, or NULL where
+ * weft owns none. */
+WEFT_HIDDEN extern struct arena *weft__mheap_arena_map[WEFT_ARENA_MAP_LEN];
 
-static inline struct arena *weft__arena_of(uintptr_t a)
+static inline struct arena *weft__mheap_arena_of(uintptr_t a)
 {
-    return weft__arena_map[(a >> WEFT_ARENA_SHIFT) & (WEFT_ARENA_MAP_LEN - 1)];
+    return weft__mheap_arena_map[(a >> WEFT_ARENA_SHIFT) & (WEFT_ARENA_MAP_LEN - 1)];
 }
-static inline size_t weft__page_index(uintptr_t a)
+static inline size_t weft__mheap_page_index(uintptr_t a)
 {
     return (a >> WEFT_PAGE_SHIFT) & (WEFT_ARENA_PAGES - 1);
 }
 /* The span that holds address a, or NULL; exact for small spans, range-checked else. */
-WEFT_HIDDEN struct mspan *weft__span_of(uintptr_t a);
+WEFT_HIDDEN struct mspan *weft__mheap_span_of(uintptr_t a);
 
 /* A class's slot: its index in an mcache's fast-path arrays, in the class map and in
  * mcache.class_of[]: WEFT_SLOT_BIAS + cls for a small class; the class map's 0 (not a
@@ -106,19 +126,19 @@ _Static_assert(4 * WEFT_NSLOT <= 8 * WEFT_SLOT_BIAS, "room[] must end before the
 #define WEFT_MC_ROOM(c, cls) ((c)->slot.room[WEFT_SLOT_BIAS + (cls)])
 #define WEFT_MC_HEAD(c, cls) ((c)->slot.head[WEFT_SLOT_BIAS + (cls)])
 
-/* ---- page class map (mem/pagemap.c) ----------------------------------------- */
+/* ---- page class map (mem/pagemap.c) --------------------------------------------- */
 /* One byte per 8 KiB page of the user address space below 2^WEFT_MAP_ADDR_BITS: the
  * slot of the class of the small span that holds the page, else 0. The word right below the map,
- * ((uintptr_t *)weft__class_map)[-1], is its limit: addresses from it up are not in
+ * ((uintptr_t *)weft__pagemap)[-1], is its limit: addresses from it up are not in
  * the map (0 while there is no map: before the first arena, or when it could not be
- * reserved). Readers load weft__class_map first and the limit through it (address
- * dependency; see weft__class_map_get). */
+ * reserved). Readers load weft__pagemap first and the limit through it (address
+ * dependency; see weft__pagemap_get). */
 #if defined(__x86_64__)
 #define WEFT_MAP_ADDR_BITS 47                       /* user space: 16 GiB of map */
 #else
 #define WEFT_MAP_ADDR_BITS 48                       /* aarch64 (48-bit VA): 32 GiB */
 #endif
-WEFT_HIDDEN extern uint8_t *weft__class_map;
+WEFT_HIDDEN extern uint8_t *weft__pagemap;
 
 #if defined(__SANITIZE_THREAD__)
 #define WEFT_MAP_ORDER __ATOMIC_ACQUIRE     /* TSan does not see address dependencies */
@@ -130,23 +150,23 @@ WEFT_HIDDEN extern uint8_t *weft__class_map;
 #ifndef WEFT_MAP_ORDER
 #define WEFT_MAP_ORDER __ATOMIC_RELAXED     /* the limit is read through the pointer */
 #endif
-/* The map; its limit is weft__class_map_limit(m). Relaxed: the limit (and every class
+/* The map; its limit is weft__pagemap_limit(m). Relaxed: the limit (and every class
  * byte of the map) is read through the pointer, an address dependency that orders it
  * after the load on every CPU weft runs on; pairs with the release in pagemap.c. */
-static inline const uint8_t *weft__class_map_get(void)
+static inline const uint8_t *weft__pagemap_get(void)
 {
-    return __atomic_load_n(&weft__class_map, WEFT_MAP_ORDER);
+    return __atomic_load_n(&weft__pagemap, WEFT_MAP_ORDER);
 }
-static inline uintptr_t weft__class_map_limit(const uint8_t *m)
+static inline uintptr_t weft__pagemap_limit(const uint8_t *m)
 {
     return ((const uintptr_t *)(const void *)m)[-1];
 }
 /* The class of the page that holds a: 0 for large, free and foreign pages, and for
  * every page when there is no map. */
-static inline unsigned weft__class_of_addr(uintptr_t a)
+static inline unsigned weft__pagemap_class(uintptr_t a)
 {
-    const uint8_t *m = weft__class_map_get();
-    unsigned s = a < weft__class_map_limit(m) ? m[a >> WEFT_PAGE_SHIFT] : 0;
+    const uint8_t *m = weft__pagemap_get();
+    unsigned s = a < weft__pagemap_limit(m) ? m[a >> WEFT_PAGE_SHIFT] : 0;
     return s != 0 ? s - WEFT_SLOT_BIAS : 0;
 }
 /* mheap lock held. Make the map writable over [base, base + size) (a new arena);
@@ -157,19 +177,19 @@ WEFT_HIDDEN int weft__pagemap_grow(uintptr_t base, size_t size);
  * holds the class's slot (see struct mcache), 0 for class 0. */
 static inline void weft__pagemap_set(uintptr_t a, unsigned cls)
 {
-    uint8_t *m = weft__class_map;
-    if (a < weft__class_map_limit(m))
+    uint8_t *m = weft__pagemap;
+    if (a < weft__pagemap_limit(m))
         m[a >> WEFT_PAGE_SHIFT] = (uint8_t)(cls != 0 ? WEFT_SLOT_BIAS + cls : 0);
 }
 
-/* ---- mcache -------------------------------------------------------------- */
+/* ---- mcache (mem/mcache.c) ------------------------------------------------------ */
 struct mcache {
     /* fast paths: touched by the owner only; stats read room and nfree racily.
      * room[s] lives in bytes [4s, 4s + 4), head[s] in [8s, 8s + 8): the slots in use,
      * 0 and WEFT_SLOT_BIAS.. for room, WEFT_SLOT_BIAS.. for head, never share a byte
      * (head[0] is never used; room[0] is class 0's, see the invariants). */
     union {
-        int32_t room[WEFT_NSLOT];       /* max - list length (see the invariants) */
+        int32_t room[WEFT_NSLOT];       /* cap - list length (see the invariants) */
         void *head[WEFT_NSLOT];         /* the free list of each class */
     } slot;
     uint64_t nfree[WEFT_NCLASS];        /* cumulative frees into this cache, by class */
@@ -181,30 +201,31 @@ struct mcache {
     int32_t cap[WEFT_NCLASS];           /* the list's bound: room = cap - length */
     int32_t room_sync[WEFT_NCLASS];     /* room and nfree at the last slow path: pops */
     uint64_t nfree_sync[WEFT_NCLASS];   /* since then = room rise + frees since then */
-    int kind;                           /* MCACHE_THREAD, MCACHE_P */
+    int kind;                           /* MCACHE_THREAD, MCACHE_P; 0 on the empty cache;
+                                         * no code reads it */
     struct mcache *reg_next, *reg_prev; /* cache registry, under its lock */
 };
-enum { MCACHE_EMPTY = 0, MCACHE_THREAD = 1, MCACHE_P = 2 };
+enum { MCACHE_THREAD = 1, MCACHE_P = 2 };
 
 /* The current cache: the P's while a green thread runs on it, the thread's
  * otherwise. Read it again after anything that can park (see DESIGN.md). */
-WEFT_HIDDEN extern __thread struct mcache *weft__tls_cache WEFT_TLS_IE;
-WEFT_HIDDEN extern struct mcache weft__empty_cache;
+WEFT_HIDDEN extern __thread struct mcache *weft__mcache_tls WEFT_TLS_IE;
+WEFT_HIDDEN extern struct mcache weft__mcache_empty;
 
 WEFT_HIDDEN struct mcache *weft__mcache_create(int kind);   /* registered, empty */
 WEFT_HIDDEN void weft__mcache_flush(struct mcache *c);       /* give every cached object back */
-WEFT_HIDDEN void weft__mcache_destroy(struct mcache *c);     /* flush, fold stats, free */
+WEFT_HIDDEN void weft__mcache_destroy(struct mcache *c);     /* flush, fold stats, pool it */
 WEFT_HIDDEN void *weft__mcache_refill_alloc(struct mcache *c, unsigned cls);
 WEFT_HIDDEN void weft__mcache_free_slow(struct mcache *c, void *p, unsigned cls);
-WEFT_HIDDEN struct mcache *weft__thread_cache(void);         /* create on first use, or NULL */
+WEFT_HIDDEN struct mcache *weft__mcache_thread(void);        /* create on first use, or NULL */
 /* The scheduler: this thread now allocates from c (a P's cache), or from its own
  * thread cache when c is NULL (the thread dropped its P). */
 WEFT_HIDDEN void weft__mcache_use(struct mcache *c);
 WEFT_HIDDEN void weft__mcache_stats(uint64_t *nmalloc, uint64_t *nfree); /* per class, all caches */
 
-/* ---- mcentral ------------------------------------------------------------ */
-WEFT_HIDDEN unsigned weft__class_batch(unsigned cls);
-/* Hand out up to `want` objects as a NULL-terminated list; returns the count (>= 1) or 0 on OOM. */
+/* ---- mcentral (mem/mcentral.c) -------------------------------------------------- */
+WEFT_HIDDEN unsigned weft__mcentral_batch(unsigned cls);    /* objects per batch: 2..128 */
+/* Hand out up to `want` objects as a NULL-terminated list; the count (>= 1), or 0 on OOM. */
 WEFT_HIDDEN unsigned weft__mcentral_get(unsigned cls, unsigned want, void **head);
 /* Take back a list of n objects (NULL-terminated). */
 WEFT_HIDDEN void weft__mcentral_put(unsigned cls, void *head, unsigned n);
@@ -215,8 +236,9 @@ WEFT_HIDDEN void weft__mcentral_stats(uint64_t *nmalloc, uint64_t *nfree);
 WEFT_HIDDEN void weft__mcentral_lock_all(void);
 WEFT_HIDDEN void weft__mcentral_unlock_all(int child);
 
-/* ---- mheap --------------------------------------------------------------- */
-WEFT_HIDDEN struct mspan *weft__mheap_alloc(size_t npages, size_t align_pages, int state, unsigned cls);
+/* ---- mheap (mem/mheap.c) -------------------------------------------------------- */
+WEFT_HIDDEN struct mspan *weft__mheap_alloc(size_t npages, size_t align_pages, int state,
+                                           unsigned cls);
 WEFT_HIDDEN void weft__mheap_free(struct mspan *s);
 WEFT_HIDDEN void weft__mheap_free_released(struct mspan *s, size_t released_pages);
 WEFT_HIDDEN int weft__mheap_grow_inplace(struct mspan *s, size_t npages);   /* large s */
@@ -227,7 +249,7 @@ WEFT_HIDDEN void weft__mheap_unlock_fork(int child);
 struct heap_stats { uint64_t sys, released, inuse, large_alloc, large_nmalloc, large_nfree; };
 WEFT_HIDDEN void weft__mheap_stats(struct heap_stats *out);
 
-/* ---- os ------------------------------------------------------------------ */
+/* ---- os (mem/os.c) -------------------------------------------------------------- */
 WEFT_HIDDEN void *weft__os_reserve(size_t size, size_t align, uintptr_t hint);
 WEFT_HIDDEN void *weft__os_alloc(size_t size);               /* metadata: zeroed, never freed */
 WEFT_HIDDEN void weft__os_release(void *p, size_t size);     /* MADV_DONTNEED */
@@ -236,18 +258,24 @@ WEFT_HIDDEN void weft__os_unreserve(void *p, size_t size);   /* munmap: never ha
  * copying; `from` stays mapped and reads as zero. 0, or -1 (then nothing moved). */
 WEFT_HIDDEN int weft__os_move(void *from, void *to, size_t size);
 
-WEFT_HIDDEN extern _Atomic uint64_t weft__stack_inuse;   /* bytes, kept by sched/ */
+/* ---- malloc (mem/malloc.c) ------------------------------------------------------ */
+WEFT_HIDDEN extern _Atomic uint64_t weft__mem_stack_inuse;  /* bytes, kept by sched/ */
+
+/* ---- init (mem/init.c) ---------------------------------------------------------- */
 WEFT_HIDDEN void weft__mem_init_slow(void);
 WEFT_HIDDEN extern _Atomic int weft__mem_ready;
 static inline void weft__mem_init(void)
 {
     /* acquire: pairs with the release store at the end of weft__mem_init_slow */
-    if (WEFT_UNLIKELY(!atomic_load_explicit(&weft__mem_ready, memory_order_acquire)))
+    if (WEFT_UNLIKELY(!atomic_load_explicit(&weft__mem_ready, ACQ)))
         weft__mem_init_slow();
 }
 
-/* Debug helpers (WEFT_DEBUG=allocfree=1) */
+/* ---- misuse reports (mem/report.c) ---------------------------------------------- */
+/* Abort: "<fn>(<p>): <why>". */
+WEFT_HIDDEN WEFT_NORETURN WEFT_COLD void weft__mem_bad_free(const char *fn, const void *p,
+                                                          const char *why);
+/* WEFT_DEBUG=allocfree: the byte freed objects are filled with (mem/mcentral.c) */
 #define WEFT_POISON 0xdf
-WEFT_HIDDEN WEFT_NORETURN WEFT_COLD void weft__bad_free(const char *fn, const void *p, const char *why);
 
 #endif

@@ -3,7 +3,7 @@
  *
  * Address space comes from the OS in 64 MiB-aligned arenas (more for one huge
  * object), each with a header (struct arena) mapped beside it and entered in
- * weft__arena_map; the page class map (mem/pagemap.c) is made writable over it.
+ * weft__mheap_arena_map; the page class map (mem/pagemap.c) is made writable over it.
  * Arenas are carved into spans: runs of 8 KiB pages that are free, hold small
  * objects of one class, or one large object.
  *
@@ -36,15 +36,22 @@
  * of dirty pages) until dirty <= 3/4 retain, so that a burst that is freed gives its
  * pages back at once, without any call, and a steady churn of large objects whose
  * free memory stays under the budget reuses resident pages without faults. The floor
- * is high on purpose: measured on the allocator benchmark's `large` workload (16
- * slots of 64 KiB..4 MiB), a floor of 32 MiB cut peak RSS from 64 to 16 MiB but
- * took 8x the page faults and 10x the time (faults cost 20..300 us on the VMs this
- * runs on), 48 MiB took 3.5x the faults for 58 MiB. weft_mem_release() scavenges
- * everything. The budget counts whole freed spans as dirty even when the program
- * touched few of their pages; it may overestimate RSS, never underestimate it.
+ * is high on purpose (see Rejected). weft_mem_release() scavenges everything. The
+ * budget counts whole freed spans as dirty even when the program touched few of their
+ * pages; it may overestimate RSS, never underestimate it.
  *
- * Locking: h.lock guards everything here; it is the last lock in the order
- * (mcentral locks may be held when it is taken). Invariants are stated in mem/mem.h.
+ * Locking: h.lock guards everything here, the page class map's writes included
+ * (mem/pagemap.c); it is the last lock in the order (mcentral locks may be held when
+ * it is taken). Invariants are stated in mem/mem.h.
+ * Callers: mcentral.c (small spans), malloc.c (large objects, realloc, release,
+ * stats, span_of), mcache.c (the fork handlers), any thread. span_of takes no lock:
+ * the free paths call it on any pointer (span structs and arena records are never
+ * unmapped).
+ *
+ * Rejected: a lower retention floor. On the allocator benchmark's `large` workload (16
+ * slots of 64 KiB..4 MiB), a floor of 32 MiB cut peak RSS from 64 to 16 MiB but took
+ * 8x the page faults and 10x the time (faults cost 20..300 us on the VMs this runs
+ * on); 48 MiB took 3.5x the faults for 58 MiB.
  */
 #include <string.h>
 #include "mem/mem.h"
@@ -54,7 +61,7 @@
 #define DIRTY_FIRST_PAGES 8
 #define PAGE WEFT_PAGE_SIZE
 
-struct arena *weft__arena_map[WEFT_ARENA_MAP_LEN];
+struct arena *weft__mheap_arena_map[WEFT_ARENA_MAP_LEN];
 
 static struct {
     weft_lock lock;
@@ -134,7 +141,7 @@ static inline uintptr_t span_end(const struct mspan *s)
 
 static void map_set(uintptr_t a, struct mspan *s)
 {
-    weft__arena_of(a)->spans[weft__page_index(a)] = s;
+    weft__mheap_arena_of(a)->spans[weft__mheap_page_index(a)] = s;
 }
 
 /* first and last page -> s (enough for free and large spans) */
@@ -144,12 +151,12 @@ static void map_ends(struct mspan *s)
     map_set(span_end(s) - PAGE, s);
 }
 
-struct mspan *weft__span_of(uintptr_t a)
+struct mspan *weft__mheap_span_of(uintptr_t a)
 {
-    struct arena *ar = weft__arena_of(a);
+    struct arena *ar = weft__mheap_arena_of(a);
     if (ar == NULL)
         return NULL;
-    struct mspan *s = ar->spans[weft__page_index(a)];
+    struct mspan *s = ar->spans[weft__mheap_page_index(a)];
     if (s == NULL || a < s->base || a >= span_end(s))
         return NULL;
     if (s->state != SPAN_SMALL && s->state != SPAN_LARGE)
@@ -172,8 +179,8 @@ static inline uint64_t word_mask(size_t b, size_t m)     /* bits b .. b+m-1, m >
 /* One arena's piece of [a, a + n pages): its bitmap, first index, page count. */
 static size_t piece(uintptr_t a, size_t n, uint64_t **w, size_t *i)
 {
-    *w = weft__arena_of(a)->clean;
-    *i = weft__page_index(a);
+    *w = weft__mheap_arena_of(a)->clean;
+    *i = weft__mheap_page_index(a);
     return n < WEFT_ARENA_PAGES - *i ? n : WEFT_ARENA_PAGES - *i;
 }
 
@@ -332,10 +339,10 @@ static void free_remove(struct mspan *s)
 static struct mspan *free_neighbour(uintptr_t a, int before)
 {
     uintptr_t page = before ? a - PAGE : a;
-    struct arena *ar = weft__arena_of(page);
+    struct arena *ar = weft__mheap_arena_of(page);
     if (ar == NULL)
         return NULL;
-    struct mspan *t = ar->spans[weft__page_index(page)];
+    struct mspan *t = ar->spans[weft__mheap_page_index(page)];
     if (t == NULL || t->state != SPAN_FREE)
         return NULL;
     if (before ? span_end(t) != a : t->base != a)
@@ -378,7 +385,7 @@ static uint64_t retain_pages(void)
 
 /* ---- growth --------------------------------------------------------------- */
 /* Reserve arenas for at least npages more pages and add them as one free span. On
- * failure the reservation goes back (it leaked before: 64 MiB or more each time). */
+ * failure the reservation goes back (kept, it would leak 64 MiB or more each time). */
 static int grow(size_t npages)
 {
     size_t size = ((npages * PAGE) + WEFT_ARENA_SIZE - 1) & ~(WEFT_ARENA_SIZE - 1);
@@ -399,7 +406,7 @@ static int grow(size_t npages)
         struct arena *ar = weft__os_alloc(sizeof *ar);
         if (ar == NULL)
             goto fail;
-        weft__arena_map[((uintptr_t)p + entered) >> WEFT_ARENA_SHIFT] = ar;
+        weft__mheap_arena_map[((uintptr_t)p + entered) >> WEFT_ARENA_SHIFT] = ar;
     }
     if ((s = span_new()) == NULL)
         goto fail;
@@ -415,7 +422,7 @@ fail:
     /* The arena records stay mapped (a free of a foreign pointer may be reading one
      * right now); they leave the map, so that the range reads as not ours again. */
     for (size_t off = 0; off < entered; off += WEFT_ARENA_SIZE)
-        weft__arena_map[((uintptr_t)p + off) >> WEFT_ARENA_SHIFT] = NULL;
+        weft__mheap_arena_map[((uintptr_t)p + off) >> WEFT_ARENA_SHIFT] = NULL;
     weft__os_unreserve(p, size);
     return -1;
 }
@@ -523,7 +530,7 @@ struct mspan *weft__mheap_alloc(size_t npages, size_t align_pages, int state, un
             return NULL;
         }
         for (uintptr_t a = s->base; a < span_end(s); a += PAGE) {
-            weft__arena_of(a)->spans[weft__page_index(a)] = s;
+            weft__mheap_arena_of(a)->spans[weft__mheap_page_index(a)] = s;
             weft__pagemap_set(a, cls);
         }
     } else {

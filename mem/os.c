@@ -1,6 +1,9 @@
 /*
- * mem/os.c -- the allocator's only contact with the OS: reserve address space for
- * arenas, map metadata, give pages back. Every call is a syscall; none allocates.
+ * mem/os.c -- the allocator's memory syscalls: reserve address space for arenas, map
+ * metadata, give pages back, move page frames. Every call is a syscall; none
+ * allocates or locks. (The page class map makes its own reservation: mem/pagemap.c.)
+ * Callers: mheap.c (arenas, metadata, the scavenger; under h.lock), mcache.c (cache
+ * structs, under reg_lock), malloc.c (weft__os_move, for realloc; no lock).
  */
 #include <sys/mman.h>
 #include <errno.h>

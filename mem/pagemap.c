@@ -3,7 +3,7 @@
  * address space, the class of the small span that holds the page as its mcache slot
  * (WEFT_SLOT_BIAS + class, see struct mcache), or 0: large, free, or not weft's.
  * weft_free's fast path finds an object's slot in one load:
- *     m = weft__class_map; if (p < m's limit) s = m[p >> 13];
+ *     m = weft__pagemap; if (p < m's limit) s = m[p >> 13];
  *
  * Layout: one reservation made by the first arena's growth (mheap lock held):
  *     [HEAD bytes: the limit word at its end][map: 2^(WEFT_MAP_ADDR_BITS - 13) bytes]
@@ -19,10 +19,10 @@
  * so the index stays inside the reservation whatever p is (a garbage pointer >= 2^47,
  * or one from a 57-bit address space, fails the compare and takes the slow path, which
  * aborts on foreign pointers). The limit is read through the map pointer (m[-1]):
- * before the map exists, or when it could not be made, weft__class_map points just
+ * before the map exists, or when it could not be made, weft__pagemap points just
  * past a static word 0, so every free takes the slow path, which finds the class
- * through weft__arena_map and the span (the two-level map, always kept): that is the
- * fallback, chosen once. The word is written before the map pointer is published
+ * through weft__mheap_arena_map and the span (the two-level map, always kept): that is
+ * the fallback, chosen once. The word is written before the map pointer is published
  * (release); a reader that sees the new pointer sees its limit through the address
  * dependency (acquire under TSan, which does not model dependencies).
  *
@@ -32,6 +32,11 @@
  *
  * No map either under an address-space limit (RLIMIT_AS, ulimit -v: the program
  * counts its VSZ), or with WEFT_DEBUG=pagemap=0 (tests run the fallback with it).
+ *
+ * Callers: writers are in mheap.c only, under h.lock (weft__pagemap_grow for a new
+ * arena here, weft__pagemap_set in mem/mem.h for a span's pages); readers (mem/mem.h's
+ * weft__pagemap_get and weft__pagemap_class: malloc.c's free, usable size) are any
+ * thread, with no lock.
  */
 #include <sys/mman.h>
 #include <sys/resource.h>
@@ -41,7 +46,7 @@
 #define MAP_BYTES ((size_t)1 << (WEFT_MAP_ADDR_BITS - WEFT_PAGE_SHIFT))
 
 static const uintptr_t no_map_limit;  /* 0: the limit while there is no map */
-uint8_t *weft__class_map = (uint8_t *)(uintptr_t)(&no_map_limit + 1);
+uint8_t *weft__pagemap = (uint8_t *)(uintptr_t)(&no_map_limit + 1);
 static int tried;                     /* under the mheap lock */
 
 static void reserve(void)
@@ -63,16 +68,16 @@ static void reserve(void)
     }
     uint8_t *m = (uint8_t *)r + HEAD;
     ((uintptr_t *)(void *)m)[-1] = (uintptr_t)1 << WEFT_MAP_ADDR_BITS;
-    /* release: pairs with weft__class_map_get (the limit above is read through m) */
-    __atomic_store_n(&weft__class_map, m, __ATOMIC_RELEASE);
+    /* release: pairs with weft__pagemap_get (the limit above is read through m) */
+    __atomic_store_n(&weft__pagemap, m, __ATOMIC_RELEASE);
 }
 
 int weft__pagemap_grow(uintptr_t base, size_t size)
 {
     if (!tried)
         reserve();
-    uint8_t *m = weft__class_map;
-    uintptr_t limit = weft__class_map_limit(m);
+    uint8_t *m = weft__pagemap;
+    uintptr_t limit = weft__pagemap_limit(m);
     if (base >= limit)
         return 0;                     /* not in the map: its frees take the slow path */
     uintptr_t end = base + size < limit ? base + size : limit;

@@ -5,7 +5,9 @@
  * malloc, free, calloc, realloc and malloc_usable_size are the weft_ functions
  * themselves (link-time aliases, see the Makefile: no extra jump); the rest adapt
  * glibc's signatures. ld.so may call in before libc is initialised: nothing on
- * these paths needs libc beyond syscalls (see mem/base.c).
+ * these paths needs libc beyond syscalls (see mem/base.c and mem/options.c).
+ * Built into libweft-malloc.so only (not libweft.a/.so); callers: the whole process,
+ * through the dynamic linker.
  */
 #include <errno.h>
 #include <malloc.h>

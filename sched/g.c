@@ -14,7 +14,7 @@
  *  - A free G or record is on exactly one free list: its P's (struct flist, owner
  *    only, fewer than GFREE_MAX) or a batch of the global stack (under sched.gflock).
  *  - A G's stack is attached (stack.lo != 0) exactly while it has run and not exited;
- *    its bytes are counted in weft__stack_inuse.
+ *    its bytes are counted in weft__mem_stack_inuse.
  *  - Ids: unique for the runtime's life, handed out 64 at a time per P.
  *
  * Callers: proc.c (spawn, first run, exit), start.c (teardown, fork), dump.c (the
@@ -180,7 +180,7 @@ static void attach_stack(struct p *pp, struct g *gp, void (*entry)(void *))
     weft__san_stack_reuse(gp->stack.lo, gp->stack.hi);
     weft__tsan_fiber_new(gp);
     gp->valgrind_id = weft__valgrind_stack_register(gp->stack.lo, gp->stack.hi);
-    atomic_fetch_add_explicit(&weft__stack_inuse, gp->stack.hi - gp->stack.lo, RLX);
+    atomic_fetch_add_explicit(&weft__mem_stack_inuse, gp->stack.hi - gp->stack.lo, RLX);
     weft__ctx_init(&gp->ctx, (void *)gp->stack.hi, entry, gp);
 }
 
@@ -190,7 +190,7 @@ static void release_stack(struct p *pp, struct g *gp)
         return;
     weft__stack_check(gp);
     weft__valgrind_stack_deregister(gp->valgrind_id);
-    atomic_fetch_sub_explicit(&weft__stack_inuse, gp->stack.hi - gp->stack.lo, RLX);
+    atomic_fetch_sub_explicit(&weft__mem_stack_inuse, gp->stack.hi - gp->stack.lo, RLX);
     weft__stack_put(pp, &gp->stack);
     __atomic_store_n(&gp->ctx.sp, NULL, __ATOMIC_RELAXED);  /* prefetchers peek at it */
 }

@@ -160,7 +160,7 @@ static void fork_child(void)
     atomic_store_explicit(&sched.run_mode, 0, RLX);
     atomic_store_explicit(&sched.nsyscall, 0, RLX);
     atomic_store_explicit(&sched.stopping, 0, RLX);
-    atomic_store_explicit(&weft__stack_inuse, 0, RLX);
+    atomic_store_explicit(&weft__mem_stack_inuse, 0, RLX);
     /* relaxed: the child has one thread; the next weft_start publishes with release */
     atomic_store_explicit(&sched.running, 0, RLX);
 }

@@ -530,12 +530,12 @@ Test(api_mem, class_map_knows_small_pages_only)
 {
     void *small = weft_malloc(100), *large = weft_malloc(1 << 20);
     int x;
-    cr_assert_neq(weft__class_map_limit(weft__class_map_get()), 0, "no class map");
-    cr_assert_eq(weft__class_of_addr((uintptr_t)small), weft__size_to_class(100));
-    cr_assert_eq(weft__class_of_addr((uintptr_t)large), 0);
-    cr_assert_eq(weft__class_of_addr((uintptr_t)&x), 0);
-    cr_assert_eq(weft__class_of_addr(0), 0);
-    cr_assert_eq(weft__class_of_addr(~(uintptr_t)0), 0);
+    cr_assert_neq(weft__pagemap_limit(weft__pagemap_get()), 0, "no class map");
+    cr_assert_eq(weft__pagemap_class((uintptr_t)small), weft__size_to_class(100));
+    cr_assert_eq(weft__pagemap_class((uintptr_t)large), 0);
+    cr_assert_eq(weft__pagemap_class((uintptr_t)&x), 0);
+    cr_assert_eq(weft__pagemap_class(0), 0);
+    cr_assert_eq(weft__pagemap_class(~(uintptr_t)0), 0);
     weft_free(small);
     weft_free(large);
 }
@@ -546,7 +546,7 @@ Test(api_mem, works_without_the_class_map)
 {
     setenv("WEFT_DEBUG", "pagemap=0", 1);
     void *p = weft_malloc(100);
-    cr_assert_eq(weft__class_map_limit(weft__class_map_get()), 0, "a class map despite pagemap=0");
+    cr_assert_eq(weft__pagemap_limit(weft__pagemap_get()), 0, "a class map despite pagemap=0");
     cr_assert_eq(weft_usable_size(p), class_bytes(100));
     p = weft_realloc(p, 3000);
     cr_assert_eq(weft_usable_size(p), class_bytes(3000));
@@ -563,7 +563,7 @@ Test(api_mem, no_class_map_under_an_address_space_limit)
     struct rlimit rl = { (rlim_t)1 << 40, (rlim_t)1 << 40 };
     cr_assert_eq(setrlimit(RLIMIT_AS, &rl), 0);
     void *p = weft_malloc(100);
-    cr_assert_eq(weft__class_map_limit(weft__class_map_get()), 0, "a class map despite ulimit -v");
+    cr_assert_eq(weft__pagemap_limit(weft__pagemap_get()), 0, "a class map despite ulimit -v");
     cr_assert_eq(weft_usable_size(p), class_bytes(100));
     weft_free(p);
     churn_counts_exactly();
