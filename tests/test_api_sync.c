@@ -17,13 +17,6 @@
 
 TestSuite(api_sync, .timeout = 60);
 
-static void run(int (*fn)(void *), void *arg, int nprocs, int migrate)
-{
-    setenv("WEFT_DEBUG", migrate ? "migrate=1" : "", 1);
-    weft_config cfg = { .nprocs = nprocs };
-    cr_assert_eq(weft_run(fn, arg, &cfg), 0);
-}
-
 /* ---- unbuffered: every send meets a receiver; hand-off in order ------------------------ */
 static weft_chan *uc;
 static _Atomic int received;
@@ -621,12 +614,6 @@ static int once_main(void *arg)
 Test(api_sync, once_runs_exactly_once) { run(once_main, NULL, 2, 0); }
 
 /* ---- sleep, sleepers, deadlines ------------------------------------------------------------------------ */
-static int cmp64(const void *a, const void *b)
-{
-    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
-    return x < y ? -1 : x > y;
-}
-
 static int sleep_main(void *arg)
 {
     (void)arg;
@@ -638,7 +625,7 @@ static int sleep_main(void *arg)
             late[i] = weft_now() - t0 - 10 * WEFT_MILLISECOND;
             cr_assert_geq(late[i], 0, "woke %lld ns early", (long long)-late[i]);
         }
-        qsort(late, 21, sizeof late[0], cmp64);
+        qsort(late, 21, sizeof late[0], cmp_i64);
         if (late[10] < WEFT_MILLISECOND)
             break;
     }

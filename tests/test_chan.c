@@ -27,85 +27,6 @@
 
 TestSuite(chan, .timeout = 60);
 
-/* ---- helpers ------------------------------------------------------------------------- */
-static int g_migrate;
-
-static void mode(int migrate)
-{
-    setenv("WEFT_DEBUG", migrate ? "migrate=1" : "", 1);
-    g_migrate = migrate;
-}
-
-/* The iteration count for this run: full, full / 10 under the sanitizers, mig under
- * WEFT_DEBUG=migrate=1. */
-static long iters(long full, long mig)
-{
-    if (g_migrate)
-        return mig;
-    if (sanitized())
-        return full / 10 > 0 ? full / 10 : 1;
-    return full;
-}
-
-static void run(int (*fn)(void *), void *arg, int nprocs, int migrate)
-{
-    mode(migrate);
-    weft_config cfg = { .nprocs = nprocs };
-    cr_assert_eq(weft_run(fn, arg, &cfg), 0);
-}
-
-/* One scenario, three tests: 1 P, 2 Ps, 2 Ps with migrate=1. */
-#define VARIANTS(name, fn, arg, secs)                                          \
-    Test(chan, name##_1p, .timeout = secs) { run(fn, arg, 1, 0); }             \
-    Test(chan, name##_2p, .timeout = secs) { run(fn, arg, 2, 0); }             \
-    Test(chan, name##_migrate, .timeout = secs) { run(fn, arg, 2, 1); }
-
-static int64_t ms_since(int64_t t0)
-{
-    return (weft_now() - t0) / WEFT_MILLISECOND;
-}
-
-/* Yield until *v >= want; false once limit_ms have passed. Green or plain thread. */
-static bool await_ge(_Atomic long *v, long want, int64_t limit_ms)
-{
-    int64_t t0 = weft_now();
-    while (atomic_load(v) < want) {
-        if (weft_now() - t0 > limit_ms * WEFT_MILLISECOND)
-            return false;
-        weft_yield();
-    }
-    return true;
-}
-
-/* Yield for about us microseconds (gives other green threads a chance to run). */
-static void yield_for(int64_t us)
-{
-    int64_t t0 = weft_now();
-    do
-        weft_yield();
-    while (weft_now() - t0 < us * WEFT_MICROSECOND);
-}
-
-static weft_chan *mk(size_t elem, size_t cap)
-{
-    weft_chan *c = NULL;
-    cr_assert_eq(weft_chan_make(&c, elem, cap), 0);
-    cr_assert_not_null(c);
-    return c;
-}
-
-/* A green thread that sleeps, then sends one long (or closes the channel). */
-struct later { weft_chan *c; int64_t after_ns; long value; bool close; };
-static void later_fn(void *arg)
-{
-    struct later *l = arg;
-    weft_sleep(l->after_ns);
-    if (l->close)
-        weft_chan_close(l->c);
-    else
-        cr_assert_eq(weft_chan_send(l->c, &l->value), 0);
-}
-
 /* ---- unbuffered: every send meets a receiver ----------------------------------------- */
 static struct {
     weft_chan *c;
@@ -205,7 +126,7 @@ static int unbuffered_main(void *arg)
     return 0;
 }
 
-VARIANTS(unbuffered_handoff, unbuffered_main, NULL, 30)
+VARIANTS(chan, unbuffered_handoff, unbuffered_main, NULL, 30)
 
 /* ---- buffered: FIFO, capacity ----------------------------------------------------------- */
 static struct {
@@ -313,7 +234,7 @@ static int buffered_main(void *arg)
     return 0;
 }
 
-VARIANTS(buffered_fifo, buffered_main, NULL, 30)
+VARIANTS(chan, buffered_fifo, buffered_main, NULL, 30)
 
 /* ---- close ----------------------------------------------------------------------------------- */
 enum { NW = 10 };
@@ -424,7 +345,7 @@ static int close_main(void *arg)
     return 0;
 }
 
-VARIANTS(close_semantics, close_main, NULL, 30)
+VARIANTS(chan, close_semantics, close_main, NULL, 30)
 
 static int close_twice_main(void *arg)
 {
@@ -491,7 +412,7 @@ static int try_ops_main(void *arg)
     return 0;
 }
 
-VARIANTS(try_ops_len_cap, try_ops_main, NULL, 30)
+VARIANTS(chan, try_ops_len_cap, try_ops_main, NULL, 30)
 
 /* ---- elements of odd sizes are copied intact ------------------------------------------------------ */
 struct blob4k { unsigned char b[4096]; };
@@ -563,7 +484,7 @@ static int odd_sizes_main(void *arg)
     return 0;
 }
 
-VARIANTS(odd_element_sizes, odd_sizes_main, NULL, 30)
+VARIANTS(chan, odd_element_sizes, odd_sizes_main, NULL, 30)
 
 /* ---- elem_size 0 and bad arguments ------------------------------------------------------------------ */
 static _Atomic long zsent;
@@ -675,9 +596,9 @@ static int mpmc_main(void *arg)
     return 0;
 }
 
-VARIANTS(mpmc_unbuffered, mpmc_main, (void *)0, 60)
-VARIANTS(mpmc_cap1, mpmc_main, (void *)1, 60)
-VARIANTS(mpmc_cap64, mpmc_main, (void *)64, 60)
+VARIANTS(chan, mpmc_unbuffered, mpmc_main, (void *)0, 60)
+VARIANTS(chan, mpmc_cap1, mpmc_main, (void *)1, 60)
+VARIANTS(chan, mpmc_cap64, mpmc_main, (void *)64, 60)
 
 /* ---- plain pthreads on channels -------------------------------------------------------------------------- */
 static struct {
@@ -845,7 +766,7 @@ static int pthread_main(void *arg)
     return 0;
 }
 
-VARIANTS(pthread_under_run, pthread_main, NULL, 30)
+VARIANTS(chan, pthread_under_run, pthread_main, NULL, 30)
 
 /* ---- select: uniform choice among ready cases ------------------------------------------------------------ */
 /* arg: 2 or 4 receive cases, or -2: one send case and one receive case */
@@ -896,7 +817,7 @@ static int uniform_main(void *arg)
     return 0;
 }
 
-VARIANTS(select_uniform_two, uniform_main, (void *)2, 30)
+VARIANTS(chan, select_uniform_two, uniform_main, (void *)2, 30)
 Test(chan, select_uniform_four_2p, .timeout = 30) { run(uniform_main, (void *)4, 2, 0); }
 Test(chan, select_uniform_send_and_recv_1p, .timeout = 30) { run(uniform_main, (void *)-2, 1, 0); }
 
@@ -962,7 +883,7 @@ static int select_timeout_main(void *arg)
     return 0;
 }
 
-VARIANTS(select_timeouts, select_timeout_main, NULL, 30)
+VARIANTS(chan, select_timeouts, select_timeout_main, NULL, 30)
 
 /* ---- select: close while waiting, closed channels --------------------------------------------------------- */
 static int select_close_main(void *arg)
@@ -1013,7 +934,7 @@ static int select_close_main(void *arg)
     return 0;
 }
 
-VARIANTS(select_close, select_close_main, NULL, 30)
+VARIANTS(chan, select_close, select_close_main, NULL, 30)
 
 static struct { weft_chan *c, *other; _Atomic long woke, ready; } sw;
 static void sw_waiter(void *arg)
@@ -1045,7 +966,7 @@ static int select_close_many_main(void *arg)
     return 0;
 }
 
-VARIANTS(select_close_wakes_all, select_close_many_main, NULL, 30)
+VARIANTS(chan, select_close_wakes_all, select_close_many_main, NULL, 30)
 
 /* ---- select mixing sends and receives -------------------------------------------------------------------- */
 static struct { weft_chan *s, *r; long n; _Atomic long peer_sends, peer_recvs, peer_done; } mx;
@@ -1120,8 +1041,8 @@ static int select_mixed_main(void *arg)
     return 0;
 }
 
-VARIANTS(select_mixed_unbuffered, select_mixed_main, (void *)0, 30)
-VARIANTS(select_mixed_buffered, select_mixed_main, (void *)2, 30)
+VARIANTS(chan, select_mixed_unbuffered, select_mixed_main, (void *)0, 30)
+VARIANTS(chan, select_mixed_buffered, select_mixed_main, (void *)2, 30)
 
 /* ---- select: no lost wake-ups -------------------------------------------------------------------------------- */
 enum { LW_SEL = 16, LW_PROD = 8 };
@@ -1214,7 +1135,7 @@ static int lost_wakeups_main(void *arg)
     return 0;
 }
 
-VARIANTS(select_no_lost_wakeups, lost_wakeups_main, NULL, 60)
+VARIANTS(chan, select_no_lost_wakeups, lost_wakeups_main, NULL, 60)
 
 /* ---- select: NULL channels never fire; bad arguments ------------------------------------------------------- */
 static int null_cases_main(void *arg)
@@ -1253,7 +1174,7 @@ static int null_cases_main(void *arg)
     return 0;
 }
 
-VARIANTS(select_null_cases, null_cases_main, NULL, 30)
+VARIANTS(chan, select_null_cases, null_cases_main, NULL, 30)
 
 /* A select with more cases than fit on its stack (16) */
 static int many_cases_main(void *arg)
@@ -1282,7 +1203,7 @@ static int many_cases_main(void *arg)
     return 0;
 }
 
-VARIANTS(select_many_cases, many_cases_main, NULL, 30)
+VARIANTS(chan, select_many_cases, many_cases_main, NULL, 30)
 
 /* ---- the concurrent prime sieve ------------------------------------------------------------------------------ */
 static void sieve_generate(void *arg)
@@ -1344,7 +1265,7 @@ static int sieve_main(void *arg)
     return 0;
 }
 
-VARIANTS(prime_sieve, sieve_main, NULL, 60)
+VARIANTS(chan, prime_sieve, sieve_main, NULL, 60)
 
 /* ---- sizes that cannot be computed are refused (issue 11) ----------------------------------- */
 /* elem_size * capacity was checked for overflow, the header added to it was not:
