@@ -347,6 +347,53 @@ static int close_main(void *arg)
 
 VARIANTS(chan, close_semantics, close_main, NULL, 30)
 
+/* Close on a buffered channel of 3-byte elements: FIFO to capacity, sends refused
+ * after the close, the buffer drained in order, then -EPIPE; a 4096-byte element
+ * through a buffered channel; a null channel pointer is refused. */
+struct big { char bytes[4096]; };
+static int fifo_close_drain_main(void *arg)
+{
+    (void)arg;
+    weft_chan *c;
+    cr_assert_eq(weft_chan_make(&c, 3, 4), 0);
+    for (int i = 0; i < 4; i++) {
+        char e[3] = { (char)i, (char)(i + 1), (char)(i + 2) };
+        cr_assert_eq(weft_chan_try_send(c, e), 0);
+    }
+    char e[3] = { 9, 9, 9 };
+    cr_assert_eq(weft_chan_try_send(c, e), -EAGAIN);
+    cr_assert_eq(weft_chan_len(c), 4);
+    cr_assert_eq(weft_chan_cap(c), 4);
+    char r[3];
+    cr_assert_eq(weft_chan_recv(c, r), 0);
+    cr_assert(r[0] == 0 && r[1] == 1 && r[2] == 2);
+    weft_chan_close(c);
+    cr_assert_eq(weft_chan_send(c, e), -EPIPE);
+    for (int i = 1; i < 4; i++) {           /* drains after close, in order */
+        cr_assert_eq(weft_chan_recv(c, r), 0);
+        cr_assert(r[0] == i && r[1] == i + 1 && r[2] == i + 2);
+    }
+    cr_assert_eq(weft_chan_recv(c, r), -EPIPE);
+    cr_assert_eq(weft_chan_try_recv(c, r), -EPIPE);
+    weft_chan_free(c);
+
+    weft_chan *bc;
+    cr_assert_eq(weft_chan_make(&bc, sizeof(struct big), 2), 0);
+    static struct big in, out;
+    for (int i = 0; i < 4096; i++)
+        in.bytes[i] = (char)(i * 31);
+    cr_assert_eq(weft_chan_send(bc, &in), 0);
+    cr_assert_eq(weft_chan_recv(bc, &out), 0);
+    cr_assert_eq(memcmp(&in, &out, sizeof in), 0);
+    weft_chan_free(bc);
+    cr_assert_eq(weft_chan_make(&bc, 1, 0), 0);
+    weft_chan_free(bc);
+    cr_assert_eq(weft_chan_make(NULL, 1, 0), -EINVAL);
+    return 0;
+}
+
+Test(chan, buffered_fifo_close_drain) { run(fifo_close_drain_main, NULL, 1, 0); }
+
 static int close_twice_main(void *arg)
 {
     (void)arg;
@@ -599,6 +646,66 @@ static int mpmc_main(void *arg)
 VARIANTS(chan, mpmc_unbuffered, mpmc_main, (void *)0, 60)
 VARIANTS(chan, mpmc_cap1, mpmc_main, (void *)1, 60)
 VARIANTS(chan, mpmc_cap64, mpmc_main, (void *)64, 60)
+
+/* Eight green producers and a plain pthread produce, eight green consumers consume,
+ * all on one channel, under weft_run: every value arrives (the sum). */
+static weft_chan *mpp_chan;
+static _Atomic long mpp_sum;
+static weft_wg mpp_wg = WEFT_WG_INIT;
+static void mpp_producer(void *arg)
+{
+    long base = (long)(intptr_t)arg;
+    for (long i = 0; i < 10000; i++) {
+        long v = base * 10000 + i;
+        weft_chan_send(mpp_chan, &v);
+    }
+    weft_wg_done(&mpp_wg);
+}
+
+static void mpp_consumer(void *arg)
+{
+    (void)arg;
+    long v;
+    while (weft_chan_recv(mpp_chan, &v) == 0)
+        atomic_fetch_add(&mpp_sum, v);
+}
+
+static void *mpp_plain_producer(void *arg)
+{
+    (void)arg;
+    for (long i = 0; i < 10000; i++) {
+        long v = 8 * 10000 + i;
+        weft_chan_send(mpp_chan, &v);
+    }
+    weft_wg_done(&mpp_wg);
+    return NULL;
+}
+
+static int mpmc_plain_producer_main(void *arg)
+{
+    size_t cap = (size_t)(intptr_t)arg;
+    atomic_store(&mpp_sum, 0);
+    weft_chan_make(&mpp_chan, sizeof(long), cap);
+    weft_wg_add(&mpp_wg, 9);
+    for (int i = 0; i < 8; i++)
+        weft_spawn(mpp_consumer, NULL);
+    for (int i = 0; i < 8; i++)
+        weft_spawn(mpp_producer, (void *)(intptr_t)i);
+    pthread_t th;
+    pthread_create(&th, NULL, mpp_plain_producer, NULL);
+    cr_assert_eq(weft_wg_wait(&mpp_wg), 0);
+    pthread_join(th, NULL);
+    weft_chan_close(mpp_chan);
+    long n = 90000, want = n * (n - 1) / 2;
+    for (int i = 0; i < 200 && atomic_load(&mpp_sum) != want; i++)
+        weft_sleep(WEFT_MILLISECOND);
+    cr_assert_eq(atomic_load(&mpp_sum), want);
+    return 0;
+}
+
+Test(chan, mpmc_plain_producer_unbuffered_2p) { run(mpmc_plain_producer_main, (void *)0, 2, 0); }
+Test(chan, mpmc_plain_producer_buffered_1p) { run(mpmc_plain_producer_main, (void *)16, 1, 0); }
+Test(chan, mpmc_plain_producer_buffered_2p) { run(mpmc_plain_producer_main, (void *)16, 2, 0); }
 
 /* ---- plain pthreads on channels -------------------------------------------------------------------------- */
 static struct {
@@ -935,6 +1042,39 @@ static int select_close_main(void *arg)
 }
 
 VARIANTS(chan, select_close, select_close_main, NULL, 30)
+
+/* One select over a receive, a nil case and a send: the send that fits is chosen;
+ * without it nothing is ready (-EAGAIN), a 20 ms timeout expires in [20, 70) ms, a
+ * close while waiting fires its case with closed = 1, a bad op is -EINVAL, and the
+ * element the send case sent arrives. */
+static int select_recv_nil_send_main(void *arg)
+{
+    (void)arg;
+    weft_chan *a, *b;
+    weft_chan_make(&a, sizeof(int), 0);
+    weft_chan_make(&b, sizeof(int), 1);
+    int v = 5, r = 0;
+    weft_case cs[3] = { { a, WEFT_RECV, &r, 0 }, { NULL, WEFT_RECV, &r, 0 }, { b, WEFT_SEND, &v, 0 } };
+    cr_assert_eq(weft_select(cs, 3, 0), 2);                  /* the send fits */
+    cr_assert_eq(weft_select(cs, 2, 0), -EAGAIN);            /* nothing ready */
+    int64_t t0 = weft_now();
+    cr_assert_eq(weft_select(cs, 2, 20 * WEFT_MILLISECOND), -ETIMEDOUT);
+    int64_t took = weft_now() - t0;
+    cr_assert(took >= 20 * WEFT_MILLISECOND && took < 70 * WEFT_MILLISECOND, "%lld ns", (long long)took);
+    struct later l = { .c = a, .after_ns = 10 * WEFT_MILLISECOND, .close = true };
+    weft_spawn(later_fn, &l);
+    cr_assert_eq(weft_select(cs, 2, -1), 0);                 /* closed while waiting */
+    cr_assert_eq(cs[0].closed, 1);
+    weft_case bad = { a, 7, &r, 0 };
+    cr_assert_eq(weft_select(&bad, 1, 0), -EINVAL);
+    weft_case rc = { b, WEFT_RECV, &r, 0 };
+    cr_assert_eq(weft_select(&rc, 1, -1), 0);
+    cr_assert_eq(r, 5);
+    return 0;
+}
+
+Test(chan, select_timeouts_close_and_sends_1p) { run(select_recv_nil_send_main, NULL, 1, 0); }
+Test(chan, select_timeouts_close_and_sends_2p) { run(select_recv_nil_send_main, NULL, 2, 0); }
 
 static struct { weft_chan *c, *other; _Atomic long woke, ready; } sw;
 static void sw_waiter(void *arg)

@@ -77,6 +77,7 @@ static int mutex_main(void *arg)
     cr_assert_eq(atomic_load(&mx.overlap), 0, "%ld times two green threads held the mutex",
                  atomic_load(&mx.overlap));
     cr_assert_eq(weft_mutex_trylock(&mx.mu), 0);
+    cr_assert_eq(weft_mutex_trylock(&mx.mu), -EBUSY);
     cr_assert_eq(mx.counter, threads * per, "counter %ld, expected %ld", mx.counter, threads * per);
     weft_mutex_unlock(&mx.mu);
     return 0;

@@ -2,7 +2,7 @@
  * tests/test_timer.c -- weft_sleep, deadlines and timers through the public API: sleep
  * accuracy, 100k concurrent sleepers, plain-thread sleeps and deadlines, every blocking
  * call honouring the caller's deadline, stale timers, timers of a busy P, deadlock
- * detection.
+ * detection (its message and dump).
  *
  * Scenarios run with nprocs 1 and 2, and again with WEFT_DEBUG=migrate=1 (read at the
  * first weft call of the process; Criterion runs each test in a fresh process). Under
@@ -671,17 +671,27 @@ static int deadlock_abba_child(void)
     return weft_run(deadlock_abba_main, NULL, &cfg) + 100;
 }
 
-static void expect_deadlock(int (*child)(void))
+/* The default number of Ps (weft_run with no config). */
+static int deadlock_child_default(void)
+{
+    return weft_run(deadlock_recv_main, NULL, NULL) + 100;
+}
+
+/* The child aborts with the deadlock message; its dump, if dump is not NULL, names it. */
+static void expect_deadlock(int (*child)(void), const char *dump)
 {
     char buf[16384];
     int status = child_stderr(child, buf, sizeof buf);
     cr_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT, "status %#x, stderr: %s", status, buf);
     cr_assert_not_null(strstr(buf, deadlock_msg), "stderr: %s", buf);
+    if (dump != NULL)
+        cr_assert_not_null(strstr(buf, dump), "no dump: %s", buf);
 }
 
-Test(timer, deadlock_detected_1p, .timeout = 30) { expect_deadlock(deadlock_child_1p); }
-Test(timer, deadlock_detected_2p, .timeout = 30) { expect_deadlock(deadlock_child_2p); }
-Test(timer, deadlock_detected_abba, .timeout = 30) { expect_deadlock(deadlock_abba_child); }
+Test(timer, deadlock_detected_1p, .timeout = 30) { expect_deadlock(deadlock_child_1p, NULL); }
+Test(timer, deadlock_detected_2p, .timeout = 30) { expect_deadlock(deadlock_child_2p, NULL); }
+Test(timer, deadlock_detected_abba, .timeout = 30) { expect_deadlock(deadlock_abba_child, NULL); }
+Test(timer, deadlock_aborts_with_message) { expect_deadlock(deadlock_child_default, "chan receive"); }
 
 /* Not a deadlock: everyone waits, but a timer will wake someone. */
 static int no_deadlock_main(void *arg)
