@@ -27,85 +27,6 @@
 
 TestSuite(chan, .timeout = 60);
 
-/* ---- helpers ------------------------------------------------------------------------- */
-static int g_migrate;
-
-static void mode(int migrate)
-{
-    setenv("WEFT_DEBUG", migrate ? "migrate=1" : "", 1);
-    g_migrate = migrate;
-}
-
-/* The iteration count for this run: full, full / 10 under the sanitizers, mig under
- * WEFT_DEBUG=migrate=1. */
-static long iters(long full, long mig)
-{
-    if (g_migrate)
-        return mig;
-    if (sanitized())
-        return full / 10 > 0 ? full / 10 : 1;
-    return full;
-}
-
-static void run(int (*fn)(void *), void *arg, int nprocs, int migrate)
-{
-    mode(migrate);
-    weft_config cfg = { .nprocs = nprocs };
-    cr_assert_eq(weft_run(fn, arg, &cfg), 0);
-}
-
-/* One scenario, three tests: 1 P, 2 Ps, 2 Ps with migrate=1. */
-#define VARIANTS(name, fn, arg, secs)                                          \
-    Test(chan, name##_1p, .timeout = secs) { run(fn, arg, 1, 0); }             \
-    Test(chan, name##_2p, .timeout = secs) { run(fn, arg, 2, 0); }             \
-    Test(chan, name##_migrate, .timeout = secs) { run(fn, arg, 2, 1); }
-
-static int64_t ms_since(int64_t t0)
-{
-    return (weft_now() - t0) / WEFT_MILLISECOND;
-}
-
-/* Yield until *v >= want; false once limit_ms have passed. Green or plain thread. */
-static bool await_ge(_Atomic long *v, long want, int64_t limit_ms)
-{
-    int64_t t0 = weft_now();
-    while (atomic_load(v) < want) {
-        if (weft_now() - t0 > limit_ms * WEFT_MILLISECOND)
-            return false;
-        weft_yield();
-    }
-    return true;
-}
-
-/* Yield for about us microseconds (gives other green threads a chance to run). */
-static void yield_for(int64_t us)
-{
-    int64_t t0 = weft_now();
-    do
-        weft_yield();
-    while (weft_now() - t0 < us * WEFT_MICROSECOND);
-}
-
-static weft_chan *mk(size_t elem, size_t cap)
-{
-    weft_chan *c = NULL;
-    cr_assert_eq(weft_chan_make(&c, elem, cap), 0);
-    cr_assert_not_null(c);
-    return c;
-}
-
-/* A green thread that sleeps, then sends one long (or closes the channel). */
-struct later { weft_chan *c; int64_t after_ns; long value; bool close; };
-static void later_fn(void *arg)
-{
-    struct later *l = arg;
-    weft_sleep(l->after_ns);
-    if (l->close)
-        weft_chan_close(l->c);
-    else
-        cr_assert_eq(weft_chan_send(l->c, &l->value), 0);
-}
-
 /* ---- unbuffered: every send meets a receiver ----------------------------------------- */
 static struct {
     weft_chan *c;
@@ -205,7 +126,7 @@ static int unbuffered_main(void *arg)
     return 0;
 }
 
-VARIANTS(unbuffered_handoff, unbuffered_main, NULL, 30)
+VARIANTS(chan, unbuffered_handoff, unbuffered_main, NULL, 30)
 
 /* ---- buffered: FIFO, capacity ----------------------------------------------------------- */
 static struct {
@@ -313,7 +234,7 @@ static int buffered_main(void *arg)
     return 0;
 }
 
-VARIANTS(buffered_fifo, buffered_main, NULL, 30)
+VARIANTS(chan, buffered_fifo, buffered_main, NULL, 30)
 
 /* ---- close ----------------------------------------------------------------------------------- */
 enum { NW = 10 };
@@ -424,7 +345,54 @@ static int close_main(void *arg)
     return 0;
 }
 
-VARIANTS(close_semantics, close_main, NULL, 30)
+VARIANTS(chan, close_semantics, close_main, NULL, 30)
+
+/* Close on a buffered channel of 3-byte elements: FIFO to capacity, sends refused
+ * after the close, the buffer drained in order, then -EPIPE; a 4096-byte element
+ * through a buffered channel; a null channel pointer is refused. */
+struct big { char bytes[4096]; };
+static int fifo_close_drain_main(void *arg)
+{
+    (void)arg;
+    weft_chan *c;
+    cr_assert_eq(weft_chan_make(&c, 3, 4), 0);
+    for (int i = 0; i < 4; i++) {
+        char e[3] = { (char)i, (char)(i + 1), (char)(i + 2) };
+        cr_assert_eq(weft_chan_try_send(c, e), 0);
+    }
+    char e[3] = { 9, 9, 9 };
+    cr_assert_eq(weft_chan_try_send(c, e), -EAGAIN);
+    cr_assert_eq(weft_chan_len(c), 4);
+    cr_assert_eq(weft_chan_cap(c), 4);
+    char r[3];
+    cr_assert_eq(weft_chan_recv(c, r), 0);
+    cr_assert(r[0] == 0 && r[1] == 1 && r[2] == 2);
+    weft_chan_close(c);
+    cr_assert_eq(weft_chan_send(c, e), -EPIPE);
+    for (int i = 1; i < 4; i++) {           /* drains after close, in order */
+        cr_assert_eq(weft_chan_recv(c, r), 0);
+        cr_assert(r[0] == i && r[1] == i + 1 && r[2] == i + 2);
+    }
+    cr_assert_eq(weft_chan_recv(c, r), -EPIPE);
+    cr_assert_eq(weft_chan_try_recv(c, r), -EPIPE);
+    weft_chan_free(c);
+
+    weft_chan *bc;
+    cr_assert_eq(weft_chan_make(&bc, sizeof(struct big), 2), 0);
+    static struct big in, out;
+    for (int i = 0; i < 4096; i++)
+        in.bytes[i] = (char)(i * 31);
+    cr_assert_eq(weft_chan_send(bc, &in), 0);
+    cr_assert_eq(weft_chan_recv(bc, &out), 0);
+    cr_assert_eq(memcmp(&in, &out, sizeof in), 0);
+    weft_chan_free(bc);
+    cr_assert_eq(weft_chan_make(&bc, 1, 0), 0);
+    weft_chan_free(bc);
+    cr_assert_eq(weft_chan_make(NULL, 1, 0), -EINVAL);
+    return 0;
+}
+
+Test(chan, buffered_fifo_close_drain) { run(fifo_close_drain_main, NULL, 1, 0); }
 
 static int close_twice_main(void *arg)
 {
@@ -491,7 +459,7 @@ static int try_ops_main(void *arg)
     return 0;
 }
 
-VARIANTS(try_ops_len_cap, try_ops_main, NULL, 30)
+VARIANTS(chan, try_ops_len_cap, try_ops_main, NULL, 30)
 
 /* ---- elements of odd sizes are copied intact ------------------------------------------------------ */
 struct blob4k { unsigned char b[4096]; };
@@ -563,7 +531,7 @@ static int odd_sizes_main(void *arg)
     return 0;
 }
 
-VARIANTS(odd_element_sizes, odd_sizes_main, NULL, 30)
+VARIANTS(chan, odd_element_sizes, odd_sizes_main, NULL, 30)
 
 /* ---- elem_size 0 and bad arguments ------------------------------------------------------------------ */
 static _Atomic long zsent;
@@ -675,9 +643,69 @@ static int mpmc_main(void *arg)
     return 0;
 }
 
-VARIANTS(mpmc_unbuffered, mpmc_main, (void *)0, 60)
-VARIANTS(mpmc_cap1, mpmc_main, (void *)1, 60)
-VARIANTS(mpmc_cap64, mpmc_main, (void *)64, 60)
+VARIANTS(chan, mpmc_unbuffered, mpmc_main, (void *)0, 60)
+VARIANTS(chan, mpmc_cap1, mpmc_main, (void *)1, 60)
+VARIANTS(chan, mpmc_cap64, mpmc_main, (void *)64, 60)
+
+/* Eight green producers and a plain pthread produce, eight green consumers consume,
+ * all on one channel, under weft_run: every value arrives (the sum). */
+static weft_chan *mpp_chan;
+static _Atomic long mpp_sum;
+static weft_wg mpp_wg = WEFT_WG_INIT;
+static void mpp_producer(void *arg)
+{
+    long base = (long)(intptr_t)arg;
+    for (long i = 0; i < 10000; i++) {
+        long v = base * 10000 + i;
+        weft_chan_send(mpp_chan, &v);
+    }
+    weft_wg_done(&mpp_wg);
+}
+
+static void mpp_consumer(void *arg)
+{
+    (void)arg;
+    long v;
+    while (weft_chan_recv(mpp_chan, &v) == 0)
+        atomic_fetch_add(&mpp_sum, v);
+}
+
+static void *mpp_plain_producer(void *arg)
+{
+    (void)arg;
+    for (long i = 0; i < 10000; i++) {
+        long v = 8 * 10000 + i;
+        weft_chan_send(mpp_chan, &v);
+    }
+    weft_wg_done(&mpp_wg);
+    return NULL;
+}
+
+static int mpmc_plain_producer_main(void *arg)
+{
+    size_t cap = (size_t)(intptr_t)arg;
+    atomic_store(&mpp_sum, 0);
+    weft_chan_make(&mpp_chan, sizeof(long), cap);
+    weft_wg_add(&mpp_wg, 9);
+    for (int i = 0; i < 8; i++)
+        weft_spawn(mpp_consumer, NULL);
+    for (int i = 0; i < 8; i++)
+        weft_spawn(mpp_producer, (void *)(intptr_t)i);
+    pthread_t th;
+    pthread_create(&th, NULL, mpp_plain_producer, NULL);
+    cr_assert_eq(weft_wg_wait(&mpp_wg), 0);
+    pthread_join(th, NULL);
+    weft_chan_close(mpp_chan);
+    long n = 90000, want = n * (n - 1) / 2;
+    for (int i = 0; i < 200 && atomic_load(&mpp_sum) != want; i++)
+        weft_sleep(WEFT_MILLISECOND);
+    cr_assert_eq(atomic_load(&mpp_sum), want);
+    return 0;
+}
+
+Test(chan, mpmc_plain_producer_unbuffered_2p) { run(mpmc_plain_producer_main, (void *)0, 2, 0); }
+Test(chan, mpmc_plain_producer_buffered_1p) { run(mpmc_plain_producer_main, (void *)16, 1, 0); }
+Test(chan, mpmc_plain_producer_buffered_2p) { run(mpmc_plain_producer_main, (void *)16, 2, 0); }
 
 /* ---- plain pthreads on channels -------------------------------------------------------------------------- */
 static struct {
@@ -845,7 +873,7 @@ static int pthread_main(void *arg)
     return 0;
 }
 
-VARIANTS(pthread_under_run, pthread_main, NULL, 30)
+VARIANTS(chan, pthread_under_run, pthread_main, NULL, 30)
 
 /* ---- select: uniform choice among ready cases ------------------------------------------------------------ */
 /* arg: 2 or 4 receive cases, or -2: one send case and one receive case */
@@ -896,7 +924,7 @@ static int uniform_main(void *arg)
     return 0;
 }
 
-VARIANTS(select_uniform_two, uniform_main, (void *)2, 30)
+VARIANTS(chan, select_uniform_two, uniform_main, (void *)2, 30)
 Test(chan, select_uniform_four_2p, .timeout = 30) { run(uniform_main, (void *)4, 2, 0); }
 Test(chan, select_uniform_send_and_recv_1p, .timeout = 30) { run(uniform_main, (void *)-2, 1, 0); }
 
@@ -962,7 +990,7 @@ static int select_timeout_main(void *arg)
     return 0;
 }
 
-VARIANTS(select_timeouts, select_timeout_main, NULL, 30)
+VARIANTS(chan, select_timeouts, select_timeout_main, NULL, 30)
 
 /* ---- select: close while waiting, closed channels --------------------------------------------------------- */
 static int select_close_main(void *arg)
@@ -1013,7 +1041,40 @@ static int select_close_main(void *arg)
     return 0;
 }
 
-VARIANTS(select_close, select_close_main, NULL, 30)
+VARIANTS(chan, select_close, select_close_main, NULL, 30)
+
+/* One select over a receive, a nil case and a send: the send that fits is chosen;
+ * without it nothing is ready (-EAGAIN), a 20 ms timeout expires in [20, 70) ms, a
+ * close while waiting fires its case with closed = 1, a bad op is -EINVAL, and the
+ * element the send case sent arrives. */
+static int select_recv_nil_send_main(void *arg)
+{
+    (void)arg;
+    weft_chan *a, *b;
+    weft_chan_make(&a, sizeof(int), 0);
+    weft_chan_make(&b, sizeof(int), 1);
+    int v = 5, r = 0;
+    weft_case cs[3] = { { a, WEFT_RECV, &r, 0 }, { NULL, WEFT_RECV, &r, 0 }, { b, WEFT_SEND, &v, 0 } };
+    cr_assert_eq(weft_select(cs, 3, 0), 2);                  /* the send fits */
+    cr_assert_eq(weft_select(cs, 2, 0), -EAGAIN);            /* nothing ready */
+    int64_t t0 = weft_now();
+    cr_assert_eq(weft_select(cs, 2, 20 * WEFT_MILLISECOND), -ETIMEDOUT);
+    int64_t took = weft_now() - t0;
+    cr_assert(took >= 20 * WEFT_MILLISECOND && took < 70 * WEFT_MILLISECOND, "%lld ns", (long long)took);
+    struct later l = { .c = a, .after_ns = 10 * WEFT_MILLISECOND, .close = true };
+    weft_spawn(later_fn, &l);
+    cr_assert_eq(weft_select(cs, 2, -1), 0);                 /* closed while waiting */
+    cr_assert_eq(cs[0].closed, 1);
+    weft_case bad = { a, 7, &r, 0 };
+    cr_assert_eq(weft_select(&bad, 1, 0), -EINVAL);
+    weft_case rc = { b, WEFT_RECV, &r, 0 };
+    cr_assert_eq(weft_select(&rc, 1, -1), 0);
+    cr_assert_eq(r, 5);
+    return 0;
+}
+
+Test(chan, select_timeouts_close_and_sends_1p) { run(select_recv_nil_send_main, NULL, 1, 0); }
+Test(chan, select_timeouts_close_and_sends_2p) { run(select_recv_nil_send_main, NULL, 2, 0); }
 
 static struct { weft_chan *c, *other; _Atomic long woke, ready; } sw;
 static void sw_waiter(void *arg)
@@ -1045,7 +1106,7 @@ static int select_close_many_main(void *arg)
     return 0;
 }
 
-VARIANTS(select_close_wakes_all, select_close_many_main, NULL, 30)
+VARIANTS(chan, select_close_wakes_all, select_close_many_main, NULL, 30)
 
 /* ---- select mixing sends and receives -------------------------------------------------------------------- */
 static struct { weft_chan *s, *r; long n; _Atomic long peer_sends, peer_recvs, peer_done; } mx;
@@ -1120,8 +1181,8 @@ static int select_mixed_main(void *arg)
     return 0;
 }
 
-VARIANTS(select_mixed_unbuffered, select_mixed_main, (void *)0, 30)
-VARIANTS(select_mixed_buffered, select_mixed_main, (void *)2, 30)
+VARIANTS(chan, select_mixed_unbuffered, select_mixed_main, (void *)0, 30)
+VARIANTS(chan, select_mixed_buffered, select_mixed_main, (void *)2, 30)
 
 /* ---- select: no lost wake-ups -------------------------------------------------------------------------------- */
 enum { LW_SEL = 16, LW_PROD = 8 };
@@ -1214,7 +1275,7 @@ static int lost_wakeups_main(void *arg)
     return 0;
 }
 
-VARIANTS(select_no_lost_wakeups, lost_wakeups_main, NULL, 60)
+VARIANTS(chan, select_no_lost_wakeups, lost_wakeups_main, NULL, 60)
 
 /* ---- select: NULL channels never fire; bad arguments ------------------------------------------------------- */
 static int null_cases_main(void *arg)
@@ -1253,7 +1314,7 @@ static int null_cases_main(void *arg)
     return 0;
 }
 
-VARIANTS(select_null_cases, null_cases_main, NULL, 30)
+VARIANTS(chan, select_null_cases, null_cases_main, NULL, 30)
 
 /* A select with more cases than fit on its stack (16) */
 static int many_cases_main(void *arg)
@@ -1282,7 +1343,7 @@ static int many_cases_main(void *arg)
     return 0;
 }
 
-VARIANTS(select_many_cases, many_cases_main, NULL, 30)
+VARIANTS(chan, select_many_cases, many_cases_main, NULL, 30)
 
 /* ---- the concurrent prime sieve ------------------------------------------------------------------------------ */
 static void sieve_generate(void *arg)
@@ -1344,7 +1405,7 @@ static int sieve_main(void *arg)
     return 0;
 }
 
-VARIANTS(prime_sieve, sieve_main, NULL, 60)
+VARIANTS(chan, prime_sieve, sieve_main, NULL, 60)
 
 /* ---- sizes that cannot be computed are refused (issue 11) ----------------------------------- */
 /* elem_size * capacity was checked for overflow, the header added to it was not:

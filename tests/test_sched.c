@@ -20,11 +20,6 @@
 #include "weft.h"
 #include "tests/common.h"
 
-static void mode(int migrate)
-{
-    setenv("WEFT_DEBUG", migrate ? "migrate=1" : "", 1);
-}
-
 /* ---- spawn and finish many ---------------------------------------------------------- */
 static _Atomic long done;
 static void leaf(void *arg)

@@ -26,61 +26,6 @@
 
 TestSuite(sync, .timeout = 60);
 
-/* ---- helpers ------------------------------------------------------------------------- */
-static int g_migrate;
-
-static void mode(int migrate)
-{
-    setenv("WEFT_DEBUG", migrate ? "migrate=1" : "", 1);
-    g_migrate = migrate;
-}
-
-static long iters(long full, long mig)
-{
-    if (g_migrate)
-        return mig;
-    if (sanitized())
-        return full / 10 > 0 ? full / 10 : 1;
-    return full;
-}
-
-static void run(int (*fn)(void *), void *arg, int nprocs, int migrate)
-{
-    mode(migrate);
-    weft_config cfg = { .nprocs = nprocs };
-    cr_assert_eq(weft_run(fn, arg, &cfg), 0);
-}
-
-#define VARIANTS(name, fn, arg, secs)                                          \
-    Test(sync, name##_1p, .timeout = secs) { run(fn, arg, 1, 0); }             \
-    Test(sync, name##_2p, .timeout = secs) { run(fn, arg, 2, 0); }             \
-    Test(sync, name##_migrate, .timeout = secs) { run(fn, arg, 2, 1); }
-
-static int64_t ms_since(int64_t t0)
-{
-    return (weft_now() - t0) / WEFT_MILLISECOND;
-}
-
-/* Yield until *v >= want; false once limit_ms have passed. Green or plain thread. */
-static bool await_ge(_Atomic long *v, long want, int64_t limit_ms)
-{
-    int64_t t0 = weft_now();
-    while (atomic_load(v) < want) {
-        if (ms_since(t0) > limit_ms)
-            return false;
-        weft_yield();
-    }
-    return true;
-}
-
-static void yield_for(int64_t us)
-{
-    int64_t t0 = weft_now();
-    do
-        weft_yield();
-    while (weft_now() - t0 < us * WEFT_MICROSECOND);
-}
-
 static void expect_abort(int (*child)(void), const char *needle)
 {
     char buf[8192];
@@ -132,6 +77,7 @@ static int mutex_main(void *arg)
     cr_assert_eq(atomic_load(&mx.overlap), 0, "%ld times two green threads held the mutex",
                  atomic_load(&mx.overlap));
     cr_assert_eq(weft_mutex_trylock(&mx.mu), 0);
+    cr_assert_eq(weft_mutex_trylock(&mx.mu), -EBUSY);
     cr_assert_eq(mx.counter, threads * per, "counter %ld, expected %ld", mx.counter, threads * per);
     weft_mutex_unlock(&mx.mu);
     return 0;
@@ -206,7 +152,7 @@ static int trylock_main(void *arg)
     return 0;
 }
 
-VARIANTS(mutex_trylock, trylock_main, NULL, 30)
+VARIANTS(sync, mutex_trylock, trylock_main, NULL, 30)
 
 /* ---- mutex misuse aborts --------------------------------------------------------------------- */
 static int unlock_unlocked_main(void *arg)
@@ -417,7 +363,7 @@ static int cond_main(void *arg)
     return 0;
 }
 
-VARIANTS(cond, cond_main, NULL, 30)
+VARIANTS(sync, cond, cond_main, NULL, 30)
 
 /* wait_timeout that is signalled in time returns 0 */
 static struct { weft_mutex mu; weft_cond cv; int flag; _Atomic long waiting; } cs = {
@@ -450,7 +396,7 @@ static int cond_signalled_main(void *arg)
     return 0;
 }
 
-VARIANTS(cond_wait_timeout_signalled, cond_signalled_main, NULL, 30)
+VARIANTS(sync, cond_wait_timeout_signalled, cond_signalled_main, NULL, 30)
 
 /* A plain thread waits on a cond that a green thread signals */
 static void *cond_plain_waiter(void *arg)
@@ -585,7 +531,7 @@ static int rwmutex_main(void *arg)
     return 0;
 }
 
-VARIANTS(rwmutex, rwmutex_main, NULL, 60)
+VARIANTS(sync, rwmutex, rwmutex_main, NULL, 60)
 
 /* ---- wait group ------------------------------------------------------------------------------------------ */
 static struct { weft_wg wg; _Atomic long count; } wgs = { .wg = WEFT_WG_INIT };
@@ -666,7 +612,7 @@ static int wg_green_main(void *arg)
     return 0;
 }
 
-VARIANTS(waitgroup_green_waiters, wg_green_main, NULL, 30)
+VARIANTS(sync, waitgroup_green_waiters, wg_green_main, NULL, 30)
 
 static int wg_negative_main(void *arg)
 {
@@ -745,7 +691,7 @@ static int sema_main(void *arg)
     return 0;
 }
 
-VARIANTS(semaphore, sema_main, NULL, 30)
+VARIANTS(sync, semaphore, sema_main, NULL, 30)
 
 /* a plain thread blocks in acquire until a green thread releases */
 static void sema_release_later(void *arg)
@@ -803,7 +749,7 @@ static int once_main(void *arg)
     return 0;
 }
 
-VARIANTS(once, once_main, NULL, 30)
+VARIANTS(sync, once, once_main, NULL, 30)
 
 /* once from plain threads and green threads together */
 static void *once_plain(void *arg)
@@ -1008,4 +954,4 @@ static int ownership_main(void *arg)
     return 0;
 }
 
-VARIANTS(mutex_unlocked_by_another_thread, ownership_main, NULL, 30)
+VARIANTS(sync, mutex_unlocked_by_another_thread, ownership_main, NULL, 30)

@@ -2,11 +2,12 @@
  * tests/test_timer.c -- weft_sleep, deadlines and timers through the public API: sleep
  * accuracy, 100k concurrent sleepers, plain-thread sleeps and deadlines, every blocking
  * call honouring the caller's deadline, stale timers, timers of a busy P, deadlock
- * detection.
+ * detection (its message and dump).
  *
  * Scenarios run with nprocs 1 and 2, and again with WEFT_DEBUG=migrate=1 (read at the
  * first weft call of the process; Criterion runs each test in a fresh process). Under
- * the sanitizers (WEFT_TEST_SAN non-empty) the counts are 10x smaller.
+ * the sanitizers (WEFT_TEST_SAN non-empty) the counts are 10x smaller, under TSan 100x
+ * for the scenarios with many green threads (iters_san in tests/common.h).
  */
 #include <criterion/criterion.h>
 #include <pthread.h>
@@ -25,61 +26,7 @@
 
 TestSuite(timer, .timeout = 60);
 
-/* ---- helpers ------------------------------------------------------------------------- */
 #define MS WEFT_MILLISECOND
-
-static int g_migrate;
-
-static void mode(int migrate)
-{
-    setenv("WEFT_DEBUG", migrate ? "migrate=1" : "", 1);
-    g_migrate = migrate;
-}
-
-static long iters(long full, long mig)
-{
-    if (g_migrate)
-        return mig;
-    if (tsan())
-        return full / 100 > 0 ? full / 100 : 1;
-    if (sanitized())
-        return full / 10 > 0 ? full / 10 : 1;
-    return full;
-}
-
-static void run(int (*fn)(void *), void *arg, int nprocs, int migrate)
-{
-    mode(migrate);
-    weft_config cfg = { .nprocs = nprocs };
-    cr_assert_eq(weft_run(fn, arg, &cfg), 0);
-}
-
-#define VARIANTS(name, fn, arg, secs)                                          \
-    Test(timer, name##_1p, .timeout = secs) { run(fn, arg, 1, 0); }            \
-    Test(timer, name##_2p, .timeout = secs) { run(fn, arg, 2, 0); }            \
-    Test(timer, name##_migrate, .timeout = secs) { run(fn, arg, 2, 1); }
-
-static weft_chan *mk(size_t elem, size_t cap)
-{
-    weft_chan *c = NULL;
-    cr_assert_eq(weft_chan_make(&c, elem, cap), 0);
-    return c;
-}
-
-static int cmp_i64(const void *a, const void *b)
-{
-    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
-    return x < y ? -1 : x > y;
-}
-
-/* A green thread that sleeps, then sends one long on a channel. */
-struct later { weft_chan *c; int64_t after_ns; long value; };
-static void later_fn(void *arg)
-{
-    struct later *l = arg;
-    weft_sleep(l->after_ns);
-    cr_assert_eq(weft_chan_send(l->c, &l->value), 0);
-}
 
 /* ---- sleep accuracy --------------------------------------------------------------------- */
 /* Median of 20 sleeps of 10 ms; every one of them at least 10 ms. */
@@ -113,7 +60,7 @@ static int sleep_accuracy_main(void *arg)
     return 0;
 }
 
-VARIANTS(sleep_accuracy, sleep_accuracy_main, NULL, 30)
+VARIANTS(timer, sleep_accuracy, sleep_accuracy_main, NULL, 30)
 
 /* ---- many concurrent sleepers ------------------------------------------------------------- */
 static _Atomic long slept, sleep_errors, sleep_early;
@@ -132,7 +79,7 @@ static void sleeper(void *arg)
 static int sleepers_main(void *arg)
 {
     (void)arg;
-    long n = iters(100000, 1000);
+    long n = iters_san(100000, 1000, 100);
     int64_t t0 = weft_now();
     for (long i = 0; i < n; i++)
         cr_assert_eq(weft_spawn(sleeper, NULL), 0);
@@ -147,7 +94,7 @@ static int sleepers_main(void *arg)
     return 0;
 }
 
-VARIANTS(hundred_thousand_sleepers, sleepers_main, NULL, 60)
+VARIANTS(timer, hundred_thousand_sleepers, sleepers_main, NULL, 60)
 
 /* Sleepers of different lengths each wake after their own time. */
 enum { NVAR = 50 };
@@ -183,7 +130,7 @@ static int var_sleepers_main(void *arg)
     return 0;
 }
 
-VARIANTS(sleepers_of_different_lengths, var_sleepers_main, NULL, 30)
+VARIANTS(timer, sleepers_of_different_lengths, var_sleepers_main, NULL, 30)
 
 /* ---- sleep on a plain thread ---------------------------------------------------------------- */
 static void plain_sleep_checks(void)
@@ -384,7 +331,7 @@ static int deadlines_main(void *arg)
     return 0;
 }
 
-VARIANTS(deadlines, deadlines_main, NULL, 30)
+VARIANTS(timer, deadlines, deadlines_main, NULL, 30)
 
 /* The same from a plain thread while the runtime runs. */
 Test(timer, deadlines_plain_thread, .timeout = 30)
@@ -425,7 +372,7 @@ static void race_locker(void *arg)
 static int deadline_race_main(void *arg)
 {
     (void)arg;
-    race.n = iters(2000, 100);
+    race.n = iters_san(2000, 100, 100);
     long k = 8;
     for (long i = 0; i < k; i++)
         cr_assert_eq(weft_spawn(race_locker, NULL), 0);
@@ -441,7 +388,7 @@ static int deadline_race_main(void *arg)
     return 0;
 }
 
-VARIANTS(deadline_races_unlock, deadline_race_main, NULL, 60)
+VARIANTS(timer, deadline_races_unlock, deadline_race_main, NULL, 60)
 
 /* ---- weft_deadline: previous value, clearing, per thread ---------------------------------------- */
 static _Atomic long other_go, other_result = 1;
@@ -497,7 +444,7 @@ static int deadline_api_main(void *arg)
     return 0;
 }
 
-VARIANTS(deadline_api, deadline_api_main, NULL, 30)
+VARIANTS(timer, deadline_api, deadline_api_main, NULL, 30)
 
 /* ---- stale timers: an operation's timer must not disturb a later one ------------------------------- */
 static int stale_timer_main(void *arg)
@@ -507,20 +454,20 @@ static int stale_timer_main(void *arg)
     long v = 0;
     /* a select whose 20 ms timeout is not needed (the value comes at once: with a 1 ms
      * delay a loaded machine could run both timers in one batch and time the select out) */
-    struct later l1 = { a, 0, 1 };
+    struct later l1 = { .c = a, .after_ns = 0, .value = 1 };
     cr_assert_eq(weft_spawn(later_fn, &l1), 0);
     weft_case cs[1] = { { a, WEFT_RECV, &v, 0 } };
     cr_assert_eq(weft_select(cs, 1, 20 * MS), 0);
     cr_assert_eq(v, 1);
     /* a deadline that is not needed, then cleared */
-    struct later l2 = { a, 0, 2 };
+    struct later l2 = { .c = a, .after_ns = 0, .value = 2 };
     cr_assert_eq(weft_spawn(later_fn, &l2), 0);
     weft_deadline(weft_now() + 20 * MS);
     cr_assert_eq(weft_chan_recv(a, &v), 0);
     cr_assert_eq(v, 2);
     weft_deadline(-1);
     /* now a long wait: neither old timer may end it */
-    struct later l3 = { b, 80 * MS, 3 };
+    struct later l3 = { .c = b, .after_ns = 80 * MS, .value = 3 };
     int64_t t0 = weft_now();
     cr_assert_eq(weft_spawn(later_fn, &l3), 0);
     cr_assert_eq(weft_chan_recv(b, &v), 0, "a stale timer woke a wait that has no deadline");
@@ -536,7 +483,7 @@ static int stale_timer_main(void *arg)
     return 0;
 }
 
-VARIANTS(stale_timers, stale_timer_main, NULL, 30)
+VARIANTS(timer, stale_timers, stale_timer_main, NULL, 30)
 
 /* ---- timers of a P whose M is busy still fire on time ----------------------------------------------- */
 static struct { weft_chan *done; int64_t slept; } busy;
@@ -640,7 +587,7 @@ static void churn_receiver(void *arg)
 static int churn_main(void *arg)
 {
     (void)arg;
-    long n = iters(20000, 2000);
+    long n = iters_san(20000, 2000, 100);
     atomic_store(&churn_early, 0);
     atomic_store(&churn_sum, 0);
     atomic_store(&churn_timeouts, 0);
@@ -667,7 +614,7 @@ static int churn_main(void *arg)
     return 0;
 }
 
-VARIANTS(timer_ring_and_heap_churn, churn_main, NULL, 60)
+VARIANTS(timer, timer_ring_and_heap_churn, churn_main, NULL, 60)
 
 /* ---- deadlock detection ------------------------------------------------------------------------------- */
 static const char deadlock_msg[] = "weft: all green threads are asleep - deadlock!";
@@ -724,24 +671,34 @@ static int deadlock_abba_child(void)
     return weft_run(deadlock_abba_main, NULL, &cfg) + 100;
 }
 
-static void expect_deadlock(int (*child)(void))
+/* The default number of Ps (weft_run with no config). */
+static int deadlock_child_default(void)
+{
+    return weft_run(deadlock_recv_main, NULL, NULL) + 100;
+}
+
+/* The child aborts with the deadlock message; its dump, if dump is not NULL, names it. */
+static void expect_deadlock(int (*child)(void), const char *dump)
 {
     char buf[16384];
     int status = child_stderr(child, buf, sizeof buf);
     cr_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT, "status %#x, stderr: %s", status, buf);
     cr_assert_not_null(strstr(buf, deadlock_msg), "stderr: %s", buf);
+    if (dump != NULL)
+        cr_assert_not_null(strstr(buf, dump), "no dump: %s", buf);
 }
 
-Test(timer, deadlock_detected_1p, .timeout = 30) { expect_deadlock(deadlock_child_1p); }
-Test(timer, deadlock_detected_2p, .timeout = 30) { expect_deadlock(deadlock_child_2p); }
-Test(timer, deadlock_detected_abba, .timeout = 30) { expect_deadlock(deadlock_abba_child); }
+Test(timer, deadlock_detected_1p, .timeout = 30) { expect_deadlock(deadlock_child_1p, NULL); }
+Test(timer, deadlock_detected_2p, .timeout = 30) { expect_deadlock(deadlock_child_2p, NULL); }
+Test(timer, deadlock_detected_abba, .timeout = 30) { expect_deadlock(deadlock_abba_child, NULL); }
+Test(timer, deadlock_aborts_with_message) { expect_deadlock(deadlock_child_default, "chan receive"); }
 
 /* Not a deadlock: everyone waits, but a timer will wake someone. */
 static int no_deadlock_main(void *arg)
 {
     (void)arg;
     weft_chan *c = mk(sizeof(long), 0);
-    struct later l = { c, 300 * MS, 9 };
+    struct later l = { .c = c, .after_ns = 300 * MS, .value = 9 };
     weft_spawn(later_fn, &l);
     long v = 0;
     if (weft_chan_recv(c, &v) != 0 || v != 9)
@@ -810,7 +767,7 @@ static int huge_timeouts_main(void *arg)
     return 0;
 }
 
-VARIANTS(huge_timeouts_keep_the_deadline, huge_timeouts_main, NULL, 30)
+VARIANTS(timer, huge_timeouts_keep_the_deadline, huge_timeouts_main, NULL, 30)
 
 Test(timer, huge_timeouts_keep_the_deadline_plain_thread, .timeout = 30)
 {
@@ -848,4 +805,4 @@ static int huge_fires_main(void *arg)
     return 0;
 }
 
-VARIANTS(huge_timeout_select_fires, huge_fires_main, NULL, 30)
+VARIANTS(timer, huge_timeout_select_fires, huge_fires_main, NULL, 30)
