@@ -8,7 +8,7 @@
  * Nothing here may call malloc: it runs inside the allocator, possibly before libc
  * has finished starting (libweft-malloc.so is asked for memory by ld.so itself).
  * A throw names the green thread it happened on through a function that sched/
- * installs (weft__set_throw_context): mem/ never calls up into sched/ by name.
+ * installs (weft__throw_set_context): mem/ never calls up into sched/ by name.
  * Callers: every module, on any thread, with any lock held (throw and printf take
  * none); weft_strerror is public.
  */
@@ -39,7 +39,7 @@ static void write_all(int fd, const char *s, size_t n)
  * to code, published like any other (the function needs nothing else set up). */
 static _Atomic(weft_throw_context_fn) throw_context;
 
-void weft__set_throw_context(weft_throw_context_fn fn)
+void weft__throw_set_context(weft_throw_context_fn fn)
 {
     atomic_store_explicit(&throw_context, fn, REL);
 }

@@ -81,7 +81,7 @@ void weft__dump_locked(int fd)
         for (int i = 1; i <= RECS_PER_CHUNK; i++) {
             struct gspawn *r = &c[i];
             void (*fn)(void *) = r->fn;
-            if (atomic_load_explicit(&r->status, memory_order_acquire) == G_RUNNABLE)
+            if (atomic_load_explicit(&r->status, ACQ) == G_RUNNABLE)
                 dump_one(fd, r->id, r->name, G_RUNNABLE, "not started", 0, fn);
         }
     }

@@ -447,11 +447,11 @@ static struct m *newm(struct p *pp, bool spinning)
     if (err != 0) {
         weft__printf("cannot start a worker thread: %s", strerror(err));
         /* stays on allm, never joined */
-        atomic_store_explicit(&mp->started, -1, memory_order_release);
+        atomic_store_explicit(&mp->started, -1, REL);
         return NULL;
     }
     /* release: mp->thread, written by pthread_create, for teardown's join */
-    atomic_store_explicit(&mp->started, 1, memory_order_release);
+    atomic_store_explicit(&mp->started, 1, REL);
     return mp;
 }
 

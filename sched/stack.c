@@ -117,12 +117,12 @@ static uintptr_t map_stacks(size_t bytes)
 /* Put a guard page at g (GUARD bytes); 1 if guarded. stack_lock held. */
 static int guard(uintptr_t g)
 {
-    if (atomic_load_explicit(&guard_mode, memory_order_relaxed) != 0) {
+    if (atomic_load_explicit(&guard_mode, RLX) != 0) {
         if (madvise((void *)g, GUARD, MADV_GUARD_INSTALL) == 0) {
-            atomic_store_explicit(&guard_mode, 1, memory_order_relaxed);
+            atomic_store_explicit(&guard_mode, 1, RLX);
             return 1;
         }
-        atomic_store_explicit(&guard_mode, 0, memory_order_relaxed);
+        atomic_store_explicit(&guard_mode, 0, RLX);
     }
     if (nguarded < GUARD_BUDGET) {
         if (mprotect((void *)g, GUARD, PROT_NONE) == 0) {
@@ -152,7 +152,7 @@ static _Atomic bool many_unsupported;
  * its number is surely still ours (a child may close or reuse descriptors later). */
 static void pidfd_atfork_child(void)
 {
-    int fd = atomic_exchange_explicit(&pidfd, -1, memory_order_relaxed);
+    int fd = atomic_exchange_explicit(&pidfd, -1, RLX);
     if (fd >= 0)
         close(fd);
 }
@@ -160,8 +160,8 @@ static void pidfd_atfork_child(void)
 static void pidfd_ensure(void)
 {
     static bool atfork;
-    if (atomic_load_explicit(&pidfd, memory_order_relaxed) >= 0 ||
-        atomic_load_explicit(&many_unsupported, memory_order_relaxed))
+    if (atomic_load_explicit(&pidfd, RLX) >= 0 ||
+        atomic_load_explicit(&many_unsupported, RLX))
         return;
     if (!atfork) {
         atfork = true;
@@ -169,26 +169,26 @@ static void pidfd_ensure(void)
     }
     int fd = (int)syscall(SYS_pidfd_open, getpid(), 0);   /* close-on-exec already */
     if (fd < 0)
-        atomic_store_explicit(&many_unsupported, true, memory_order_relaxed);
+        atomic_store_explicit(&many_unsupported, true, RLX);
     else
-        atomic_store_explicit(&pidfd, fd, memory_order_relaxed);
+        atomic_store_explicit(&pidfd, fd, RLX);
 }
 
 static int madvise_many(struct iovec *iov, int n, int advice)
 {
-    int fd = atomic_load_explicit(&pidfd, memory_order_relaxed);
-    if (fd < 0 || atomic_load_explicit(&many_unsupported, memory_order_relaxed))
+    int fd = atomic_load_explicit(&pidfd, RLX);
+    if (fd < 0 || atomic_load_explicit(&many_unsupported, RLX))
         return -1;
     size_t want = 0;
     for (int i = 0; i < n; i++)
         want += iov[i].iov_len;
     long r = syscall(SYS_process_madvise, fd, iov, (size_t)n, advice, 0);
     if (r < 0 && (errno == ENOSYS || errno == EINVAL || errno == EPERM)) {
-        atomic_store_explicit(&many_unsupported, true, memory_order_relaxed);
+        atomic_store_explicit(&many_unsupported, true, RLX);
     } else if (r < 0 && errno == EBADF) {
         /* the program closed our descriptor: the next pidfd_ensure opens another */
-        atomic_compare_exchange_strong_explicit(&pidfd, &fd, -1, memory_order_relaxed,
-                                                memory_order_relaxed);
+        atomic_compare_exchange_strong_explicit(&pidfd, &fd, -1, RLX,
+                                                RLX);
     }
     return r == (long)want ? 0 : -1;
 }
@@ -205,7 +205,7 @@ static void batch_prepare(uintptr_t first, int n, size_t step, uint8_t *guarded)
     struct iovec iov[SLAB_BATCH];
     for (int i = 0; i < n; i++)
         iov[i] = (struct iovec){ (void *)(first + i * step), GUARD };
-    if (atomic_load_explicit(&guard_mode, memory_order_relaxed) == 1 &&
+    if (atomic_load_explicit(&guard_mode, RLX) == 1 &&
         madvise_many(iov, n, MADV_GUARD_INSTALL) == 0) {
         memset(guarded, 1, (size_t)n);
     } else {
@@ -217,11 +217,11 @@ static void batch_prepare(uintptr_t first, int n, size_t step, uint8_t *guarded)
     for (int i = 0; i < n; i++)
         iov[i] = (struct iovec){ (void *)(first + (i + 1) * step - 4096), 4096 };
     if (madvise_many(iov, n, MADV_POPULATE_WRITE) != 0 &&
-        atomic_load_explicit(&populate_ok, memory_order_relaxed)) {
+        atomic_load_explicit(&populate_ok, RLX)) {
         for (int i = 0; i < n; i++)
             if (madvise(iov[i].iov_base, 4096, MADV_POPULATE_WRITE) != 0) {
                 /* before Linux 5.14: pages fault in as used */
-                atomic_store_explicit(&populate_ok, false, memory_order_relaxed);
+                atomic_store_explicit(&populate_ok, false, RLX);
                 break;
             }
     }

@@ -182,7 +182,7 @@ int weft_start(const weft_config *cfg)
         return -EBUSY;
     }
     weft__mem_init();
-    weft__set_throw_context(weft__current_describe);
+    weft__throw_set_context(weft__current_describe);
     static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
     pthread_once(&atfork_once, register_atfork);
     pthread_sigmask(SIG_SETMASK, NULL, &start_sigmask);

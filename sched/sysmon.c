@@ -52,7 +52,7 @@ static bool retake(int64_t now)
     bool did = false;
     for (int i = 0; i < sched.nprocs; i++) {
         struct p *pp = sched.allp[i];
-        uint32_t st = atomic_load_explicit(&pp->status, memory_order_acquire);
+        uint32_t st = atomic_load_explicit(&pp->status, ACQ);
         if (st == P_SYSCALL) {
             uint32_t t = atomic_load_explicit(&pp->syscalltick, RLX);
             if (t != pp->sm_syscalltick) {

@@ -289,7 +289,7 @@ bool weft__timer_del(struct timer *t)
     for (;;) {
         /* acquire: pairs with the firer's release store of NULL, so that firing,
          * set before it, is seen below */
-        struct p *pp = atomic_load_explicit(&t->pp, memory_order_acquire);
+        struct p *pp = atomic_load_explicit(&t->pp, ACQ);
         if (pp == NULL)
             break;
         weft__lock(&pp->timerlock);
@@ -303,7 +303,7 @@ bool weft__timer_del(struct timer *t)
         }
         weft__unlock(&pp->timerlock);
     }
-    while (atomic_load_explicit(&t->firing, memory_order_acquire))
+    while (atomic_load_explicit(&t->firing, ACQ))
         weft__cpu_relax();   /* f is a few dozen instructions (a CAS) */
     return removed;
 }
@@ -339,7 +339,7 @@ void weft__timers_run(struct p *pp, int64_t now)
         for (int i = 0; i < n; i++) {
             atomic_store_explicit(&batch[i]->firing, 1, RLX);
             /* release: firing is set before weft__timer_del can see the timer gone */
-            atomic_store_explicit(&batch[i]->pp, NULL, memory_order_release);
+            atomic_store_explicit(&batch[i]->pp, NULL, REL);
         }
         set_timer0(pp);
         weft__unlock(&pp->timerlock);
@@ -348,7 +348,7 @@ void weft__timers_run(struct p *pp, int64_t now)
             struct g *gp = batch[i]->f(batch[i]);
             /* release: f's reads of the timer and its G happen before a waiting
              * weft__timer_del returns (and its G re-arms the timer) */
-            atomic_store_explicit(&batch[i]->firing, 0, memory_order_release);
+            atomic_store_explicit(&batch[i]->firing, 0, REL);
             if (gp != NULL)
                 ready[nr++] = gp;
         }

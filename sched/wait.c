@@ -21,7 +21,7 @@ void weft__waiter_wake(struct waiter *w)
     _Atomic uint32_t *state = wc->state;
     uint32_t done = (wc->expect & ~3u) | WAIT_DONE;
     /* release: the data and w->result are visible to the woken thread */
-    atomic_store_explicit(state, done, memory_order_release);
+    atomic_store_explicit(state, done, REL);
     weft__futex_wake(state, 1);
 }
 
@@ -70,14 +70,14 @@ int weft__wait_block(struct waitctx *wc, void (*unlock)(void *), void *arg, int6
         struct parkarg pa = { unlock, arg, deadline, wc->expect };
         weft__sched_park(park_unlock, &pa, reason);
         /* acquire: pairs with the claimer's or the timer's CAS */
-        uint32_t st = atomic_load_explicit(&wc->g->wakestate, memory_order_acquire) & 3u;
+        uint32_t st = atomic_load_explicit(&wc->g->wakestate, ACQ) & 3u;
         if (deadline >= 0 && st != WAIT_TIMEDOUT)
             weft__timer_del(&wc->g->timer);
         return st == WAIT_TIMEDOUT ? -ETIMEDOUT : 0;
     }
     unlock(arg);
     for (;;) {
-        uint32_t v = atomic_load_explicit(wc->state, memory_order_acquire);
+        uint32_t v = atomic_load_explicit(wc->state, ACQ);
         if ((v & 3u) == WAIT_DONE)
             return 0;
         int64_t left = -1;

@@ -64,11 +64,11 @@ static inline void weft__wait_begin(struct waitctx *wc)
     if (gp != NULL) {
         uint32_t gen = ++gp->waitgen;
         wc->expect = gen << 2 | WAIT_WAITING;
-        atomic_store_explicit(&gp->wakestate, wc->expect, memory_order_relaxed);
+        atomic_store_explicit(&gp->wakestate, wc->expect, RLX);
         wc->state = &gp->wakestate;
     } else {
         wc->expect = WAIT_WAITING;
-        atomic_store_explicit(&wc->plain, WAIT_WAITING, memory_order_relaxed);
+        atomic_store_explicit(&wc->plain, WAIT_WAITING, RLX);
         wc->state = &wc->plain;
     }
 }
@@ -118,11 +118,11 @@ static inline bool weft__waiter_claim(struct waiter *w)
     uint32_t e = w->wc->expect;
     if (w->wc->exclusive) {
         /* no deadline, one waiter: only a waker holding the queue's lock can claim */
-        atomic_store_explicit(w->wc->state, (e & ~3u) | WAIT_CLAIMED, memory_order_relaxed);
+        atomic_store_explicit(w->wc->state, (e & ~3u) | WAIT_CLAIMED, RLX);
         return true;
     }
     return atomic_compare_exchange_strong_explicit(w->wc->state, &e, (e & ~3u) | WAIT_CLAIMED,
-                                                   memory_order_acq_rel, memory_order_relaxed);
+                                                   memory_order_acq_rel, RLX);
 }
 
 /* Unlink and claim the first claimable waiter, or NULL. Lock held. */

@@ -70,7 +70,7 @@ WEFT_HIDDEN void weft__printf(const char *fmt, ...) __attribute__((format(printf
  * " [in green thread 17 (worker)]". It runs in throw, perhaps in a signal handler:
  * it must not allocate, lock or throw. */
 typedef size_t (*weft_throw_context_fn)(char *buf, size_t cap);
-WEFT_HIDDEN void weft__set_throw_context(weft_throw_context_fn fn);
+WEFT_HIDDEN void weft__throw_set_context(weft_throw_context_fn fn);
 
 #define weft_assert_always(cond) \
     ((void)(WEFT_LIKELY(cond) ? 0 : (weft__throwf("assertion failed: %s (%s:%d)", #cond, __FILE__, __LINE__), 0)))
@@ -106,16 +106,16 @@ static inline void weft__lock(weft_lock *l)
     uint32_t z = 0;
     /* acquire: pairs with the release in weft__unlock */
     if (WEFT_UNLIKELY(!atomic_compare_exchange_strong_explicit(&l->state, &z, 1,
-                            memory_order_acquire, memory_order_relaxed)))
+                            ACQ, RLX)))
         weft__lock_slow(l);
 }
 static inline void weft__unlock(weft_lock *l)
 {
     /* release: publishes the critical section to the next acquirer */
-    if (WEFT_UNLIKELY(atomic_exchange_explicit(&l->state, 0, memory_order_release) == 2))
+    if (WEFT_UNLIKELY(atomic_exchange_explicit(&l->state, 0, REL) == 2))
         weft__unlock_slow(l);
 }
-static inline void weft__lock_reinit(weft_lock *l) { atomic_store_explicit(&l->state, 0, memory_order_relaxed); }
+static inline void weft__lock_reinit(weft_lock *l) { atomic_store_explicit(&l->state, 0, RLX); }
 
 WEFT_HIDDEN void weft__futex_wait(_Atomic uint32_t *addr, uint32_t val);
 WEFT_HIDDEN void weft__futex_wait_timeout(_Atomic uint32_t *addr, uint32_t val, int64_t ns);
