@@ -88,16 +88,8 @@ static struct fnode *flist_get(struct flist *local, struct fnode **global)
         }
         weft__unlock(&sched.gflock);
     }
-    if (local != NULL) {
-        x = local->head;
-        if (x != NULL) {
-            local->head = x->next;
-            local->n--;
-            if (local->head != NULL)
-                __builtin_prefetch(local->head, 1);   /* the next one's line */
-        }
-        return x;
-    }
+    if (local != NULL)
+        return weft__flist_pop(local);
     if (__atomic_load_n(global, __ATOMIC_RELAXED) == NULL)
         return NULL;
     weft__lock(&sched.gflock);
@@ -154,21 +146,19 @@ static struct gspawn *newrecs(struct flist *local)
     return &c[1];
 }
 
-struct gspawn *weft__g_rec_alloc(struct p *pp)
+struct gspawn *weft__g_rec_alloc_slow(struct p *pp)
 {
     struct flist *local = pp != NULL ? &pp->recfree : NULL;
     struct gspawn *r = fnode_rec(flist_get(local, &sched.recfree));
     return r != NULL ? r : newrecs(local);
 }
 
-uint64_t weft__g_newid(struct p *pp)
+uint64_t weft__g_newid_slow(struct p *pp)
 {
     if (pp == NULL)
         return atomic_fetch_add_explicit(&sched.goidgen, 1, RLX) + 1;
-    if (pp->goidcache == pp->goidcacheend) {
-        pp->goidcache = atomic_fetch_add_explicit(&sched.goidgen, 64, RLX) + 1;
-        pp->goidcacheend = pp->goidcache + 64;
-    }
+    pp->goidcache = atomic_fetch_add_explicit(&sched.goidgen, 64, RLX) + 1;
+    pp->goidcacheend = pp->goidcache + 64;
     return pp->goidcache++;
 }
 
