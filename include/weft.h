@@ -1,13 +1,24 @@
 /*
- * weft.h -- goroutines for C: the public API (the contract is ../shared/API.md).
+ * weft.h -- goroutines for C: the public API, and its contract. What each call does,
+ * returns and fails with is written here, next to its declaration.
  *
- * Conventions: every call that can fail returns 0 (or a non-negative count) on
- * success and a negative errno on failure; errno is never the channel, except
- * that the malloc family returns NULL and sets errno = ENOMEM as C requires.
- * Misuse that cannot be returned (freeing a foreign pointer, unlocking an unlocked
- * mutex) aborts with a one-line message naming the call and, when it happens on a
- * green thread, that thread: "weft: weft_mutex_unlock: the mutex is not locked
- * [in green thread 17 (worker)]".
+ * Conventions:
+ *  - Every call that can fail returns 0 (or a non-negative value) on success and a
+ *    negative errno on failure (-EINVAL, -ETIMEDOUT ...; weft_strerror names them).
+ *    errno is never the channel -- a green thread can resume on another OS thread --
+ *    except that the malloc family returns NULL and sets errno, as C requires.
+ *  - Every blocking call works on a green thread (it parks the green thread, never
+ *    its OS thread) and on a plain OS thread that is not part of the runtime (it
+ *    blocks that thread, on a futex), so pthreads and green threads can wait on each
+ *    other.
+ *  - Deadlines (weft_deadline): a call that would have to wait returns -ETIMEDOUT
+ *    once the caller's deadline has passed; a call that can complete at once (a free
+ *    mutex, a ready channel) still does.
+ *  - Misuse that cannot be returned (freeing a pointer weft did not allocate,
+ *    unlocking an unlocked mutex, closing a channel twice, a NULL channel) aborts
+ *    with one line on stderr naming the call and, on a green thread, that thread:
+ *    "weft: weft_mutex_unlock: the mutex is not locked [in green thread 17 (worker)]".
+ *    Pointer arguments are not checked for NULL unless the comment says so.
  */
 #ifndef WEFT_H
 #define WEFT_H
@@ -31,15 +42,32 @@ extern "C" {
 #define WEFT_VERSION_MAJOR 0
 #define WEFT_VERSION_MINOR 1
 
-/* Name any negative errno value that weft returns ("timed out", ...). */
+/* A static, constant description of err, a negative errno value ("timed out" for
+ * -ETIMEDOUT, "channel closed" for -EPIPE, else the C library's text or "unknown
+ * error"); "success" for err >= 0. Never NULL; safe on any thread. */
 WEFT_API const char *weft_strerror(int err);
 
 /* ---- Runtime ------------------------------------------------------------
- * weft_run starts the runtime, runs main_fn(arg) as a green thread and returns its
- * value once it returns; green threads still alive then are not resumed and their
- * memory is released (Go's main). weft_start starts it in the background (then any
- * thread may spawn); weft_stop waits until no green thread is left, then stops it.
- * Both return -EBUSY if the runtime is already running. It can be started again.
+ * One runtime per process. It can be started again once stopped.
+ *
+ * weft_run(main_fn, arg, cfg): starts the runtime (cfg NULL: defaults), runs
+ *   main_fn(arg) as a green thread named "main" and, once it returns, stops the
+ *   runtime and returns main_fn's value. Green threads still alive then are not
+ *   resumed and their memory is released (Go's main). Errors, returned before
+ *   main_fn runs (a negative main_fn value reads the same): -EINVAL main_fn NULL or
+ *   cfg->stack_size above WEFT_STACK_MAX; -EBUSY the runtime is already running
+ *   (also: called from a green thread); -ENOMEM; -EAGAIN (or another pthread_create
+ *   error) the monitor thread could not be started. Out of memory while setting up
+ *   the Ps aborts. When no green thread can ever run again and some are waiting,
+ *   it prints "weft: all green threads are asleep - deadlock!" with weft_dump's
+ *   lines and aborts (WEFT_DEBUG=deadlock=0 turns that off; weft_start never checks).
+ * weft_start(cfg): starts the runtime in the background and returns 0; from then
+ *   until weft_stop any thread may spawn. Same errors as weft_run but main_fn's.
+ *   While running, weft handles SIGQUIT (weft_dump to stderr) and SIGSEGV/SIGBUS
+ *   (stack-overflow report, then the previous handler); stopping restores them.
+ * weft_stop(): waits until no green thread is left, then stops the runtime; 0, or
+ *   -ESRCH the runtime is not running, -EDEADLK called from a green thread. It waits
+ *   forever for green threads that never end.
  * A stop that has waited 5 s (weft_stop for green threads that do not end; either for
  * a green thread that never reaches a scheduling point and so holds its worker)
  * prints once to stderr what it waits for, with weft_dump's lines, and waits on. */
@@ -49,11 +77,14 @@ enum { WEFT_IO_AUTO = 0, WEFT_IO_URING = 1, WEFT_IO_UV = 2 };
  * address space backed lazily, page by page, as the thread touches it. */
 #define WEFT_STACK_MAX ((size_t)1 << 30)    /* 1 GiB */
 typedef struct weft_config {
-    int    nprocs;      /* logical processors (P); 0: $WEFT_MAXPROCS, else the CPUs this
-                           process may use (affinity mask and cgroup CPU quota) */
+    int    nprocs;      /* logical processors (P); <= 0: $WEFT_MAXPROCS, else the CPUs
+                           this process may use (affinity mask and cgroup CPU quota);
+                           at most 1024 */
     size_t stack_size;  /* default green-thread stack; 0: 256 KiB; rounded up to whole
                            4 KiB pages, at least 16 KiB; above WEFT_STACK_MAX: -EINVAL */
-    int    io_backend;  /* WEFT_IO_AUTO (io_uring, else libuv), WEFT_IO_URING, WEFT_IO_UV; $WEFT_IO too */
+    int    io_backend;  /* reserved for the I/O calls (WEFT_IO_AUTO: io_uring, else libuv;
+                           WEFT_IO_URING, WEFT_IO_UV); not read yet: this version has
+                           no I/O calls */
 } weft_config;
 
 /* fork(): in the child the runtime is stopped -- weft_spawn returns -ESRCH, weft_nprocs
@@ -69,7 +100,7 @@ typedef struct weft_config {
 WEFT_API int weft_run(int (*main_fn)(void *arg), void *arg, const weft_config *cfg);
 WEFT_API int weft_start(const weft_config *cfg);
 WEFT_API int weft_stop(void);
-WEFT_API int weft_nprocs(void);          /* Ps of the running runtime; 0 when stopped */
+WEFT_API int weft_nprocs(void);          /* Ps of the running runtime; 0 when stopped; never fails */
 
 /* ---- Green threads ------------------------------------------------------ */
 /* stack_size: 0 the runtime's default, else as weft_config.stack_size (rounded up to
@@ -77,25 +108,39 @@ WEFT_API int weft_nprocs(void);          /* Ps of the running runtime; 0 when st
  * messages; the string must outlive the green thread. */
 typedef struct weft_spawn_opts { size_t stack_size; const char *name; } weft_spawn_opts;
 
-/* 0 or -errno (-ENOMEM; -EINVAL: fn NULL or a stack_size above WEFT_STACK_MAX; -ESRCH
- * when the runtime is not running, e.g. in the child of a fork()). From green
- * threads and from any plain thread while the runtime runs. */
+/* Spawn fn(arg) as a new green thread; it starts later (spawning is never a
+ * scheduling point). Returns 0, or -EINVAL fn NULL or opts->stack_size above
+ * WEFT_STACK_MAX; -ESRCH the runtime is not running or is stopping (also in the child
+ * of a fork()); -ENOMEM no spawn record could be had. Memory for the thread or its
+ * stack that cannot be had at its first run aborts, naming the thread. From green
+ * threads and from any plain thread while the runtime runs. weft_spawn_ex: opts may be
+ * NULL (defaults); *id_out (if id_out is not NULL) gets the new thread's id (> 0), set
+ * only on success. A green thread ends when fn returns; it starts with no deadline. */
 WEFT_API int      weft_spawn(void (*fn)(void *arg), void *arg);
 WEFT_API int      weft_spawn_ex(void (*fn)(void *), void *arg, const weft_spawn_opts *opts,
                                 uint64_t *id_out);
-WEFT_API void     weft_yield(void);      /* on a plain thread: sched_yield() */
+/* Let other green threads of this P run; returns at once when none is runnable. On a
+ * plain thread: sched_yield(). */
+WEFT_API void     weft_yield(void);
 WEFT_API uint64_t weft_self(void);       /* id of the running green thread; 0 on a plain thread */
-WEFT_API int64_t  weft_now(void);        /* monotonic nanoseconds */
-/* Run a call that may block the OS thread: the P is handed to another worker while it
- * runs (sysmon retakes it after ~20 us), so other green threads keep going. */
+WEFT_API int64_t  weft_now(void);        /* CLOCK_MONOTONIC in nanoseconds; any thread */
+/* Run fn(arg), a call that may block the OS thread (getaddrinfo, a database driver):
+ * the P is handed to another worker while it runs (sysmon retakes it after ~20 us), so
+ * other green threads keep going. fn runs on the caller's stack; it may spawn and wake
+ * green threads but must not wait in weft (a channel or lock call that waits, a sleep,
+ * a yield). On a plain thread it just calls fn(arg). */
 WEFT_API void     weft_blocking(void (*fn)(void *arg), void *arg);
 
 /* ---- Time ------------------------------------------------------------------
- * weft_sleep parks a green thread (a plain thread: nanosleep) and returns 0, or
- * -ETIMEDOUT when the deadline passes first. weft_deadline sets the calling green
- * (or plain) thread's deadline, weft_now()-based, -1 = none, and returns the previous
- * one: every blocking call after it (channel, select, lock, cond, wait group, sema,
- * sleep, later I/O) returns -ETIMEDOUT once it passes. */
+ * weft_sleep(ns) parks a green thread for ns nanoseconds (a plain thread sleeps in
+ * clock_nanosleep, resumed after signals) and returns 0; ns <= 0 returns 0 at once (a
+ * green thread yields). It returns -ETIMEDOUT at once when the caller's deadline has
+ * passed, and at the deadline when that comes before the end of the sleep.
+ * weft_deadline(abs_ns) sets the caller's deadline -- the green thread's, or the plain
+ * OS thread's own -- as a weft_now() time (any negative value: none) and returns the
+ * previous one (-1: none). Every wait after it (channel, select, mutex, rwmutex, cond,
+ * wait group, sema, sleep) returns -ETIMEDOUT once it passes; weft_once_do ignores it.
+ * A new green thread starts with none. It stays set until changed. */
 #define WEFT_MICROSECOND ((int64_t)1000)
 #define WEFT_MILLISECOND ((int64_t)1000000)
 #define WEFT_SECOND      ((int64_t)1000000000)
@@ -103,39 +148,55 @@ WEFT_API int     weft_sleep(int64_t ns);
 WEFT_API int64_t weft_deadline(int64_t abs_ns);
 
 /* ---- Channels and select ---------------------------------------------------
- * Go's semantics. Elements of any size are copied. A send to a closed channel is
- * -EPIPE; a receive drains what is buffered, then returns -EPIPE. An unbuffered send
- * hands its element straight to a parked receiver, which then runs next on the
- * sender's P. Freeing a channel that green threads wait on aborts. */
+ * Go's semantics, from green and plain threads alike. Elements of elem_size bytes are
+ * copied in and out (elem may be NULL when elem_size is 0; a receive into NULL drops
+ * the element). A send to a closed channel is -EPIPE; a receive drains what is
+ * buffered, then returns -EPIPE; closing wakes every waiting sender and receiver with
+ * -EPIPE. An unbuffered send hands its element straight to a parked receiver, which
+ * then runs next on the sender's P. A NULL channel aborts (send, receive, close). */
 typedef struct weft_chan weft_chan;
-/* 0; -EINVAL: out NULL, elem_size over 1 GiB, or a buffer (elem_size * capacity plus
- * the channel's own bytes) past SIZE_MAX; -ENOMEM: a size weft cannot allocate. */
+/* *out = a new channel (capacity 0: unbuffered, every send meets a receiver); 0, or
+ * -EINVAL: out NULL, elem_size over 1 GiB, or a buffer (elem_size * capacity plus the
+ * channel's own bytes) past SIZE_MAX; -ENOMEM: a size weft cannot allocate (*out is
+ * then NULL). */
 WEFT_API int    weft_chan_make(weft_chan **out, size_t elem_size, size_t capacity);
-WEFT_API int    weft_chan_send(weft_chan *c, const void *elem);   /* 0, -EPIPE, -ETIMEDOUT */
-WEFT_API int    weft_chan_recv(weft_chan *c, void *elem);         /* 0, -EPIPE, -ETIMEDOUT */
-WEFT_API int    weft_chan_try_send(weft_chan *c, const void *elem); /* -EAGAIN if it would block */
+/* send / recv wait until done: 0, -EPIPE (closed; for recv: closed and drained), or
+ * -ETIMEDOUT (the caller's deadline). try_send / try_recv never wait: 0, -EPIPE, or
+ * -EAGAIN when they would have to. */
+WEFT_API int    weft_chan_send(weft_chan *c, const void *elem);
+WEFT_API int    weft_chan_recv(weft_chan *c, void *elem);
+WEFT_API int    weft_chan_try_send(weft_chan *c, const void *elem);
 WEFT_API int    weft_chan_try_recv(weft_chan *c, void *elem);
 WEFT_API void   weft_chan_close(weft_chan *c);                    /* closing twice aborts */
+/* NULL is fine; aborts if threads still wait on c. No other use of c may follow. */
 WEFT_API void   weft_chan_free(weft_chan *c);
-WEFT_API size_t weft_chan_len(const weft_chan *c);
-WEFT_API size_t weft_chan_cap(const weft_chan *c);
+WEFT_API size_t weft_chan_len(const weft_chan *c);   /* elements buffered now (0 if unbuffered) */
+WEFT_API size_t weft_chan_cap(const weft_chan *c);   /* capacity, as made */
 
 enum { WEFT_SEND = 1, WEFT_RECV = 2 };
 typedef struct weft_case { weft_chan *chan; int op; void *elem; int closed; } weft_case;
-/* Index of the case that fired; a receive (or send) case on a closed channel fires
- * with closed = 1. A case whose chan is NULL never fires (Go's nil channel).
- * timeout_ns 0: never block, -EAGAIN when no case is ready; -1: wait forever; > 0:
- * -ETIMEDOUT when it expires. Ready cases are chosen uniformly at random.
- * -EINVAL for n < 0 or a bad op. */
+/* Wait until one of n cases can proceed, do it, and return its index. A case: op
+ * WEFT_SEND (send *elem) or WEFT_RECV (receive into elem, NULL drops it) on chan.
+ * closed is set to 0 in every case, and to 1 in the one that fired because its channel
+ * is closed (a receive once drained, or a send: Go would panic). A case whose chan is
+ * NULL never fires (Go's nil channel). Ready cases are chosen uniformly at random.
+ * timeout_ns 0: never wait, -EAGAIN when no case is ready (Go's default:); < 0: no
+ * timeout; > 0: -ETIMEDOUT when it expires. The caller's deadline applies too
+ * (-ETIMEDOUT) unless timeout_ns is 0. -EINVAL: n < 0, cases NULL with n > 0, or an op
+ * that is neither WEFT_SEND nor WEFT_RECV; -ENOMEM: n > 16 and no memory for the
+ * select's bookkeeping. n 0 with no timeout and no deadline waits forever. */
 WEFT_API int weft_select(weft_case *cases, int n, int64_t timeout_ns);
 
 /* ---- Synchronization --------------------------------------------------------
  * Each parks green threads and blocks plain threads (on a futex), so a pthread can
  * wait for green threads and the other way round. Static initializers; zero-filled
- * storage is a valid unlocked / empty object too. Waits return 0 or -ETIMEDOUT (the
- * caller's deadline). Misuse aborts with a message naming the call: unlocking an
- * unlocked mutex, waiting on a cond without holding its mutex, a wait-group counter
- * that goes negative or past INT64_MAX, releasing a sema past INT64_MAX. */
+ * storage is a valid unlocked / empty object too (a sema with no permits). An object
+ * must not be moved or copied while in use. Waits return 0 or -ETIMEDOUT (the
+ * caller's deadline); nothing else. Misuse aborts with a message naming the call:
+ * unlocking an unlocked mutex (also by weft_cond_wait*), runlock of an rwmutex that is
+ * not read-locked, unlock of one that is not write-locked, a wait-group counter that
+ * goes negative or past INT64_MAX, releasing a sema past INT64_MAX. None of the locks
+ * is recursive: locking one the caller holds waits forever (or until its deadline). */
 typedef struct weft_mutex   { uint64_t opaque[4]; } weft_mutex;
 typedef struct weft_rwmutex { uint64_t opaque[8]; } weft_rwmutex;
 typedef struct weft_cond    { uint64_t opaque[3]; } weft_cond;
@@ -151,63 +212,109 @@ typedef struct weft_once    { uint64_t opaque[5]; } weft_once;
 /* Mutex: FIFO hand-off once a waiter has waited over 1 ms (Go's starvation mode).
  * Like Go's sync.Mutex it is not owned by a thread: any green or plain thread may
  * unlock a mutex another one locked (a hand-over); unlocking one that is not locked
- * aborts. */
+ * aborts. trylock never waits and ignores the deadline: -EBUSY when the mutex is
+ * locked (or being handed to a waiter). */
 WEFT_API int  weft_mutex_lock(weft_mutex *m);       /* 0 or -ETIMEDOUT */
 WEFT_API int  weft_mutex_trylock(weft_mutex *m);    /* 0 or -EBUSY */
 WEFT_API void weft_mutex_unlock(weft_mutex *m);
-/* Readers-writer lock; a waiting writer holds back new readers. */
+/* Readers-writer lock: many readers or one writer. A waiting writer holds back new
+ * readers (so a reader that read-locks again while a writer waits waits forever); a
+ * writer's unlock lets the waiting readers in first. rlock / lock: 0 or -ETIMEDOUT.
+ * runlock when not read-locked, unlock when not write-locked: abort. */
 WEFT_API int  weft_rwmutex_rlock(weft_rwmutex *rw);
 WEFT_API void weft_rwmutex_runlock(weft_rwmutex *rw);
 WEFT_API int  weft_rwmutex_lock(weft_rwmutex *rw);
 WEFT_API void weft_rwmutex_unlock(weft_rwmutex *rw);
-/* Condition variable; the mutex is held again when a wait returns, also on timeout. */
+/* Condition variable. wait: unlocks m (which must be locked: else abort), waits for a
+ * signal or broadcast, and locks m again before it returns, also on timeout (that
+ * relock ignores the deadline). 0 or -ETIMEDOUT: the caller's deadline, or for
+ * wait_timeout the end of ns nanoseconds from now, whichever comes first (ns <= 0
+ * times out at once). signal wakes the longest waiter, broadcast every waiter; both
+ * are no-ops with no waiter and need not hold m. */
 WEFT_API int  weft_cond_wait(weft_cond *c, weft_mutex *m);
 WEFT_API int  weft_cond_wait_timeout(weft_cond *c, weft_mutex *m, int64_t ns);
 WEFT_API void weft_cond_signal(weft_cond *c);
 WEFT_API void weft_cond_broadcast(weft_cond *c);
-/* Wait group (Go's sync.WaitGroup): n may be negative. */
+/* Wait group (Go's sync.WaitGroup): add(n) adds n (which may be negative) to the
+ * counter, and reaching 0 wakes every waiter; a counter below 0 or past INT64_MAX
+ * aborts. done is add(-1). wait: 0 at once when the counter is 0, else 0 once it
+ * reaches 0, or -ETIMEDOUT. */
 WEFT_API void weft_wg_add(weft_wg *wg, int64_t n);
 WEFT_API void weft_wg_done(weft_wg *wg);
 WEFT_API int  weft_wg_wait(weft_wg *wg);
-/* Counting semaphore. */
-WEFT_API int  weft_sema_init(weft_sema *s, int64_t n);  /* 0 or -EINVAL (n < 0) */
-WEFT_API int  weft_sema_acquire(weft_sema *s);           /* 0 or -ETIMEDOUT */
-WEFT_API int  weft_sema_try_acquire(weft_sema *s);       /* 0 or -EAGAIN */
+/* Counting semaphore. init sets n permits (0 or -EINVAL for n < 0; it must not race
+ * with other use of s); zero-filled storage has none. acquire takes one, waiting for
+ * it: 0 or -ETIMEDOUT. try_acquire never waits: 0 or -EAGAIN. release gives one back,
+ * straight to the longest waiter if any; past INT64_MAX permits it aborts. */
+WEFT_API int  weft_sema_init(weft_sema *s, int64_t n);
+WEFT_API int  weft_sema_acquire(weft_sema *s);
+WEFT_API int  weft_sema_try_acquire(weft_sema *s);
 WEFT_API void weft_sema_release(weft_sema *s);
-/* fn runs exactly once; every caller returns after it has finished. */
+/* fn runs exactly once, on the first caller's thread; every caller returns after it
+ * has finished. The wait ignores the caller's deadline; fn calling weft_once_do on the
+ * same o waits forever. */
 WEFT_API void weft_once_do(weft_once *o, void (*fn)(void));
 
 /* ---- Introspection ------------------------------------------------------ */
+/* Ps; green threads alive now (spawned, not ended) and queued to run now; spawns,
+ * switches between green threads, run-queue steals and parks since the runtime
+ * started. All zero while the runtime is not running. A snapshot read without
+ * stopping the workers: off by what happens meanwhile. Never fails. */
 typedef struct weft_sched_stats {
     int nprocs; uint64_t threads_live, threads_runnable, spawned, switches, steals, parks;
 } weft_sched_stats;
 WEFT_API void weft_sched_stats_read(weft_sched_stats *out);
-/* Every green thread: id, name, state, wait reason, entry function. SIGQUIT prints it
- * to stderr while the runtime runs, and the program goes on. */
+/* Writes to fd a line on the Ps and workers, then one line per green thread: id,
+ * name, state, wait reason, entry function (a snapshot: a thread changing meanwhile
+ * may show either state); when the runtime is not running, one line saying so. Write
+ * errors are ignored. SIGQUIT prints it to stderr while the runtime runs, and the
+ * program goes on. */
 WEFT_API void weft_dump(int fd);
 
 /* ---- Memory ---------------------------------------------------------------
  * All of these work on any thread, inside or outside the runtime, before
- * weft_start too. Objects up to 32 KiB come from per-thread (later per-P)
- * caches without a lock; larger ones from dedicated page runs.
- * Small objects are 16-byte aligned (8-byte objects 8-byte aligned).
+ * weft_start too, and any thread may free what another allocated. Objects up to
+ * 32 KiB come without a lock from a cache per P on green threads and a cache per
+ * thread on plain threads; larger ones from dedicated runs of 8 KiB pages.
+ * Small objects are 16-byte aligned (8-byte objects 8-byte aligned); large ones
+ * page-aligned. Failure: NULL with errno = ENOMEM (a size past 64 TiB, or memory the
+ * OS does not give). A pointer weft did not allocate aborts wherever one is taken
+ * (free, realloc, usable_size), as does a pointer inside a large object. A small
+ * object freed twice with no other free of its class on that thread in between aborts;
+ * WEFT_DEBUG=allocfree=1 catches every double free, interior pointer and write after
+ * free (slower).
  */
+/* size 0 gives a unique pointer (an 8-byte object). */
 WEFT_API WEFT_MALLOC_ATTR void *weft_malloc(size_t size);
-WEFT_API WEFT_MALLOC_ATTR void *weft_calloc(size_t n, size_t size);   /* overflow-checked */
+/* zeroed; n * size overflowing is NULL with errno = ENOMEM. */
+WEFT_API WEFT_MALLOC_ATTR void *weft_calloc(size_t n, size_t size);
+/* p NULL: weft_malloc(size). size 0: frees p and returns NULL (glibc's rule). Else an
+ * object of size bytes holding p's contents up to the smaller size: p itself (resized
+ * in place) or a new object, p then freed. On failure NULL, errno = ENOMEM, p unchanged. */
 WEFT_API void  *weft_realloc(void *p, size_t size);
-WEFT_API WEFT_MALLOC_ATTR void *weft_aligned_alloc(size_t align, size_t size); /* any power of 2 */
+/* align any power of 2 (size need not be a multiple of it; size 0 gives an object);
+ * align 0 or not a power of 2: NULL with errno = EINVAL. Free it with weft_free. */
+WEFT_API WEFT_MALLOC_ATTR void *weft_aligned_alloc(size_t align, size_t size);
 WEFT_API void   weft_free(void *p);                   /* NULL is fine; foreign pointers abort */
+/* Bytes usable at p (>= the size asked for); 0 for NULL. */
 WEFT_API size_t weft_usable_size(const void *p);
-WEFT_API void   weft_mem_release(void);               /* return free pages to the OS now */
+/* Return free memory to the OS now: the calling thread's cache, the central lists and
+ * the free pages (other threads' caches keep theirs). Without it, free pages beyond
+ * max(64 MiB, in-use / 4) go back on their own. */
+WEFT_API void   weft_mem_release(void);
 
 typedef struct weft_mem_stats {
-    uint64_t heap_alloc;      /* bytes in live objects (small: their class size) */
+    uint64_t heap_alloc;      /* bytes in live objects (small: their class size;
+                                 large: whole pages) */
     uint64_t heap_inuse;      /* bytes in spans with at least one live object */
     uint64_t heap_sys;        /* bytes mapped from the OS for the heap */
     uint64_t heap_released;   /* bytes returned to the OS and not yet reused */
     uint64_t mallocs, frees;  /* cumulative counts */
-    uint64_t stacks_inuse;    /* bytes of green-thread stacks in use */
+    uint64_t stacks_inuse;    /* stack sizes of the green threads that have started and
+                                 not ended (address space, mostly not resident) */
 } weft_mem_stats;
+/* A snapshot of every thread's counts, read without stopping them: off by what
+ * happens meanwhile. Never fails. */
 WEFT_API void weft_mem_stats_read(weft_mem_stats *out);
 
 #ifdef __cplusplus
