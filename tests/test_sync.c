@@ -885,7 +885,7 @@ Test(sync, cond_wait_without_the_mutex_raises_sigabrt, .signal = SIGABRT, .timeo
 }
 
 /* ---- a mutex is not owned: another green thread or a plain thread may unlock it ------------- */
-/* (Go's sync.Mutex; API.md.) A locks, B unlocks, a waiter blocked meanwhile gets it;
+/* (Go's sync.Mutex; include/weft.h.) A locks, B unlocks, a waiter blocked meanwhile gets it;
  * then a plain pthread unlocks what a green thread locked, and the other way round. */
 static struct {
     weft_mutex mu;
