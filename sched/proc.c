@@ -49,9 +49,10 @@
 
 #define SPIN_NS 20000          /* how long a spinning M looks for work before it parks */
 
+/* all zero (.bss): sysmon_tick_ns is set by weft__sysmon_start, and until then
+ * weft__sysmon_wake has nobody to wake */
 struct schedt weft__sched = {
     .startlock = WEFT_LOCK_INIT, .lock = WEFT_LOCK_INIT, .gflock = WEFT_LOCK_INIT,
-    .sysmon_tick_ns = WEFT_SYSMON_TICK_MIN_NS,
 };
 
 static inline void counter_inc(_Atomic uint64_t *c)

@@ -282,7 +282,6 @@ struct m {
 };
 
 struct schedt {
-    weft_lock startlock;       /* start, teardown, dump, stats (start.c) */
     weft_lock lock;
     _Atomic int running;       /* weft_start succeeded, not yet stopped */
     _Atomic int stopping;
@@ -312,8 +311,6 @@ struct schedt {
     _Atomic uint64_t goidgen;
     /* sysmon */
     pthread_t sysmon;
-    _Atomic int64_t sysmon_tick_ns;   /* its tick now (sysmon.c), reset by weft__sysmon_wake */
-    _Atomic int sysmon_urgent;        /* weft__sysmon_wake asked for quick ticks */
     _Atomic uint32_t sysmon_wake;  /* futex: bumped to wake sysmon early */
     _Atomic int sysmon_idle;       /* sysmon sleeps until woken */
     _Atomic int sigquit;           /* SIGQUIT seen: sysmon dumps */
@@ -323,7 +320,11 @@ struct schedt {
     _Atomic int64_t timer_sleep_until;
     _Atomic int run_mode;          /* 1: under weft_run (deadlock detection applies) */
     _Atomic int nsyscall;          /* green threads inside weft_blocking */
-};
+    /* Cold, and last, so that the hot fields above keep the cache lines they had */
+    weft_lock startlock;           /* start, teardown, dump, stats (start.c) */
+    _Atomic int64_t sysmon_tick_ns;   /* its tick now (sysmon.c), reset by weft__sysmon_wake */
+    _Atomic int sysmon_urgent;        /* weft__sysmon_wake asked for quick ticks */
+} __attribute__((aligned(64)));   /* its lines as laid out above, wherever it is linked */
 
 WEFT_HIDDEN extern struct schedt weft__sched;
 #define sched weft__sched
