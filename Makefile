@@ -24,6 +24,11 @@ CFLAGS   += -fsanitize=$(SAN) -fno-omit-frame-pointer -O1 -DWEFT_SAN=1
 LDFLAGS  += -fsanitize=$(SAN)
 endif
 LDLIBS   += -pthread
+# io/: liburing and libuv, from Debian's packages (make deps)
+IO_CFLAGS := $(shell pkg-config --cflags liburing libuv 2>/dev/null)
+IO_LIBS   := $(shell pkg-config --libs liburing libuv 2>/dev/null || echo -luring -luv)
+CPPFLAGS  += $(IO_CFLAGS)
+LDLIBS    += $(IO_LIBS)
 
 MEM_SRC  := $(filter-out mem/mksizeclass.c mem/preload.c,$(wildcard mem/*.c))
 MEM_OBJ  := $(MEM_SRC:%.c=$(B)/%.o)
@@ -65,13 +70,13 @@ lib/libweft.a lib/libweft.so: lib/%: $(B)/lib/%
 	cp -P $(B)/lib/$*$(if $(filter %.so,$*),*,) lib/
 lib/libweft-malloc.so: $(MEM_OBJ) $(B)/mem/preload.o
 	@mkdir -p lib
-	$(CC) -shared -Wl,-soname,libweft-malloc.so $(PRELOAD_ALIASES) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	$(CC) -shared -Wl,-soname,libweft-malloc.so $(PRELOAD_ALIASES) $(LDFLAGS) -o $@ $^ -pthread
 else
 lib/libweft.a lib/libweft.so lib/libweft-malloc.so:
 	$(MAKE) --no-print-directory SAN= DEBUG= $@
 endif
 $(B)/mem/preload.o: | mem/sizeclass_table.h
-PC_TEXT = 'prefix=%s\nlibdir=$${prefix}/lib\nincludedir=$${prefix}/include\n\nName: weft\nDescription: goroutines for C\nVersion: %s\nLibs: -L$${libdir} -lweft\nLibs.private: -pthread\nCflags: -I$${includedir}\n'
+PC_TEXT = 'prefix=%s\nlibdir=$${prefix}/lib\nincludedir=$${prefix}/include\n\nName: weft\nDescription: goroutines for C\nVersion: %s\nLibs: -L$${libdir} -lweft\nLibs.private: -pthread -luring -luv\nCflags: -I$${includedir}\n'
 lib/weft.pc: Makefile
 	@mkdir -p lib
 	printf $(PC_TEXT) '$(PREFIX)' '$(VERSION)' > $@
@@ -173,7 +178,7 @@ check-aarch64: mem/sizeclass_table.h
 	    -o build/aarch64/smoke-ctx tests/aarch64_smoke.c sched/context.c $(wildcard sched/*.S)
 	qemu-aarch64 build/aarch64/smoke-ctx
 	$(A64_CC) -static -O2 -std=gnu11 $(WARN) -Iinclude -I. -D_GNU_SOURCE -pthread -Wl,--no-warnings \
-	    -o build/aarch64/smoke tests/aarch64_smoke.c $(CORE_SRC) $(wildcard sched/*.S)
+	    -o build/aarch64/smoke tests/aarch64_smoke.c $(filter-out io/%,$(CORE_SRC)) $(wildcard sched/*.S)
 	qemu-aarch64 build/aarch64/smoke
 
 install: lib

@@ -82,9 +82,10 @@ typedef struct weft_config {
                            at most 1024 */
     size_t stack_size;  /* default green-thread stack; 0: 256 KiB; rounded up to whole
                            4 KiB pages, at least 16 KiB; above WEFT_STACK_MAX: -EINVAL */
-    int    io_backend;  /* reserved for the I/O calls (WEFT_IO_AUTO: io_uring, else libuv;
-                           WEFT_IO_URING, WEFT_IO_UV); not read yet: this version has
-                           no I/O calls */
+    int    io_backend;  /* WEFT_IO_AUTO (0): $WEFT_IO (uring|uv), else io_uring, falling
+                           back to libuv with a one-line notice when io_uring cannot be
+                           set up; WEFT_IO_URING, WEFT_IO_UV: that one (io_uring
+                           refused: the fallback, with the notice) */
 } weft_config;
 
 /* fork(): in the child the runtime is stopped -- weft_spawn returns -ESRCH, weft_nprocs
@@ -316,6 +317,65 @@ typedef struct weft_mem_stats {
 /* A snapshot of every thread's counts, read without stopping them: off by what
  * happens meanwhile. Never fails. */
 WEFT_API void weft_mem_stats_read(weft_mem_stats *out);
+
+/* ---- I/O ------------------------------------------------------------------
+ * From a green thread these park the green thread, never its worker: sockets try the
+ * nonblocking system call first and wait in the runtime's poller (io_uring, a ring per
+ * logical processor; or libuv, chosen when io_uring cannot be set up or by
+ * weft_config.io_backend / WEFT_IO=uring|uv); files go through the same poller. From a
+ * plain thread (or with the runtime stopped) they are the plain system calls: they
+ * block that thread. Fds may be blocking or nonblocking; weft never changes their flags.
+ *
+ * Every call returns a count or 0 on success and -errno on failure. From a green
+ * thread it honours the green thread's deadline (weft_deadline_set): -ETIMEDOUT, the
+ * operation cancelled and finished before the call returns (the kernel never writes
+ * into the buffer afterwards). A weft_close of the fd wakes green threads parked on
+ * it: they return -EBADF. Writes to a reset peer give -EPIPE or -ECONNRESET: weft
+ * ignores SIGPIPE at weft_start unless the program installed a handler. */
+#include <sys/socket.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+/* Up to n bytes; 0 at end of file / orderly shutdown. */
+WEFT_API ssize_t weft_read(int fd, void *buf, size_t n);
+/* All n bytes unless an error: then -errno, and the bytes already written are lost to
+ * the count (as Go's Write: n < len only with an error). */
+WEFT_API ssize_t weft_write(int fd, const void *buf, size_t n);
+WEFT_API ssize_t weft_readv(int fd, const struct iovec *iov, int iovcnt);
+/* All bytes of every piece unless an error; iovcnt 0..IOV_MAX (more: -EINVAL). */
+WEFT_API ssize_t weft_writev(int fd, const struct iovec *iov, int iovcnt);
+WEFT_API ssize_t weft_recv(int fd, void *buf, size_t n, int flags);
+/* One send (MSG_NOSIGNAL added): a stream socket's short count is possible, as send(2). */
+WEFT_API ssize_t weft_send(int fd, const void *buf, size_t n, int flags);
+WEFT_API ssize_t weft_recvfrom(int fd, void *buf, size_t n, int flags, struct sockaddr *from,
+                               socklen_t *len);
+WEFT_API ssize_t weft_sendto(int fd, const void *buf, size_t n, int flags,
+                             const struct sockaddr *to, socklen_t len);
+WEFT_API ssize_t weft_pread(int fd, void *buf, size_t n, off_t off);
+WEFT_API ssize_t weft_pwrite(int fd, const void *buf, size_t n, off_t off);  /* all n unless an error */
+WEFT_API int     weft_fsync(int fd);
+/* The new fd (close-on-exec), or -errno: -EMFILE / -ENFILE at the fd limit, returned
+ * at once (never a spin). addr/len may be NULL. */
+WEFT_API int     weft_accept(int lfd, struct sockaddr *addr, socklen_t *len);
+WEFT_API int     weft_connect(int fd, const struct sockaddr *addr, socklen_t len);
+WEFT_API int     weft_shutdown(int fd, int how);
+WEFT_API int     weft_open(const char *path, int flags, int mode);
+/* close(2), after waking the green threads parked on fd (-EBADF to them). */
+WEFT_API int     weft_close(int fd);
+/* Park until fd is ready for events (POLLIN, POLLOUT, ...): the revents (POLLERR,
+ * POLLHUP included), or -errno. For libraries that do their own nonblocking I/O. */
+WEFT_API int     weft_poll(int fd, int events);
+/* A listening TCP socket (SO_REUSEADDR, close-on-exec): host NULL or "" every address
+ * (IPv6 dual stack where the system has IPv6, else IPv4), else a numeric address or a
+ * name (the first address that binds); port 0: the kernel picks (getsockname tells);
+ * backlog <= 0: SOMAXCONN. The fd or -errno (-EINVAL bad port; name errors: -ENOENT). */
+WEFT_API int     weft_listen_tcp(const char *host, int port, int backlog);
+/* A connected TCP socket (close-on-exec, TCP_NODELAY) to host:port, IPv4 or IPv6; a
+ * name is resolved in weft_blocking; each address is tried in turn. The fd or -errno
+ * (the last address's error; -ENOENT for a name that does not resolve). */
+WEFT_API int     weft_dial_tcp(const char *host, int port);
+/* "io_uring" or "libuv": the running runtime's backend; "none" when it is not
+ * running (the calls then block their thread). */
+WEFT_API const char *weft_io_backend(void);
 
 #ifdef __cplusplus
 }

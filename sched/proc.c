@@ -275,10 +275,14 @@ WEFT_INLINE struct g *next_local(struct p *pp)
     __atomic_store_n(&pp->schedtick, pp->schedtick + 1, __ATOMIC_RELAXED);  /* read by stealers, sysmon */
     if ((pp->schedtick & 15) == 0 && atomic_load_explicit(&pp->timer0, RLX) != INT64_MAX)
         weft__timers_run(pp, weft__time_now());
-    if (atomic_load_explicit(&sched.runqsize, RLX) > 0 && pp->schedtick % 61 == 0) {
-        struct g *gp = fair_global(pp);
-        if (gp != NULL)
-            return gp;
+    if (pp->schedtick % 61 == 0) {
+        if (weft__poller_pending())
+            weft__poller->poll(pp);     /* completions reaped even while local work lasts */
+        if (atomic_load_explicit(&sched.runqsize, RLX) > 0) {
+            struct g *gp = fair_global(pp);
+            if (gp != NULL)
+                return gp;
+        }
     }
     return weft__runq_get(pp);
 }
@@ -493,8 +497,9 @@ static void startm(struct p *pp, bool spinning)
     mp->spinning = spinning;
     mp->nextp = pp;
     /* release: nextp and spinning are visible to the woken M */
-    atomic_store_explicit(&mp->park, 1, REL);
-    weft__futex_wake(&mp->park, 1);
+    /* seq_cst (release is what the P needs): poller.h's order with mp->inpoll */
+    atomic_store_explicit(&mp->park, 1, SC);
+    weft__m_unpark(mp);
 }
 
 void weft__sched_wakep(void)
@@ -508,6 +513,16 @@ void weft__sched_wakep(void)
         !atomic_compare_exchange_strong_explicit(&sched.nmspinning, &zero, 1, SC, RLX))
         return;
     startm(NULL, true);
+}
+
+/* The timer M with I/O in flight: wait in the poller until the next timer (poller.h's
+ * order: inpoll published, then the park word re-read). */
+static void poll_wait(struct m *mp, int64_t until)
+{
+    atomic_store_explicit(&mp->inpoll, 1, SC);
+    if (atomic_load_explicit(&mp->park, SC) == 0)
+        weft__poller->wait(until);
+    atomic_store_explicit(&mp->inpoll, 0, SC);
 }
 
 /* Park this M until startm hands it a P; false when the runtime stops. One idle M
@@ -537,6 +552,14 @@ static bool stopm(struct m *mp)
         struct m *none = NULL;
         if (atomic_load_explicit(&sched.timer_m, SC) != mp &&
             !atomic_compare_exchange_strong_explicit(&sched.timer_m, &none, mp, SC, RLX)) {
+            /* I/O in flight and the timer M asleep on its futex (it looked before the
+             * operation began): poke it, so that it waits in the poller instead */
+            struct m *tm = atomic_load_explicit(&sched.timer_m, SC);
+            if (tm != NULL && weft__poller_pending() && !atomic_load_explicit(&tm->inpoll, SC)) {
+                uint32_t zero = 0;
+                if (atomic_compare_exchange_strong_explicit(&tm->park, &zero, 2, SC, RLX))
+                    weft__m_unpark(tm);
+            }
             weft__futex_wait(&mp->park, 0);
             continue;
         }
@@ -546,6 +569,10 @@ static bool stopm(struct m *mp)
         atomic_store_explicit(&sched.timer_sleep_until, next, SC);
         if (weft__timer_next() < next)
             continue;                      /* an earlier timer came meanwhile */
+        if (weft__poller_pending() && (next == INT64_MAX || next > weft__time_now())) {
+            poll_wait(mp, next);           /* readies Gs: wakep may hand us a P */
+            continue;
+        }
         if (next == INT64_MAX) {
             weft__futex_wait(&mp->park, 0);
             continue;
@@ -588,7 +615,7 @@ static bool stopm(struct m *mp)
         struct m *other = sched.midle;
         uint32_t zero = 0;
         if (other != NULL && atomic_compare_exchange_strong_explicit(&other->park, &zero, 2, SC, RLX))
-            weft__futex_wake(&other->park, 1);
+            weft__m_unpark(other);
         weft__unlock(&sched.lock);
     }
     if (mp->nextp == NULL)
@@ -659,9 +686,13 @@ top:
     __atomic_store_n(&pp->schedtick, pp->schedtick + 1, __ATOMIC_RELAXED);
     if (atomic_load_explicit(&pp->timer0, RLX) != INT64_MAX)
         weft__timers_run(pp, weft__time_now());
-    if (atomic_load_explicit(&sched.runqsize, RLX) > 0 && pp->schedtick % 61 == 0 &&
-        (gp = fair_global(pp)) != NULL)
-        goto found;
+    if (pp->schedtick % 61 == 0) {
+        /* now and then, completions and the global queue even while local work lasts */
+        if (weft__poller_pending())
+            weft__poller->poll(pp);
+        if (atomic_load_explicit(&sched.runqsize, RLX) > 0 && (gp = fair_global(pp)) != NULL)
+            goto found;
+    }
     if ((gp = weft__runq_get(pp)) != NULL)
         goto found;
     if (atomic_load_explicit(&sched.runqsize, RLX) > 0) {
@@ -671,6 +702,9 @@ top:
         if (gp != NULL)
             goto found;
     }
+    /* completed I/O before stealing (Go's findRunnable: netpoll(0)) */
+    if (weft__poller_pending() && weft__poller->poll(pp) > 0 && (gp = weft__runq_get(pp)) != NULL)
+        goto found;
     int busy = sched.nprocs - atomic_load_explicit(&sched.npidle, RLX);
     if (mp->spinning || 2 * atomic_load_explicit(&sched.nmspinning, RLX) < busy) {
         if (!mp->spinning) {
@@ -683,6 +717,9 @@ top:
         int64_t spin_until = 0;
         for (;;) {
             if ((gp = stealwork(mp, pp)) != NULL)
+                goto found;
+            if (weft__poller_pending() && weft__poller->poll(pp) > 0 &&
+                (gp = weft__runq_get(pp)) != NULL)
                 goto found;
             if (atomic_load_explicit(&sched.runqsize, RLX) > 0 ||
                 atomic_load_explicit(&sched.stopping, RLX))

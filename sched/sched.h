@@ -88,6 +88,7 @@
 #include "mem/mem.h"
 #include <pthread.h>
 #include "sched/context.h"
+#include "sched/poller.h"
 
 #define RUNQ_SIZE 256
 #define GFREE_MAX 64          /* per-P free Gs before half move to the global list */
@@ -272,6 +273,7 @@ struct m {
      * and thread is set, -1 when it failed: teardown waits for non-zero before joining */
     _Atomic int started;
     _Atomic uint32_t park;     /* futex word: 1 = wake up */
+    _Atomic int inpoll;        /* the timer M waits in the poller (poller.h), not the futex */
     struct m *link;            /* idle list */
     struct m *alllink;
     uint64_t fastrand;
@@ -475,6 +477,18 @@ WEFT_HIDDEN void weft__deadline_set_plain(int64_t dl);     /* fork child: the G'
 /* fork (start.c fork_child): each module forgets the state the vanished threads shared */
 WEFT_HIDDEN void weft__stack_fork_child(void);
 WEFT_HIDDEN void weft__sysmon_fork_child(void);
+
+/* Wake an idle M whose park word the caller just wrote (seq_cst: 1 P handed over or
+ * stop, 2 poke): its futex, and the poller if it waits there (poller.h's order). */
+static inline void weft__m_unpark(struct m *mp)
+{
+    weft__futex_wake(&mp->park, 1);
+    if (atomic_load_explicit(&mp->inpoll, SC)) {
+        const struct weft_poller *pl = weft__poller;
+        if (pl != NULL)
+            pl->wake();
+    }
+}
 
 /* sysmon.c */
 WEFT_HIDDEN int weft__sysmon_start(void);

@@ -34,6 +34,11 @@
 int weft__on_valgrind;
 #endif
 
+/* poller.h: set by io/ at load when it is linked; the running runtime's poller */
+const struct weft_poller *(*weft__poller_open)(int nprocs, int which);
+const struct weft_poller *weft__poller;
+_Atomic int64_t weft__poll_last;
+
 static int read_cpu_quota(const char *path)
 {
     char buf[64];
@@ -140,6 +145,10 @@ static void fork_child(void)
         weft__stack_flush(own);
     }
     sigaction(SIGQUIT, &old_quit, NULL);
+    if (weft__poller != NULL) {
+        weft__poller->fork_child();     /* the rings stay the parent's */
+        weft__poller = NULL;
+    }
     weft__sysmon_fork_child();
     sched.allp = NULL;
     sched.nprocs = 0;
@@ -225,6 +234,16 @@ int weft_start(const weft_config *cfg)
     for (int i = n - 1; i >= 0; i--)
         weft__sched_pidle_put(sched.allp[i]);
     weft__stack_signals_install();
+    /* SIGPIPE: a write to a reset peer is an error return, not the end of the process
+     * (Go does the same), unless the program installed a handler of its own */
+    struct sigaction cur;
+    if (sigaction(SIGPIPE, NULL, &cur) == 0 && cur.sa_handler == SIG_DFL &&
+        !(cur.sa_flags & SA_SIGINFO))
+        signal(SIGPIPE, SIG_IGN);
+    /* the I/O poller, if io/ is linked (poller.h): before any M exists */
+    weft__poller = weft__poller_open != NULL
+                   ? weft__poller_open(n, cfg != NULL ? cfg->io_backend : WEFT_IO_AUTO) : NULL;
+    atomic_store_explicit(&weft__poll_last, weft__time_now(), RLX);
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_sigquit;
@@ -298,8 +317,8 @@ static void teardown(const char *who)
     weft__lock(&sched.lock);
     for (struct m *mp = sched.midle; mp != NULL; mp = mp->link) {
         mp->nextp = NULL;
-        atomic_store_explicit(&mp->park, 1, REL);
-        weft__futex_wake(&mp->park, 1);
+        atomic_store_explicit(&mp->park, 1, SC);
+        weft__m_unpark(mp);
     }
     sched.midle = NULL;
     sched.nmidle = 0;
@@ -325,6 +344,11 @@ static void teardown(const char *who)
             join_m(mp, who, t0, &told);
     }
     weft__sysmon_stop();
+    /* every M is joined: nobody polls; closing the rings cancels what is in flight */
+    if (weft__poller != NULL) {
+        weft__poller->stop();
+        weft__poller = NULL;
+    }
     weft__lock(&sched.lock);
     struct m *mp = sched.allm;
     sched.allm = NULL;

@@ -147,7 +147,7 @@ static bool maybe_deadlocked(void)
 {
     if (!atomic_load_explicit(&sched.run_mode, RLX) || weft__debug.deadlock < 0)
         return false;
-    if (atomic_load_explicit(&sched.npidle, SC) != sched.nprocs ||
+    if (atomic_load_explicit(&sched.npidle, SC) != sched.nprocs || weft__poller_pending() ||
         atomic_load_explicit(&sched.runqsize, SC) != 0 ||
         atomic_load_explicit(&sched.nsyscall, SC) != 0 || weft__timer_next() != INT64_MAX)
         return false;
@@ -226,6 +226,11 @@ static void *sysmon_main(void *arg)
             idle = 0;
         else
             idle++;
+        /* I/O completions nobody reaped for POLL_STALE_NS (every M busy: Go's sysmon
+         * netpoll); the Gs go to the global queue and wake an M */
+        if (weft__poller_pending() &&
+            now - atomic_load_explicit(&weft__poll_last, RLX) > POLL_STALE_NS)
+            weft__poller->poll(NULL);
         /* backstop: timers overdue by 1 ms (their P's M runs a long green thread) */
         int64_t next = weft__timer_next();
         if (next <= now - 1000000)

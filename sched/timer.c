@@ -278,7 +278,7 @@ void weft__timer_add(struct timer *t)
         if (tm != NULL) {
             uint32_t zero = 0;
             if (atomic_compare_exchange_strong_explicit(&tm->park, &zero, 2, SC, RLX))
-                weft__futex_wake(&tm->park, 1);
+                weft__m_unpark(tm);
         }
     }
 }
