@@ -152,6 +152,10 @@ ssize_t weft_read(int fd, void *buf, size_t n)
     const struct io_backend *be = green();
     if (be == NULL)
         PLAIN(read(fd, buf, n), POLLIN);
+    if (be->reads_first) {
+        struct io_req q = { .kind = IO_READ, .fd = fd, .buf = buf, .len = n, .off = -1 };
+        return do_op(be, &q);
+    }
     ssize_t r = recv(fd, buf, n, MSG_DONTWAIT);
     if (r >= 0)
         return r;
@@ -170,6 +174,9 @@ ssize_t weft_recv(int fd, void *buf, size_t n, int flags)
     const struct io_backend *be = green();
     if (be == NULL)
         PLAIN(recv(fd, buf, n, flags), POLLIN);
+    struct io_req q = { .kind = IO_RECV, .fd = fd, .buf = buf, .len = n, .flags = flags };
+    if (be->reads_first && !(flags & MSG_DONTWAIT))
+        return do_op(be, &q);
     ssize_t r = recv(fd, buf, n, flags | MSG_DONTWAIT);
     if (r >= 0)
         return r;
@@ -177,7 +184,6 @@ ssize_t weft_recv(int fd, void *buf, size_t n, int flags)
         return -errno;
     if (flags & MSG_DONTWAIT)
         return -EAGAIN;
-    struct io_req q = { .kind = IO_RECV, .fd = fd, .buf = buf, .len = n, .flags = flags };
     return do_op(be, &q);
 }
 

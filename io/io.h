@@ -75,6 +75,9 @@ struct io_req {
 struct io_backend {
     struct weft_poller poller;        /* first: what sched/ sees */
     ssize_t (*op)(struct io_req *r, int64_t deadline);
+    /* true: op(IO_READ / IO_RECV) is itself the cheapest first try (io_uring: it
+     * completes inline when data is there), so api.c does not try recv(2) first */
+    bool reads_first;
 };
 
 /* Set up for nprocs Ps: the backend, or NULL with *err = -errno (io_uring refused:

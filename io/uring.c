@@ -34,7 +34,9 @@
  * either way that completion is the final one and readies the G.
  * pending() counts operations submitted and not yet reaped (relaxed).
  * wait(until): ppoll on every ring's fd (readable when its completion queue is not
- * empty) and the wake eventfd; wake() writes the eventfd only while `sleeping` is set.
+ * empty) and the wake eventfd; returns how many rings are readable, reaping nothing
+ * (poller.h); wake() writes the eventfd only while `sleeping` is set. poll(pp) reaps
+ * pp's ring and those of idle Ps.
  *
  * Callers: api.c (op), sched through poller.h. Calls down: park.c, sched (ready).
  */
@@ -56,6 +58,7 @@ struct ring {
     weft_lock sqlock;
     _Atomic int cqbusy;
     uint16_t gen;             /* under sqlock */
+    _Atomic unsigned unsub;   /* SQEs queued and not yet entered (written under sqlock) */
 } __attribute__((aligned(64)));
 
 struct uop {
@@ -128,19 +131,45 @@ static int reap(struct ring *rg)
     return total;
 }
 
+static void submit(struct ring *rg);
+
+/* Enter rg's queued submissions, if any (the scheduler's flush point). */
+static void flush(struct ring *rg)
+{
+    if (atomic_load_explicit(&rg->unsub, RLX) == 0)
+        return;
+    weft__lock(&rg->sqlock);
+    if (atomic_load_explicit(&rg->unsub, RLX) != 0)
+        submit(rg);
+    weft__unlock(&rg->sqlock);
+}
+
 static int uring_poll(struct p *pp)
 {
     int n = 0;
     atomic_store_explicit(&weft__poll_last, weft__time_now(), RLX);
-    if (pp != NULL)
-        return reap(&rings[pp->id]);
-    for (int i = 0; i < nrings; i++)
+    if (pp != NULL) {
+        struct ring *rg = &rings[pp->id];
+        flush(rg);
+        n = reap(rg);
+        /* the rings of idle Ps: their Ms are gone, and this M runs their Gs */
+        for (int i = 0; i < nrings; i++)
+            if (i != pp->id && io_uring_cq_ready(&rings[i].ring) > 0 &&
+                atomic_load_explicit(&weft__sched.allp[i]->status, RLX) == P_IDLE)
+                n += reap(&rings[i]);
+        return n;
+    }
+    for (int i = 0; i < nrings; i++) {
+        flush(&rings[i]);
         n += reap(&rings[i]);
+    }
     return n;
 }
 
 static int uring_wait(int64_t until)
 {
+    for (int i = 0; i < nrings; i++)
+        flush(&rings[i]);
     struct pollfd fds[1 + nrings];
     fds[0] = (struct pollfd){ .fd = wakefd, .events = POLLIN };
     for (int i = 0; i < nrings; i++)
@@ -159,12 +188,15 @@ static int uring_wait(int64_t until)
     }
     int rc = ppoll(fds, (nfds_t)(1 + nrings), tsp, NULL);
     atomic_store_explicit(&sleeping, 0, SC);
-    if (rc > 0 && (fds[0].revents & POLLIN)) {
+    if (rc <= 0)
+        return 0;
+    if (fds[0].revents & POLLIN) {
         uint64_t v;
         ssize_t r = read(wakefd, &v, sizeof v);
         (void)r;
+        rc--;
     }
-    return uring_poll(NULL);
+    return rc;
 }
 
 static void uring_wake(void)
@@ -197,8 +229,10 @@ static void submit(struct ring *rg)
 {
     for (;;) {
         int rc = io_uring_submit(&rg->ring);
-        if (rc >= 0)
+        if (rc >= 0) {
+            atomic_store_explicit(&rg->unsub, 0, RLX);
             return;
+        }
         if (rc == -EINTR)
             continue;
         if (rc == -EBUSY || rc == -EAGAIN) {
@@ -275,6 +309,23 @@ static void prep(struct io_uring_sqe *sqe, struct io_req *r)
     }
 }
 
+/* Operations that usually wait: entered at the P's next flush point, not at once. */
+static bool deferred(const struct io_req *r)
+{
+    switch (r->kind) {
+    case IO_RECV:
+    case IO_RECVMSG:
+    case IO_ACCEPT:
+    case IO_POLL:
+        return true;
+    case IO_READ:
+    case IO_READV:
+        return r->off < 0;             /* a stream; a pread goes at once (page cache) */
+    default:
+        return false;
+    }
+}
+
 static ssize_t uring_op(struct io_req *r, int64_t deadline)
 {
     struct p *pp = weft__sched_curp(weft__current_m());
@@ -299,6 +350,15 @@ static ssize_t uring_op(struct io_req *r, int64_t deadline)
     io_uring_sqe_set_data64(sqe, op.ud);
     atomic_fetch_add_explicit(&inflight, 1, RLX);
     op.w.submitted = true;
+    if (deferred(r)) {
+        /* likely to wait (a read of a socket or a pipe, an accept): queued, and
+         * entered with the others of this P at its next flush point -- when its run
+         * queue runs dry (findrunnable polls) or every 61st switch: one
+         * io_uring_enter for a whole round of connections */
+        atomic_store_explicit(&rg->unsub, atomic_load_explicit(&rg->unsub, RLX) + 1, RLX);
+        weft__unlock(&rg->sqlock);
+        return weft__io_wait_park(&op.w, "io");
+    }
     submit(rg);
     weft__unlock(&rg->sqlock);
     /* done already (a page-cache read, a ready socket, an error): reap it now, and any
@@ -346,6 +406,7 @@ static const struct io_backend backend = {
         .fork_child = uring_fork_child,
     },
     .op = uring_op,
+    .reads_first = true,
 };
 
 const struct io_backend *weft__io_uring_open(int nprocs, int *err)

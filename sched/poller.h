@@ -10,15 +10,20 @@
  *
  * Who calls what:
  *  - poll(pp): the M holding pp, at its scheduling points (findrunnable: every 61st
- *    tick, and before it steals), without blocking: the Gs whose operations completed
- *    on pp's ring or loop are readied (onto pp). poll(NULL): every P's, readied onto
- *    the global queue -- sysmon (when nobody polled for POLL_STALE_NS) and the M that
- *    waited. Reaping a P's completions is serialised inside io/ (a try-lock: a
+ *    tick, and before it steals), without blocking: enters the operations queued on
+ *    pp (a flush: io_uring batches what parks until then) and readies, onto pp, the
+ *    Gs whose operations completed on pp's ring or loop -- and on those of idle Ps,
+ *    whose Ms are gone. poll(NULL): every P's, readied onto the global queue --
+ *    sysmon (when nobody polled for POLL_STALE_NS) and the M that waited with no idle
+ *    P to take. Reaping a P's completions is serialised inside io/ (a try-lock: a
  *    reaper that finds it taken skips that P, whose holder reaps).
  *  - wait(until): the timer M (proc.c stopm), without a P, when pending() says an
- *    operation is in flight: blocks until a completion arrives on any P, wake() is
- *    called, or the weft_now() time until (INT64_MAX: no limit); then reaps like
- *    poll(NULL). Only one M waits at a time (the timer M role).
+ *    operation is in flight: blocks until a completion is ready on any P, wake() is
+ *    called, or the weft_now() time until (INT64_MAX: no limit). It reaps nothing:
+ *    > 0 means completions are ready, and the M takes an idle P and runs them itself
+ *    (findrunnable's poll), as Go's M that blocked in netpoll does, instead of
+ *    readying them onto the global queue and waking another M; with no idle P it
+ *    calls poll(NULL). Only one M waits at a time (the timer M role).
  *  - wake(): from any thread, makes a wait() return soon; cheap when nobody waits (a
  *    sleeping flag is read first, as monoio and glommio do). The scheduler calls it
  *    through weft__m_unpark when the M it wakes is the one waiting (m.inpoll).
@@ -42,7 +47,7 @@ struct weft_poller {
     const char *name;                  /* "io_uring", "libuv": weft_io_backend() */
     void (*stop)(void);                /* teardown: every M joined */
     int  (*poll)(struct p *pp);        /* Gs readied; pp NULL: every P's */
-    int  (*wait)(int64_t until);       /* Gs readied */
+    int  (*wait)(int64_t until);       /* > 0: completions ready (none reaped) */
     void (*wake)(void);
     bool (*pending)(void);
     void (*fork_child)(void);          /* the child of a fork: forget the rings, close nothing shared */

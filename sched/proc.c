@@ -517,12 +517,36 @@ void weft__sched_wakep(void)
 
 /* The timer M with I/O in flight: wait in the poller until the next timer (poller.h's
  * order: inpoll published, then the park word re-read). */
-static void poll_wait(struct m *mp, int64_t until)
+static int poll_wait(struct m *mp, int64_t until)
 {
+    int n = 0;
     atomic_store_explicit(&mp->inpoll, 1, SC);
     if (atomic_load_explicit(&mp->park, SC) == 0)
-        weft__poller->wait(until);
+        n = weft__poller->wait(until);
     atomic_store_explicit(&mp->inpoll, 0, SC);
+    return n;
+}
+
+/* An idle M (on midle, park 0) takes an idle P for itself, off the idle list: true
+ * with mp->nextp set. */
+static bool take_idle_p(struct m *mp)
+{
+    bool took = false;
+    weft__lock(&sched.lock);
+    if (atomic_load_explicit(&mp->park, ACQ) == 0 && sched.pidle != NULL &&
+        !atomic_load_explicit(&sched.stopping, RLX)) {
+        struct m **link = &sched.midle;
+        while (*link != NULL && *link != mp)
+            link = &(*link)->link;
+        if (*link == mp) {
+            *link = mp->link;
+            sched.nmidle--;
+            mp->nextp = pidleget();
+            took = true;
+        }
+    }
+    weft__unlock(&sched.lock);
+    return took;
 }
 
 /* Park this M until startm hands it a P; false when the runtime stops. One idle M
@@ -570,7 +594,15 @@ static bool stopm(struct m *mp)
         if (weft__timer_next() < next)
             continue;                      /* an earlier timer came meanwhile */
         if (weft__poller_pending() && (next == INT64_MAX || next > weft__time_now())) {
-            poll_wait(mp, next);           /* readies Gs: wakep may hand us a P */
+            /* completions came: run them ourselves on an idle P (findrunnable reaps
+             * its own and the idle Ps' rings), as Go's M that blocked in netpoll
+             * does -- not a hand-off that wakes another M; with every P busy, their
+             * Ms reap at their next scheduling point, and we reap for them now */
+            if (poll_wait(mp, next) > 0) {
+                if (take_idle_p(mp))
+                    break;
+                weft__poller->poll(NULL);  /* readies Gs onto the global queue */
+            }
             continue;
         }
         if (next == INT64_MAX) {
@@ -584,21 +616,8 @@ static bool stopm(struct m *mp)
         }
         /* timers are due: with an idle P, take it and run them from findrunnable, so
          * the Gs they ready go to its run queue in one go; else run them P-less */
-        weft__lock(&sched.lock);
-        if (atomic_load_explicit(&mp->park, ACQ) == 0 && sched.pidle != NULL &&
-            !atomic_load_explicit(&sched.stopping, RLX)) {
-            struct m **link = &sched.midle;
-            while (*link != NULL && *link != mp)
-                link = &(*link)->link;
-            if (*link == mp) {
-                *link = mp->link;
-                sched.nmidle--;
-                mp->nextp = pidleget();
-                weft__unlock(&sched.lock);
-                break;
-            }
-        }
-        weft__unlock(&sched.lock);
+        if (take_idle_p(mp))
+            break;
         weft__timers_run_all(now);         /* readies Gs: wakep may hand us a P */
     }
     atomic_store_explicit(&mp->park, 0, RLX);
