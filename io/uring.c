@@ -48,6 +48,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 #include "io/io.h"
+#include "sched/san.h"
 
 #define SQ_ENTRIES 256
 #define CQ_ENTRIES 16384      /* 10 k parked connections per P fit without overflow */
@@ -76,6 +77,14 @@ static _Atomic long inflight;
 #define UD_PTR(ud) ((struct uop *)(uintptr_t)((ud) & ((1ull << 48) - 1)))
 
 /* ---- reaping ----------------------------------------------------------------- */
+/* Completions waiting in rg (a hint: read without the cq lock). liburing's
+ * io_uring_cq_ready reads the head plainly, and other reapers advance it. */
+static inline unsigned cq_ready(struct ring *rg)
+{
+    return __atomic_load_n(rg->ring.cq.ktail, __ATOMIC_ACQUIRE) -
+           __atomic_load_n(rg->ring.cq.khead, __ATOMIC_RELAXED);
+}
+
 static bool cq_trylock(struct ring *rg)
 {
     int zero = 0;
@@ -101,6 +110,7 @@ static int reap_locked(struct ring *rg, struct g **gs)
         if (ud == 0)
             continue;                       /* a cancellation's own completion */
         struct uop *op = UD_PTR(ud);
+        weft__tsan_acquire(op);             /* the submitter's release, through the kernel */
         if (op->ud != ud)
             weft__throwf("io_uring: a completion for an operation that ended "
                          "(user_data %#llx, expected %#llx)",
@@ -120,7 +130,7 @@ static int reap(struct ring *rg)
 {
     int total = 0;
     struct g *gs[REAP_BATCH];
-    while (io_uring_cq_ready(&rg->ring) > 0 && cq_trylock(rg)) {
+    while (cq_ready(rg) > 0 && cq_trylock(rg)) {
         int ng = reap_locked(rg, gs);
         cq_unlock(rg);
         if (ng > 0) {
@@ -154,7 +164,7 @@ static int uring_poll(struct p *pp)
         n = reap(rg);
         /* the rings of idle Ps: their Ms are gone, and this M runs their Gs */
         for (int i = 0; i < nrings; i++)
-            if (i != pp->id && io_uring_cq_ready(&rings[i].ring) > 0 &&
+            if (i != pp->id && cq_ready(&rings[i]) > 0 &&
                 atomic_load_explicit(&weft__sched.allp[i]->status, RLX) == P_IDLE)
                 n += reap(&rings[i]);
         return n;
@@ -350,6 +360,7 @@ static ssize_t uring_op(struct io_req *r, int64_t deadline)
     io_uring_sqe_set_data64(sqe, op.ud);
     atomic_fetch_add_explicit(&inflight, 1, RLX);
     op.w.submitted = true;
+    weft__tsan_release(&op);
     if (deferred(r)) {
         /* likely to wait (a read of a socket or a pipe, an accept): queued, and
          * entered with the others of this P at its next flush point -- when its run
@@ -363,7 +374,7 @@ static ssize_t uring_op(struct io_req *r, int64_t deadline)
     weft__unlock(&rg->sqlock);
     /* done already (a page-cache read, a ready socket, an error): reap it now, and any
      * other G's completion with it, instead of a park and a wake-up */
-    if (io_uring_cq_ready(&rg->ring) > 0)
+    if (cq_ready(rg) > 0)
         reap(rg);
     return weft__io_wait_park(&op.w, "io");
 }

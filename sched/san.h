@@ -87,9 +87,16 @@ static inline void weft__tsan_switch(struct g *to)        /* right before the sw
 /* Reads that race on purpose (the dump: a thread may change while it is printed). */
 void AnnotateIgnoreReadsBegin(const char *file, int line);
 void AnnotateIgnoreReadsEnd(const char *file, int line);
+/* Happens-before that goes through the kernel (an io_uring submission and its
+ * completion), which TSan cannot see: released by the submitter, acquired by the
+ * reaper. */
+static inline void weft__tsan_release(void *addr) { __tsan_release(addr); }
+static inline void weft__tsan_acquire(void *addr) { __tsan_acquire(addr); }
 static inline void weft__tsan_racy_reads_begin(void) { AnnotateIgnoreReadsBegin(__FILE__, __LINE__); }
 static inline void weft__tsan_racy_reads_end(void) { AnnotateIgnoreReadsEnd(__FILE__, __LINE__); }
 #else
+static inline void weft__tsan_release(void *addr) { (void)addr; }
+static inline void weft__tsan_acquire(void *addr) { (void)addr; }
 static inline void weft__tsan_racy_reads_begin(void) { }
 static inline void weft__tsan_racy_reads_end(void) { }
 #define WEFT_TSAN_NOFRAME
