@@ -327,7 +327,7 @@ WEFT_API void weft_mem_stats_read(weft_mem_stats *out);
  * block that thread. Fds may be blocking or nonblocking; weft never changes their flags.
  *
  * Every call returns a count or 0 on success and -errno on failure. From a green
- * thread it honours the green thread's deadline (weft_deadline_set): -ETIMEDOUT, the
+ * thread it honours the green thread's deadline (weft_deadline): -ETIMEDOUT, the
  * operation cancelled and finished before the call returns (the kernel never writes
  * into the buffer afterwards). A weft_close of the fd wakes green threads parked on
  * it: they return -EBADF. Writes to a reset peer give -EPIPE or -ECONNRESET: weft
