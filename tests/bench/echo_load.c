@@ -20,6 +20,10 @@
  *                                 ticks: 10 ms at 100 Hz) over the window, per round trip;
  *                                 "nan" without -s
  *   load_cpu_us                   this process's CPU (getrusage) over the window, per round trip
+ *   stalled                       connections that did not complete one round trip in the
+ *                                 window: a server that serves some connections and starves
+ *                                 the others has good-looking latencies (only round trips
+ *                                 that end are timed), so this says whether they mean much
  * -z: only wait until the port accepts a connection (up to -d SECS, default 5): exit 0
  * if it did, 1 if not. Without -z the first connect also retries ECONNREFUSED for 5 s,
  * so a server just started need not be waited for.
@@ -56,7 +60,7 @@ static int port, msg = 64;
 struct conn {
     int fd;
     unsigned got, sent;         /* bytes of the current message back / out */
-    uint64_t seq;
+    uint64_t seq, rts;          /* rts: round trips ended inside the window */
     int64_t t0;                 /* when its first byte went out */
     unsigned char out[MSG_MAX], in[MSG_MAX];
 };
@@ -201,6 +205,7 @@ static int on_ready(struct worker *w, struct conn *c, uint32_t events)
     int64_t t = now_ns();
     if (atomic_load_explicit(&phase, memory_order_relaxed) == PHASE_MEASURE) {
         w->rts++;
+        c->rts++;
         w->hist[bucket_of((uint64_t)(t - c->t0))]++;
     }
     return send_next(w, c);
@@ -365,15 +370,18 @@ int main(int argc, char **argv)
             hist[b] += w->hist[b];
         close(w->ep);
     }
-    for (int i = 0; i < nconn; i++)
+    int stalled = 0;
+    for (int i = 0; i < nconn; i++) {
+        stalled += conns[i].rts == 0;
         close(conns[i].fd);
+    }
     if (bad)
         return 1;
     double win = (double)(t1 - t0) / 1e9, n = rts ? (double)rts : NAN;
     printf("conns=%d threads=%d msg=%d secs=%.2f rt_per_s=%.0f p50_us=%.1f p99_us=%.1f "
-           "server_cpu_us=%.2f load_cpu_us=%.2f\n",
+           "server_cpu_us=%.2f load_cpu_us=%.2f stalled=%d\n",
            nconn, nthread, msg, win, (double)rts / win, percentile(hist, rts, 0.50) / 1e3,
-           percentile(hist, rts, 0.99) / 1e3, (s1 - s0) * 1e6 / n, (c1 - c0) * 1e6 / n);
+           percentile(hist, rts, 0.99) / 1e3, (s1 - s0) * 1e6 / n, (c1 - c0) * 1e6 / n, stalled);
     free(conns);
     free(ws);
     return 0;

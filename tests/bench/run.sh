@@ -329,7 +329,8 @@ bench_io() {
     echo "   $(nproc) CPUs shared by server and load, load average $(cut -d' ' -f1-3 /proc/loadavg);" \
          "Go $( [ -n "$go_echo" ] && go version | awk '{print $3}' || echo 'not installed'), libuv $(pkg-config --modversion libuv 2>/dev/null)"
     echo "   rt/s: round trips per second, all connections; p50/p99: latency; srv/load us: CPU per round trip"
-    echo "   of the server / of echo_load; x best: rt/s / the best baseline's ($IO_BASELINES, same connections)"
+    echo "   of the server / of echo_load; stalled: connections (median) with no round trip in the window;"
+    echo "   x best: rt/s / the best baseline's ($IO_BASELINES, same connections)"
     if [ ! -x "$B/bench/echo_load" ]; then
         echo "io: $B/bench/echo_load not built (make bench builds it), echo skipped"
     else
@@ -349,14 +350,14 @@ bench_io() {
                         continue
                     fi
                     io_stop
-                    for key in rt_per_s p50_us p99_us server_cpu_us load_cpu_us; do
+                    for key in rt_per_s p50_us p99_us server_cpu_us load_cpu_us stalled; do
                         echo "$out" | sed -n "s/.* $key=\([^ ]*\).*/\1/p" >> "$tmp/$c.$sv.$key"
                     done
                 done
                 r=$((r + 1))
             done
         done
-        printf '%-6s %-15s %-9s %9s %6s %9s %9s %7s %8s %7s\n' conns server backend rt/s spread "p50 us" "p99 us" "srv us" "load us" "x best"
+        printf '%-6s %-15s %-9s %9s %6s %9s %9s %7s %8s %7s %7s\n' conns server backend rt/s spread "p50 us" "p99 us" "srv us" "load us" stalled "x best"
         for c in ${BENCH_IO_CONNS:-10 100 1000}; do
             best=""; bestname=""
             for sv in $IO_BASELINES; do
@@ -373,17 +374,19 @@ bench_io() {
                 read -r m lo hi <<STATS
 $(stats "$tmp/$c.$sv.rt_per_s")
 STATS
-                echo "$c|$(io_label $sv)|${be:--}|$m|$lo|$hi|$(median < "$tmp/$c.$sv.p50_us")|$(median < "$tmp/$c.$sv.p99_us")|$(median < "$tmp/$c.$sv.server_cpu_us")|$(median < "$tmp/$c.$sv.load_cpu_us")|${best:-0}|$sv|$(io_label "$bestname")" | awk -F'|' '{
+                echo "$c|$(io_label $sv)|${be:--}|$m|$lo|$hi|$(median < "$tmp/$c.$sv.p50_us")|$(median < "$tmp/$c.$sv.p99_us")|$(median < "$tmp/$c.$sv.server_cpu_us")|$(median < "$tmp/$c.$sv.load_cpu_us")|${best:-0}|$sv|$(io_label "$bestname")|$(median < "$tmp/$c.$sv.stalled")" | awk -F'|' '{
                     spread = $4 > 0 ? sprintf("%.0f%%", 100 * ($6 - $5) / $4) : "-"
                     xb = $11 > 0 ? sprintf("%.2f", $4 / $11) : "-"
                     weft = ($12 ~ /^weft/)
                     if (weft) xb = "[" xb "]"
-                    printf "%-6s %-15s %-9s %9.0f %6s %9.1f %9.1f %7.2f %8.2f %7s", $1, $2, $3, $4, spread, $7, $8, $9, $10, xb
+                    printf "%-6s %-15s %-9s %9.0f %6s %9.1f %9.1f %7.2f %8.2f %7s %7s", $1, $2, $3, $4, spread, $7, $8, $9, $10, $14, xb
                     if (weft) printf "   <== weft (best baseline: %s)", $13
                     printf "\n"
                 }'
             done
         done
+        cat "$tmp"/weft-*.backend 2>/dev/null | grep -qx none &&
+            echo "   backend none: weft runs without a poller (that backend could not be set up): its I/O calls block their workers"
     fi
 
     # File reads: file_pread runs both halves (weft_pread from 1000 green threads on 2 Ps,
@@ -419,15 +422,19 @@ STATS
 $(stats "$tmp/pread.$be")
 STATS
             echo "weft ($(cat "$tmp/pread.$be.backend")) $m $lo $hi $pt" | awk '{
-                printf "%-22s %12.0f %6s %10s\n", $1 " " $2, $3, $3 > 0 ? sprintf("%.0f%%", 100 * ($5 - $4) / $3) : "-",
-                       $6 > 0 ? sprintf("[%.2f]", $3 / $6) : "-" }'
+                spread = $3 > 0 ? sprintf("%.0f%%", 100 * ($5 - $4) / $3) : "-"
+                x = $6 > 0 ? sprintf("[%.2f]", $3 / $6) : "-"
+                printf "%-22s %12.0f %6s %10s\n", $1 " " $2, $3, spread, x }'
         done
         if [ -s "$tmp/pread.pthread" ]; then
             read -r m lo hi <<STATS
 $(stats "$tmp/pread.pthread")
 STATS
-            echo "$m $lo $hi" | awk '{ printf "%-22s %12.0f %6s %10s\n", "pthreads (pread)", $1, $1 > 0 ? sprintf("%.0f%%", 100 * ($3 - $2) / $1) : "-", "1.00" }'
+            echo "$m $lo $hi" | awk '{ spread = $1 > 0 ? sprintf("%.0f%%", 100 * ($3 - $2) / $1) : "-"
+                                       printf "%-22s %12.0f %6s %10s\n", "pthreads (pread)", $1, spread, "1.00" }'
         fi
+        cat "$tmp"/pread.*.backend 2>/dev/null | grep -qx none &&
+            echo "   weft (none): weft runs without a poller (that backend could not be set up): weft_pread blocks its worker"
     fi
     [ -n "$IO_LIVE" ] && kill $IO_LIVE 2>/dev/null
     IO_LIVE=""
