@@ -2,7 +2,7 @@
 # tests/bench/run.sh -- `make bench`: tables of medians and of ratios against baselines
 # measured in the same invocation, on the same machine.
 #
-#   sh tests/bench/run.sh [SECTION]...      sections: malloc callgrind sched (default: all)
+#   sh tests/bench/run.sh [SECTION]...      sections: malloc callgrind sched io (default: all)
 #
 # Environment: B (build flavour directory, default build/release: the binaries are
 # $B/bench/*), BENCH_REPEAT (runs per cell, default 5), BENCH_ALLOCATORS (default
@@ -10,9 +10,13 @@
 # prodcons larson large regrow64k regrow1m regrowmix"), BENCH_SCALE (multiplies the
 # workloads' op counts, default 1), BENCH_FASTPATH_K (malloc/free pairs under callgrind,
 # default 100000), BENCH_WEFT_LIB (the "weft" allocator, default lib/libweft-malloc.so:
-# another build to compare).
+# another build to compare), BENCH_IO_SECS (io: each echo run's measurement window,
+# default 3 s, after BENCH_IO_WARMUP s, default 1), BENCH_IO_REPEAT (io: runs per cell,
+# default 3: the section takes REPEAT x 15 x (SECS + WARMUP + ~0.5) s), BENCH_IO_CONNS
+# (default "10 100 1000"), BENCH_PREAD_K (io: preads per green thread, default 1000).
 # Baselines are installed here with apt-get when missing (not in `make test`):
-# libjemalloc2 libtcmalloc-minimal4 libmimalloc2.0 valgrind golang-go. A baseline that
+# libjemalloc2 libtcmalloc-minimal4 libmimalloc2.0 valgrind golang-go libuv1-dev (make
+# deps). A baseline that
 # cannot be had is reported and skipped. POSIX sh: make runs it with `sh`.
 set -u
 B=${B:-build/release}
@@ -245,8 +249,201 @@ bench_sched() {
     rm -rf "$tmp"
 }
 
+# ---- I/O: echo servers and file reads, weft against libuv and Go ----------------------
+# Echo: each server in turn (started for the run, killed after it), on 127.0.0.1, under
+# echo_load: CONNS connections in a closed loop of 64-byte round trips, BENCH_IO_WARMUP s
+# of warm-up, then BENCH_IO_SECS s measured. Servers take turns within each repetition
+# so that the machine's noise falls on all of them alike. The load generator shares
+# the CPUs with the server: rt/s is what the pair gets; "srv us" (the server's CPU per
+# round trip, /proc/PID/stat in clock ticks) is the server's cost alone.
+IO_SERVERS="weft-uring weft-uv uv go1 go2"
+IO_BASELINES="uv go1 go2"
+IO_LIVE=""                          # pids of the servers running now (the trap kills them)
+
+io_label() {
+    case $1 in
+        weft-uring) echo "weft uring P2" ;;  weft-uv) echo "weft uv P2" ;;
+        uv) echo "libuv 1 loop" ;;           go1) echo "Go MAXPROCS 1" ;;  go2) echo "Go MAXPROCS 2" ;;
+    esac
+}
+
+# io_start NAME: starts server NAME on a free port: sets SPID and SPORT, or returns 1
+# (saying why). A port something already answers on is skipped; a server that does not
+# answer within 5 s (or exits: its port was taken meanwhile) is killed and the next
+# port tried.
+io_start() {
+    tries=0
+    while [ $tries -lt 8 ]; do
+        SPORT=$IO_PORT
+        IO_PORT=$((IO_PORT + 1)); [ $IO_PORT -gt 60000 ] && IO_PORT=20000
+        tries=$((tries + 1))
+        "$B/bench/echo_load" -p $SPORT -z -d 0 2>/dev/null && continue
+        case $1 in
+            weft-uring) WEFT_IO=uring "$B/bench/echo_weft" $SPORT 2 2>"$tmp/$1.err" & ;;
+            weft-uv) WEFT_IO=uv "$B/bench/echo_weft" $SPORT 2 2>"$tmp/$1.err" & ;;
+            uv) "$B/bench/echo_uv" $SPORT 2>"$tmp/$1.err" & ;;
+            go1) GOMAXPROCS=1 "$go_echo" $SPORT 2>"$tmp/$1.err" & ;;
+            go2) GOMAXPROCS=2 "$go_echo" $SPORT 2>"$tmp/$1.err" & ;;
+        esac
+        SPID=$!
+        IO_LIVE="$IO_LIVE $SPID"
+        if "$B/bench/echo_load" -p $SPORT -z -d 5 2>/dev/null && kill -0 $SPID 2>/dev/null; then
+            return 0
+        fi
+        io_stop
+        [ -s "$tmp/$1.err" ] && { echo "  $1: $(tail -n 1 "$tmp/$1.err")"; return 1; }
+    done
+    echo "  $1: no free port found"
+    return 1
+}
+
+io_stop() {
+    kill $SPID 2>/dev/null
+    wait $SPID 2>/dev/null
+    IO_LIVE=$(echo "$IO_LIVE" | tr ' ' '\n' | grep -vx "$SPID" | tr '\n' ' ')
+}
+
+bench_io() {
+    install_missing golang-go libuv1-dev
+    tmp=$(mktemp -d)
+    IO_PORT=$((20000 + $$ % 10000))
+    trap '[ -n "$IO_LIVE" ] && kill $IO_LIVE 2>/dev/null; rm -rf "$tmp"' EXIT
+    trap 'exit 130' INT TERM
+    secs=${BENCH_IO_SECS:-3}; warm=${BENCH_IO_WARMUP:-1}; rep=${BENCH_IO_REPEAT:-3}
+    go_echo=""
+    if command -v go >/dev/null 2>&1; then
+        go_echo="$tmp/goecho"
+        (cd tests/bench/go && GOFLAGS=-mod=mod GO111MODULE=off go build -o "$go_echo" echo.go) 2>/dev/null || go_echo=""
+    fi
+    servers=""
+    for sv in $IO_SERVERS; do
+        case $sv in
+            weft-*) [ -x "$B/bench/echo_weft" ] || { [ $sv = weft-uv ] || echo "io: $B/bench/echo_weft not built, weft skipped"; continue; } ;;
+            uv) [ -x "$B/bench/echo_uv" ] || { echo "io: $B/bench/echo_uv not built, skipped"; continue; } ;;
+            go*) [ -n "$go_echo" ] || { echo "io: Go not installed, $sv skipped"; continue; } ;;
+        esac
+        servers="$servers $sv"
+    done
+    echo
+    echo "== echo: 64-byte round trips on 127.0.0.1, median of $rep runs of ${secs} s (after ${warm} s warm-up);"
+    echo "   $(nproc) CPUs shared by server and load, load average $(cut -d' ' -f1-3 /proc/loadavg);" \
+         "Go $( [ -n "$go_echo" ] && go version | awk '{print $3}' || echo 'not installed'), libuv $(pkg-config --modversion libuv 2>/dev/null)"
+    echo "   rt/s: round trips per second, all connections; p50/p99: latency; srv/load us: CPU per round trip"
+    echo "   of the server / of echo_load; stalled: connections (median) with no round trip in the window;"
+    echo "   x best: rt/s / the best baseline's ($IO_BASELINES, same connections)"
+    if [ ! -x "$B/bench/echo_load" ]; then
+        echo "io: $B/bench/echo_load not built (make bench builds it), echo skipped"
+    else
+        for c in ${BENCH_IO_CONNS:-10 100 1000}; do
+            r=0
+            while [ $r -lt "$rep" ]; do
+                for sv in $servers; do
+                    [ -e "$tmp/$sv.dead" ] && continue
+                    io_start $sv || { touch "$tmp/$sv.dead"; continue; }
+                    case $sv in weft-*) sed -n 's/^echo_weft: backend \([^,]*\),.*/\1/p' "$tmp/$sv.err" | head -n 1 > "$tmp/$sv.backend" ;; esac
+                    out=$("$B/bench/echo_load" -p $SPORT -c $c -d $secs -w $warm -s $SPID 2>"$tmp/load.err")
+                    rc=$?
+                    if [ $rc -ne 0 ] || ! kill -0 $SPID 2>/dev/null; then
+                        echo "  $sv, $c connections: failed (echo_load status $rc$(kill -0 $SPID 2>/dev/null || echo ', the server died'))"
+                        tail -n 2 "$tmp/load.err" "$tmp/$sv.err" 2>/dev/null | grep -v '^==>\|^$\|backend' | sed 's/^/    /'
+                        io_stop
+                        continue
+                    fi
+                    io_stop
+                    for key in rt_per_s p50_us p99_us server_cpu_us load_cpu_us stalled; do
+                        echo "$out" | sed -n "s/.* $key=\([^ ]*\).*/\1/p" >> "$tmp/$c.$sv.$key"
+                    done
+                done
+                r=$((r + 1))
+            done
+        done
+        printf '%-6s %-15s %-9s %9s %6s %9s %9s %7s %8s %7s %7s\n' conns server backend rt/s spread "p50 us" "p99 us" "srv us" "load us" stalled "x best"
+        for c in ${BENCH_IO_CONNS:-10 100 1000}; do
+            best=""; bestname=""
+            for sv in $IO_BASELINES; do
+                [ -s "$tmp/$c.$sv.rt_per_s" ] || continue
+                m=$(median < "$tmp/$c.$sv.rt_per_s")
+                if [ -z "$best" ] || [ "$(echo "$m $best" | awk '{ print ($1 > $2) }')" = 1 ]; then best=$m; bestname=$sv; fi
+            done
+            for sv in $servers; do
+                case $sv in weft-*) be=$(cat "$tmp/$sv.backend" 2>/dev/null) ;; uv) be=libuv ;; go*) be=netpoll ;; esac
+                if [ ! -s "$tmp/$c.$sv.rt_per_s" ]; then
+                    printf '%-6s %-15s %-9s %9s\n' $c "$(io_label $sv)" "${be:--}" failed
+                    continue
+                fi
+                read -r m lo hi <<STATS
+$(stats "$tmp/$c.$sv.rt_per_s")
+STATS
+                echo "$c|$(io_label $sv)|${be:--}|$m|$lo|$hi|$(median < "$tmp/$c.$sv.p50_us")|$(median < "$tmp/$c.$sv.p99_us")|$(median < "$tmp/$c.$sv.server_cpu_us")|$(median < "$tmp/$c.$sv.load_cpu_us")|${best:-0}|$sv|$(io_label "$bestname")|$(median < "$tmp/$c.$sv.stalled")" | awk -F'|' '{
+                    spread = $4 > 0 ? sprintf("%.0f%%", 100 * ($6 - $5) / $4) : "-"
+                    xb = $11 > 0 ? sprintf("%.2f", $4 / $11) : "-"
+                    weft = ($12 ~ /^weft/)
+                    if (weft) xb = "[" xb "]"
+                    printf "%-6s %-15s %-9s %9.0f %6s %9.1f %9.1f %7.2f %8.2f %7s %7s", $1, $2, $3, $4, spread, $7, $8, $9, $10, $14, xb
+                    if (weft) printf "   <== weft (best baseline: %s)", $13
+                    printf "\n"
+                }'
+            done
+        done
+        cat "$tmp"/weft-*.backend 2>/dev/null | grep -qx none &&
+            echo "   backend none: weft runs without a poller (that backend could not be set up): its I/O calls block their workers"
+    fi
+
+    # File reads: file_pread runs both halves (weft_pread from 1000 green threads on 2 Ps,
+    # and pread(2) on 2 pthreads) in one process; once per backend each repetition.
+    echo
+    K=${BENCH_PREAD_K:-1000}
+    echo "== file: random 4 KiB preads of a cached 64 MiB file, 1000 x $K of them, median of $rep runs"
+    echo "   weft: 1000 green threads on 2 Ps, weft_pread; pthreads: pread(2) on 2 threads (run in both processes)"
+    if [ ! -x "$B/bench/file_pread" ]; then
+        echo "io: $B/bench/file_pread not built (make bench builds it), skipped"
+    else
+        r=0
+        while [ $r -lt "$rep" ]; do
+            for be in uring uv; do
+                out=$(WEFT_IO=$be "$B/bench/file_pread" 1000 $K 2 2>"$tmp/pread.err")
+                rc=$?
+                if [ $rc -ne 0 ]; then
+                    [ -e "$tmp/pread.$be.fail" ] || { echo "  file_pread WEFT_IO=$be failed (exit status $rc):"; tail -n 3 "$tmp/pread.err" | sed 's/^/    /'; }
+                    touch "$tmp/pread.$be.fail"
+                    continue
+                fi
+                echo "$out" | sed -n 's/.*weft_per_s=\([^ ]*\).*/\1/p' >> "$tmp/pread.$be"
+                echo "$out" | sed -n 's/.*pthread_per_s=\([^ ]*\).*/\1/p' >> "$tmp/pread.pthread"
+                echo "$out" | sed -n 's/^backend=\([^ ]*\).*/\1/p' > "$tmp/pread.$be.backend"
+            done
+            r=$((r + 1))
+        done
+        pt=$([ -s "$tmp/pread.pthread" ] && median < "$tmp/pread.pthread" || echo nan)
+        printf '%-22s %12s %6s %10s\n' reader preads/s spread "x pthreads"
+        for be in uring uv; do
+            if [ ! -s "$tmp/pread.$be" ]; then printf '%-22s %12s\n' "weft WEFT_IO=$be" failed; continue; fi
+            read -r m lo hi <<STATS
+$(stats "$tmp/pread.$be")
+STATS
+            echo "weft ($(cat "$tmp/pread.$be.backend")) $m $lo $hi $pt" | awk '{
+                spread = $3 > 0 ? sprintf("%.0f%%", 100 * ($5 - $4) / $3) : "-"
+                x = $6 > 0 ? sprintf("[%.2f]", $3 / $6) : "-"
+                printf "%-22s %12.0f %6s %10s\n", $1 " " $2, $3, spread, x }'
+        done
+        if [ -s "$tmp/pread.pthread" ]; then
+            read -r m lo hi <<STATS
+$(stats "$tmp/pread.pthread")
+STATS
+            echo "$m $lo $hi" | awk '{ spread = $1 > 0 ? sprintf("%.0f%%", 100 * ($3 - $2) / $1) : "-"
+                                       printf "%-22s %12.0f %6s %10s\n", "pthreads (pread)", $1, spread, "1.00" }'
+        fi
+        cat "$tmp"/pread.*.backend 2>/dev/null | grep -qx none &&
+            echo "   weft (none): weft runs without a poller (that backend could not be set up): weft_pread blocks its worker"
+    fi
+    [ -n "$IO_LIVE" ] && kill $IO_LIVE 2>/dev/null
+    IO_LIVE=""
+    rm -rf "$tmp"
+    trap - EXIT INT TERM
+}
+
 # A section is a function bench_NAME, listed here; with no arguments all of them run.
-SECTIONS="malloc callgrind sched"
+SECTIONS="malloc callgrind sched io"
 [ $# -eq 0 ] && set -- $SECTIONS
 for section in "$@"; do
     case " $SECTIONS " in
