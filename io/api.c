@@ -117,6 +117,14 @@ static inline ssize_t do_op(const struct io_backend *be, struct io_req *r)
     return be->op(r, weft__deadline_now());
 }
 
+/* The caller's deadline has passed: a call that can complete at once still does, so
+ * the nonblocking try comes first even where the backend would rather skip it. */
+static inline bool deadline_passed(void)
+{
+    int64_t dl = weft__deadline_now();
+    return dl >= 0 && dl <= weft__time_now();
+}
+
 /* ---- plain threads ------------------------------------------------------------- */
 /* A nonblocking fd said EAGAIN to a plain thread: wait until it is ready. */
 static int plain_wait(int fd, short events)
@@ -152,7 +160,7 @@ ssize_t weft_read(int fd, void *buf, size_t n)
     const struct io_backend *be = green();
     if (be == NULL)
         PLAIN(read(fd, buf, n), POLLIN);
-    if (be->reads_first) {
+    if (be->reads_first && !deadline_passed()) {
         struct io_req q = { .kind = IO_READ, .fd = fd, .buf = buf, .len = n, .off = -1 };
         return do_op(be, &q);
     }
@@ -175,7 +183,7 @@ ssize_t weft_recv(int fd, void *buf, size_t n, int flags)
     if (be == NULL)
         PLAIN(recv(fd, buf, n, flags), POLLIN);
     struct io_req q = { .kind = IO_RECV, .fd = fd, .buf = buf, .len = n, .flags = flags };
-    if (be->reads_first && !(flags & MSG_DONTWAIT))
+    if (be->reads_first && !(flags & MSG_DONTWAIT) && !deadline_passed())
         return do_op(be, &q);
     ssize_t r = recv(fd, buf, n, flags | MSG_DONTWAIT);
     if (r >= 0)

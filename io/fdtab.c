@@ -4,12 +4,11 @@
  *
  * A hash of NBUCKET buckets by fd, each a lock and a list of struct io_link: the
  * operations that may park (attached by park.c before they are submitted, detached
- * after their final completion), plus, while a weft_close runs, its marker (closing).
- * weft__io_fd_close(fd), under the bucket lock: links the marker (attach of fd now
- * fails with -EBADF), calls cancel on each operation of fd; unlocked: close(2);
- * locked again: unlinks the marker. So an operation either was attached before the
- * marker (and is cancelled) or is refused: none slips in between the cancellation
- * and close(2) to wait forever on a file the kernel keeps open for it.
+ * after their final completion). weft__io_fd_close(fd), under the bucket lock, calls
+ * cancel on each operation of fd and then close(2). So an operation either was
+ * attached before (and is cancelled) or attaches after the close (and its submission
+ * fails with EBADF, or finds the number's next file): none slips in between the
+ * cancellation and close(2) to wait forever on a file the kernel keeps open for it.
  *
  * Cost: an operation that parks takes its bucket lock twice (~40 ns); one that the
  * nonblocking system call finished never comes here. weft_close of an fd with
@@ -57,11 +56,6 @@ int weft__io_fd_attach(struct io_link *l, int fd)
 {
     struct bucket *b = bucket_of(fd);
     weft__lock(&b->lock);
-    for (struct io_link *x = b->head; x != NULL; x = x->next)
-        if (x->closing && x->fd == fd) {
-            weft__unlock(&b->lock);
-            return -EBADF;
-        }
     l->fd = fd;
     link_in(b, l);
     weft__unlock(&b->lock);
@@ -82,17 +76,16 @@ int weft__io_fd_close(int fd)
     if (fd < 0)
         return -EBADF;
     struct bucket *b = bucket_of(fd);
-    struct io_link marker = { .fd = fd, .closing = true };
+    /* close(2) under the bucket lock: no operation of fd can attach between the
+     * cancellation and the close, and the number, once closed and reused by another
+     * thread's accept or open, attaches again at once (a marker unlinked after the
+     * close refused the new fd with -EBADF) */
     weft__lock(&b->lock);
-    link_in(b, &marker);
     for (struct io_link *x = b->head; x != NULL; x = x->next)
-        if (x->fd == fd && !x->closing)
+        if (x->fd == fd)
             x->cancel(x);
-    weft__unlock(&b->lock);
-    /* close(2) once, whatever it says: after EINTR the fd is gone on Linux */
+    /* once, whatever it says: after EINTR the fd is gone on Linux */
     int rc = close(fd) == 0 ? 0 : -errno;
-    weft__lock(&b->lock);
-    link_out(b, &marker);
     weft__unlock(&b->lock);
     return rc == -EINTR ? 0 : rc;
 }

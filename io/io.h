@@ -21,8 +21,8 @@
  *     and op returns -ETIMEDOUT (unless it completed anyway: then its result);
  *   - weft_close(fd) meanwhile: cancelled, -EBADF (weft__io_fd_close).
  * Backends attach every operation that parks to fdtab (weft__io_fd_attach) before
- * they submit it and detach it after its final completion; attach fails with -EBADF
- * while a weft_close of that fd runs, so that no operation slips in between the
+ * they submit it and detach it after its final completion; weft_close cancels and
+ * closes under the fd's bucket lock, so that no operation slips in between the
  * cancellation and close(2).
  *
  * Lock order: fdtab's bucket lock, then a backend's per-P lock (its cancel callback
@@ -95,10 +95,9 @@ WEFT_HIDDEN const struct io_backend *weft__io_backend_get(void);
 struct io_link {
     struct io_link *next, *prev;
     int fd;
-    bool closing;                     /* a weft_close's marker, not an operation */
     void (*cancel)(struct io_link *l);
 };
-WEFT_HIDDEN int weft__io_fd_attach(struct io_link *l, int fd);  /* 0, or -EBADF: fd closing */
+WEFT_HIDDEN int weft__io_fd_attach(struct io_link *l, int fd);  /* 0 */
 WEFT_HIDDEN void weft__io_fd_detach(struct io_link *l);
 /* weft_close: cancel fd's operations, close(2) it; 0 or -errno */
 WEFT_HIDDEN int weft__io_fd_close(int fd);

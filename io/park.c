@@ -45,7 +45,6 @@ int weft__io_wait_begin(struct io_wait *w, int fd, int64_t deadline,
     w->res = 0;
     w->cancel = cancel;
     w->link.fd = -1;
-    w->link.closing = false;
     w->link.cancel = closed;
     atomic_store_explicit(&w->timer.pp, NULL, RLX);
     atomic_store_explicit(&w->timer.firing, 0, RLX);

@@ -35,7 +35,7 @@
  * pending() counts operations submitted and not yet reaped (relaxed).
  * wait(until): ppoll on every ring's fd (readable when its completion queue is not
  * empty) and the wake eventfd; returns how many rings are readable, reaping nothing
- * (poller.h); wake() writes the eventfd only while `sleeping` is set. poll(pp) reaps
+ * (poller.h); wake() writes the eventfd (only ever for the waiting M). poll(pp) reaps
  * pp's ring and those of idle Ps.
  *
  * Callers: api.c (op), sched through poller.h. Calls down: park.c, sched (ready).
@@ -71,7 +71,6 @@ struct uop {
 static struct ring *rings;
 static int nrings;
 static int wakefd = -1;
-static _Atomic int sleeping;
 static _Atomic long inflight;
 
 #define UD_PTR(ud) ((struct uop *)(uintptr_t)((ud) & ((1ull << 48) - 1)))
@@ -184,9 +183,6 @@ static int uring_wait(int64_t until)
     fds[0] = (struct pollfd){ .fd = wakefd, .events = POLLIN };
     for (int i = 0; i < nrings; i++)
         fds[1 + i] = (struct pollfd){ .fd = rings[i].ring.ring_fd, .events = POLLIN };
-    /* seq_cst: a waker that sets up work and then sees sleeping == 0 is seen by our
-     * look at the rings below (poll reports what is already there) */
-    atomic_store_explicit(&sleeping, 1, SC);
     struct timespec ts, *tsp = NULL;
     if (until != INT64_MAX) {
         int64_t d = until - weft__time_now();
@@ -197,7 +193,6 @@ static int uring_wait(int64_t until)
         tsp = &ts;
     }
     int rc = ppoll(fds, (nfds_t)(1 + nrings), tsp, NULL);
-    atomic_store_explicit(&sleeping, 0, SC);
     if (rc <= 0)
         return 0;
     if (fds[0].revents & POLLIN) {
@@ -209,13 +204,14 @@ static int uring_wait(int64_t until)
     return rc;
 }
 
+/* Called only for an M whose inpoll is set (weft__m_unpark): always written, since that
+ * M may have read its park word and not yet set `sleeping` (a lost wake-up when this
+ * looked at `sleeping` first); the eventfd counts, so the next ppoll returns at once. */
 static void uring_wake(void)
 {
-    if (atomic_load_explicit(&sleeping, SC)) {
-        uint64_t one = 1;
-        ssize_t r = write(wakefd, &one, sizeof one);
-        (void)r;
-    }
+    uint64_t one = 1;
+    ssize_t r = write(wakefd, &one, sizeof one);
+    (void)r;
 }
 
 static bool uring_pending(void)
@@ -473,7 +469,6 @@ const struct io_backend *weft__io_uring_open(int nprocs, int *err)
     }
     nrings = nprocs;
     atomic_store_explicit(&inflight, 0, RLX);
-    atomic_store_explicit(&sleeping, 0, RLX);
     *err = 0;
     return &backend;
 }

@@ -33,7 +33,8 @@
  * No lost wake-up between wait() and wake(): the waiter publishes m.inpoll (seq_cst)
  * and then re-reads its park word; a waker writes the park word (seq_cst) and then
  * reads m.inpoll, calling wake() if it is set; the backend's own sleeping flag
- * follows the same order, and its eventfd counts, so a wake before the sleep is kept.
+ * follows the same order, and its eventfd counts, so a wake before the sleep is kept (wake() writes it whenever
+ * the scheduler calls it: only for an M whose inpoll is set).
  */
 #ifndef WEFT_SCHED_POLLER_H
 #define WEFT_SCHED_POLLER_H
