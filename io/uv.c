@@ -24,9 +24,10 @@
  *    and the call has no per-call nonblocking flag (read(2) on a blocking pipe or tty,
  *    accept4 on a blocking listener) the retry runs in weft_blocking: readiness makes
  *    it return at once, unless another reader took the data first -- then it blocks
- *    the M, not the P. Accept, poll and nonblocking non-sockets try the call before
- *    they wait (api.c hands them over untried); recv/send and friends come after
- *    api.c's own EAGAIN and wait first.
+ *    the M, not the P. Accept, poll and reads / writes of non-sockets try the call
+ *    before they wait (api.c hands them over untried; a blocking fd is probed with
+ *    poll(2) first); recv/send and friends come after api.c's own EAGAIN and wait
+ *    first.
  *  - the thread pool (uv_queue_work running the plain system call): regular files,
  *    block devices, directories, fds epoll refuses (EPERM: /dev/null ...), writes to a
  *    blocking pipe or tty (a write larger than the room left would block an M: a pool
@@ -43,18 +44,22 @@
  * Poll handle (struct pollent, weft_malloc'd, hashed in its loop by fd):
  *
  *   pe_add (first waiter of fd on this loop): uv_poll_init (fd's flags restored),
- *     uv_poll_start(union) --> ACTIVE --pe_update, last waiter gone: uv_poll_stop,
- *     unhashed, uv_close--> CLOSING --pe_closed (inside uv_run)--> freed
+ *     uv_poll_start(union) --> ACTIVE --pe_update, last waiter gone: unhashed,
+ *     uv_close (stops it: epoll_ctl DEL at once)--> CLOSING --pe_closed (inside
+ *     uv_run)--> freed
+ * A callback or a cancel changes the handle (pe_update) before it completes the
+ * waiters that leave: a completed G may close the fd at once, and its number be
+ * reused, so no epoll_ctl may follow a completion.
  *
  * Invariants:
  *  - A loop whose lock is free is clean (every change to its poll handles is in its
- *    epoll set: libuv queues epoll_ctl until uv_run) or dirty with a nudge (wake())
- *    made after the unlock. Only reapers run uv_run (loop_run: until no callback
+ *    epoll set: libuv queues epoll_ctl until uv_run) or dirty with a nudge made after
+ *    the unlock. Only reapers run uv_run (loop_run: until no callback
  *    changed a handle), always on an M's own stack or sysmon's: uv__io_poll has a
  *    12 KiB frame, and a G's stack may be 16 KiB. So op and op_cancel, which change
  *    loops on a G's (or any) stack, mark the loop dirty and nudge; wait() does not
  *    sleep while a loop it can lock is dirty, and a loop it cannot lock is being
- *    changed by someone who runs it or nudges after (the SC fences in wait and nudge).
+ *    changed by someone who runs it or nudges after (RMWs on sleeping: nudge).
  *    Pool completions arrive on the loop's async eventfd (libuv's), which is in its
  *    epoll set once the loop has run while alive (primed; a loop that never ran is
  *    marked dirty by its first pool operation).
@@ -66,6 +71,8 @@
  *  - pending() counts operations submitted and not yet completed; loop_unlock
  *    subtracts the ones it completed after it readied their Gs.
  *  - One poll handle per fd per loop (pe_find before uv_poll_init).
+ *  - poll(pp) runs pp's loop only: a G parked on an idle P's loop is reaped by the
+ *    waiting M (wait: every loop) or sysmon (poll(NULL) when nobody polled for 10 ms).
  *
  * Lock order: fdtab's bucket lock, then a loop's lock (op_cancel runs under the
  * former); a thread holds one loop lock at a time; sched's locks are taken (readying)
@@ -73,14 +80,19 @@
  * loop lock (weft__io_wait_end and park's detach run unlocked).
  *
  * fd flags: weft promises never to change them, and uv_poll_init sets O_NONBLOCK. So
- * pe_add reads F_GETFL first and restores the flags right after (a few microseconds
- * in which a plain thread's blocking call on the same fd could see EAGAIN).
+ * pe_add reads F_GETFL first and restores the flags right after, under the fd's flag
+ * lock (flag_locks: the flags belong to the open file, shared by every loop), under
+ * which the flag reads that decide how to call (fl_get) are made too. A plain
+ * thread's blocking call on the fd in those microseconds could still see EAGAIN.
  *
- * Cost: an operation that parks on a fresh handle: F_GETFL, two epoll_ctl
- * (uv__io_check_fd), FIONBIO, F_SETFL, then epoll_ctl ADD at the next loop run and
- * DEL when its last waiter leaves, plus the retried call: ~7 system calls beyond the
- * operation. The next lever: a poll handle cached per (loop, fd) while the fd lives
- * (dropped by weft_close) -- one epoll_ctl per park, flags touched once. Each loop
+ * Cost: an operation that parks on a fresh handle: F_GETFL, uv__io_check_fd's
+ * epoll_ctl ADD + DEL, FIONBIO, F_SETFL, uv_poll_start's DEL (a no-op), the ADD at
+ * the next loop run, the DEL when its last waiter leaves, plus the retried call: 8
+ * system calls beyond the operation and its retry. Measured (a 64-byte ping-pong over
+ * a socketpair, 1 P, a 2-vCPU VM where system calls are dear): ~18 k round trips/s
+ * against io_uring's ~58 k. The next lever: a poll handle cached per (loop, fd) while
+ * the fd lives (dropped by weft_close; its file checked by fstat when reused) -- one
+ * epoll_ctl per park, flags touched once per loop. Each loop
  * holds 4 fds (epoll, libuv's async eventfd and signal pipe), plus one wake eventfd:
  * 4 * nprocs + 1 fds. A thread-pool operation: a hand-off to a pool thread and back
  * through the loop's eventfd.
@@ -189,7 +201,6 @@ static weft_lock flag_locks[FLAG_LOCKS];
 
 static void poll_cb(uv_poll_t *h, int status, int events);
 static void op_cancel(struct io_wait *w);
-static void uvio_wake(void);
 
 /* ---- the loop lock and what its release does --------------------------------- */
 static bool loop_trylock(struct uvloop *L)
@@ -236,11 +247,15 @@ static int loop_unlock(struct uvloop *L)
  * run the loop: make the waiter look, if it sleeps or is about to. */
 static void nudge(void)
 {
-    /* seq_cst fence: pairs with wait()'s after its sleeping store. Either wait's look
-     * at the loops (after its fence) sees our unlock -- and the loop dirty -- or our
-     * load below (after our fence) sees sleeping set */
-    atomic_thread_fence(SC);
-    uvio_wake();
+    /* An RMW on sleeping, not a fence (which ThreadSanitizer cannot see): it and
+     * wait()'s exchange are ordered in sleeping's modification order. Ours first:
+     * wait's exchange reads from it (acquire: our unlock, the loop dirty, are seen by
+     * its look at the loops); ours second: we read 1 and write the eventfd. */
+    if (atomic_fetch_add_explicit(&B.sleeping, 0, SC)) {
+        uint64_t one = 1;
+        ssize_t r = write(B.efd, &one, sizeof one);
+        (void)r;
+    }
 }
 
 /* Run L's loop (lock held) until no callback left a change unapplied. Reapers only:
@@ -338,16 +353,16 @@ static void pe_closed(uv_handle_t *h)
     weft_free(pe);
 }
 
-/* Waiters left pe (lock held): poll for what the others want, or close the handle
- * when none is left. Marks L dirty: a loop run applies the change (or the close). */
+/* Waiters left pe (lock held): poll for what the others want (L dirty: a loop run
+ * applies the change), or close the handle when none is left (its close callback
+ * runs at the end of the loop run we are in, or of the next one). */
 static void pe_update(struct uvloop *L, struct pollent *pe)
 {
     if (pe->waiters == NULL) {
-        uv_poll_stop(&pe->h);          /* epoll_ctl DEL now, not queued */
         pe_unhash(L, pe);
         atomic_fetch_add_explicit(&L->busy, 1, RLX);   /* closing: until pe_closed */
+        /* stops it first (uv__poll_close): epoll_ctl DEL now, not queued */
         uv_close((uv_handle_t *)&pe->h, pe_closed);
-        L->dirty = true;
         return;
     }
     int m = 0;
@@ -404,16 +419,25 @@ static void poll_cb(uv_poll_t *h, int status, int events)
 {
     struct pollent *pe = h->data;
     struct uvloop *L = pe->L;
+    struct uvop *done = NULL;
     struct uvop *op = pe->waiters;
     while (op != NULL) {
         struct uvop *next = op->next;
         if (status < 0 || op->ev == 0 || (op->ev & events)) {
             waiter_unlink(pe, op);
-            op_done(L, op, 0);
+            op->next = done;
+            done = op;
         }
         op = next;
     }
+    /* the handle first (its epoll_ctl), then the completions: a completed G may
+     * close the fd at once, and the number be reused */
     pe_update(L, pe);
+    while (done != NULL) {
+        op = done;
+        done = op->next;               /* read before op_done: then op may vanish */
+        op_done(L, op, 0);
+    }
 }
 
 /* ---- the system calls ---------------------------------------------------------- */
@@ -542,28 +566,36 @@ static ssize_t wait_ready(struct uvop *op, int64_t deadline)
     return weft__io_wait_park(&op->w, "io");
 }
 
-/* A readiness operation: (the call first), then wait for ev and retry until the call
- * does not say EAGAIN. blocking: the fd may block the call: retry in weft_blocking. */
+/* The call of a readiness operation once. blocking: the fd may block it (no per-call
+ * nonblocking flag): in weft_blocking, so that a lost race blocks the M, not the P. */
+static ssize_t ready_call(struct uvop *op, bool blocking)
+{
+    if (!blocking)
+        return try_call(op->r, op->sock);
+    struct bcall b = { .r = op->r };
+    weft_blocking(bcall_run, &b);
+    return b.res;
+}
+
+/* A readiness operation: (the call first -- when blocking, only if poll(2) says the
+ * fd is ready: data in a pipe costs one probe, not a park), then wait for ev and
+ * retry until the call does not say EAGAIN. */
 static ssize_t ready_op(struct uvop *op, int ev, bool blocking, bool first, int64_t deadline)
 {
     op->ev = ev;
     if (first) {
-        ssize_t n = try_call(op->r, op->sock);
-        if (n != -EAGAIN)
-            return n;
+        struct pollfd p = { .fd = op->r->fd, .events = ev & UV_READABLE ? POLLIN : POLLOUT };
+        if (!blocking || poll(&p, 1, 0) > 0) {
+            ssize_t n = ready_call(op, blocking);
+            if (n != -EAGAIN)
+                return n;
+        }
     }
     for (;;) {
         ssize_t rc = wait_ready(op, deadline);
         if (rc < 0)
             return rc;
-        ssize_t n;
-        if (blocking) {
-            struct bcall b = { .r = op->r };
-            weft_blocking(bcall_run, &b);
-            n = b.res;
-        } else {
-            n = try_call(op->r, op->sock);
-        }
+        ssize_t n = ready_call(op, blocking);
         if (n != -EAGAIN)
             return n;
     }
@@ -638,8 +670,10 @@ static void op_cancel(struct io_wait *w)
     if (op->state == OP_POLL) {
         struct pollent *pe = op->pe;
         waiter_unlink(pe, op);
+        if (pe->waiters == NULL)
+            L->dirty = true;           /* the close callback: run the loop soon */
+        pe_update(L, pe);              /* before op_done, as in poll_cb */
         op_done(L, op, -ECANCELED);
-        pe_update(L, pe);
     } else if (op->state == OP_WORK) {
         (void)uv_cancel((uv_req_t *)&op->work);   /* UV_EBUSY: running; libuv wakes the loop */
     }
@@ -687,7 +721,7 @@ static ssize_t rw_op(struct uvop *op, int64_t deadline)
         if (fl & O_NONBLOCK)
             n = ready_op(op, ev, false, true, deadline);
         else if (!wr)
-            n = ready_op(op, ev, true, false, deadline);
+            n = ready_op(op, ev, true, true, deadline);
         if (n != UNPOLLABLE)
             return n;
     }
@@ -725,7 +759,7 @@ static ssize_t uvio_op(struct io_req *r, int64_t deadline)
         if (fl < 0)
             return fl;
         bool nb = (fl & O_NONBLOCK) != 0;
-        n = ready_op(&op, UV_READABLE, !nb, nb, deadline);
+        n = ready_op(&op, UV_READABLE, !nb, true, deadline);
         break;
     }
     case IO_POLL:
@@ -760,9 +794,9 @@ static int uvio_poll(struct p *pp)
 
 static int uvio_wait(int64_t until)
 {
-    atomic_store_explicit(&B.sleeping, 1, SC);
-    /* seq_cst fence: pairs with nudge's (see there) */
-    atomic_thread_fence(SC);
+    /* seq_cst exchange: pairs with nudge's RMW (see there) and, as a seq_cst store,
+     * with the scheduler's wake order (poller.h) */
+    atomic_exchange_explicit(&B.sleeping, 1, SC);
     int64_t tmo = -1;                  /* ns; -1: no limit */
     if (until != INT64_MAX) {
         int64_t d = until - weft__time_now();
@@ -815,7 +849,6 @@ static void close_walk(uv_handle_t *h, void *arg)
 {
     (void)arg;
     if (h->type == UV_POLL && !uv_is_closing(h)) {
-        uv_poll_stop((uv_poll_t *)h);
         atomic_fetch_add_explicit(&((struct pollent *)h->data)->L->busy, 1, RLX);
         uv_close(h, pe_closed);
     }
