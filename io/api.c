@@ -530,7 +530,8 @@ static int connect_start(int fd, const struct sockaddr *addr, socklen_t len)
     int rc = connect(fd, addr, len) == 0 ? 0 : -errno;
     if (!(fl & O_NONBLOCK))
         fcntl(fd, F_SETFL, fl);
-    if (rc == -EINPROGRESS || rc == -EAGAIN)
+    /* EAGAIN is not "in progress": a Unix socket's full backlog (the connect failed) */
+    if (rc == -EINPROGRESS)
         return 1;
     return rc;
 }
