@@ -77,10 +77,12 @@ static bool retake(int64_t now)
                 pp->sm_when = now;
                 continue;
             }
-            /* a G waits in runnext behind a G that has not scheduled for a tick:
-             * wake a spinner, which takes it (proc.c stealnext); no one was woken
-             * when it was readied (weft__sched_ready) */
-            if (atomic_load_explicit(&pp->runnext, RLX) != NULL &&
+            /* a G waits in runnext, or in the ring, behind a G that has not
+             * scheduled for a tick: wake a spinner, which takes it (proc.c stealwork,
+             * stealnext); no one was woken when it was readied (weft__sched_ready) or
+             * when it yielded (a yield queues without a wake-up: a G that yielded
+             * behind a spinning one waited for ever with every other M idle) */
+            if ((atomic_load_explicit(&pp->runnext, RLX) != NULL || !weft__runq_ring_empty(pp)) &&
                 atomic_load_explicit(&sched.npidle, SC) > 0) {
                 weft__sched_wakep();
                 did = true;                 /* keep ticking fast */
