@@ -61,6 +61,10 @@ WEFT_API const char *weft_strerror(int err);
  *   the Ps aborts. When no green thread can ever run again and some are waiting,
  *   it prints "weft: all green threads are asleep - deadlock!" with weft_dump's
  *   lines and aborts (WEFT_DEBUG=deadlock=0 turns that off; weft_start never checks).
+ *   The check sees only green threads: with all of them waiting for a plain thread
+ *   (one that sends to them, say) that has not run for 50 ms, it aborts too; a
+ *   program whose green threads wait for plain threads sets deadlock=0 or uses
+ *   weft_start.
  * weft_start(cfg): starts the runtime in the background and returns 0; from then
  *   until weft_stop any thread may spawn. Same errors as weft_run but main_fn's.
  *   While running, weft handles SIGQUIT (weft_dump to stderr) and SIGSEGV/SIGBUS
