@@ -40,7 +40,8 @@ void weft__ctx_init(struct weft_ctx *ctx, void *stack_top, void (*fn)(void *), v
 #else
 #error "weft: no context switch for this architecture (sched/context_<arch>.S)"
 #endif
-    ctx->sp = sp;
+    /* atomic: another P's run-queue prefetch (runq.c) may peek at a stale G's sp */
+    __atomic_store_n(&ctx->sp, (void *)sp, __ATOMIC_RELAXED);
 }
 
 /* On the dead green thread's stack, which may be small: no stdio, no allocation. */

@@ -67,6 +67,15 @@ static void dump_one(int fd, uint64_t id, const char *name, uint32_t st, const c
             overran ? " ran over 10 ms without yielding;" : "", where, (void *)fn);
 }
 
+/* sysmon notes a G running over 10 ms in its P (sysmon.c) */
+static int overran(struct g *gp)
+{
+    for (int i = 0; i < sched.nprocs; i++)
+        if (__atomic_load_n(&sched.allp[i]->overrun, __ATOMIC_RELAXED) == gp)
+            return 1;
+    return 0;
+}
+
 void weft__dump_locked(int fd)
 {
     weft__tsan_racy_reads_begin();      /* the fields below are read racily, on purpose */
@@ -89,7 +98,7 @@ void weft__dump_locked(int fd)
         uint32_t st = atomic_load_explicit(&gp->status, RLX);
         if (st != G_IDLE && st != G_DEAD)
             dump_one(fd, gp->id, gp->name, st, st == G_WAITING ? gp->waitreason : NULL,
-                     gp->overran, gp->fn);
+                     overran(gp), gp->fn);
     }
     weft__tsan_racy_reads_end();
 }

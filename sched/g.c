@@ -196,8 +196,6 @@ struct g *weft__g_start(struct p *pp, struct gspawn *r, void (*entry)(void *))
     gp->name = r->name;
     gp->stacksize = r->stacksize;
     gp->waitreason = NULL;
-    __atomic_store_n(&gp->overran, 0, __ATOMIC_RELAXED);    /* sysmon writes it too */
-    atomic_store_explicit(&gp->preempt, 0, RLX);
     gp->asan_fake = NULL;
     gp->deadline = -1;
     /* The dump never misses a G starting: it reads the records first (acquire), then

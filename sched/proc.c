@@ -111,7 +111,7 @@ static inline WEFT_TSAN_NOFRAME void gswitch(struct m *mp, struct g *from, struc
         to = first_run(mp, to);     /* a spawn record: now a G, with a stack */
     mp->after = action;
     mp->after_g = from;
-    __atomic_store_n(&mp->curg, to, __ATOMIC_RELAXED);   /* sysmon reads it */
+    __atomic_store_n(&mp->curg, to, __ATOMIC_RELAXED);   /* sysmon compares it */
     if (!to->system) {
         to->m = mp;
         atomic_store_explicit(&to->status, G_RUNNING, RLX);
@@ -309,7 +309,6 @@ void weft_yield(void)
         sched_yield();
         return;
     }
-    atomic_store_explicit(&gp->preempt, 0, RLX);
     if (weft__debug.migrate) {
         atomic_store_explicit(&gp->status, G_RUNNABLE, RLX);
         gswitch(mp, gp, &mp->g0, AFTER_MIGRATE);

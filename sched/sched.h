@@ -167,8 +167,6 @@ struct g {
     struct weft_ctx ctx;
     _Atomic uint32_t status;
     uint8_t system;            /* g0 */
-    uint8_t overran;           /* ran over 10 ms without yielding (sysmon) */
-    _Atomic uint8_t preempt;   /* sysmon asks it to yield at the next yield point */
     struct timer timer;        /* sleep and wait timeouts: a G waits on one thing at a time */
     struct m *m;               /* the M running it */
     /* line 1 (offset 64): park and wait */
@@ -250,6 +248,7 @@ struct p {
     /* sysmon's view */
     uint32_t sm_schedtick, sm_syscalltick;
     int64_t sm_when;
+    struct g *overrun;         /* the G running over 10 ms here (sysmon; compared only) */
     /* timers (timer.c), under timerlock */
     weft_lock timerlock;
     struct tentry *timers;     /* the heap; timers[1..4] start a cache line (timer.c) */

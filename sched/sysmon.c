@@ -5,9 +5,12 @@
  *  - retakes Ps stuck in weft_blocking: a P whose syscalltick has not moved for a
  *    whole tick is CASed P_SYSCALL -> P_IDLE and handed to another M when there is
  *    work (weft__sched_handoffp);
- *  - flags green threads that ran over 10 ms without a scheduling point (their P's
- *    schedtick did not move): weft_dump reports them, and they yield at the next
- *    yield point;
+ *  - flags green threads that run over 10 ms without a scheduling point (their P's
+ *    schedtick did not move): it notes the G's address in its P's overrun (cleared
+ *    when the tick moves), for weft_dump and the schedtrace's longrunning count. It
+ *    never dereferences the G: the P's M may have switched away from it meanwhile,
+ *    and a struct g read through a stale curg races with its reuse (a dead G, a new
+ *    one; ThreadSanitizer saw exactly that);
  *  - prints a schedtrace line every N ms (WEFT_DEBUG=schedtrace=N);
  *  - prints weft_dump to stderr after a SIGQUIT (the handler only sets a flag);
  *  - trims the stacks in the global free pool, once each (weft__stack_trim_pool).
@@ -53,6 +56,8 @@ static bool retake(int64_t now)
     for (int i = 0; i < sched.nprocs; i++) {
         struct p *pp = sched.allp[i];
         uint32_t st = atomic_load_explicit(&pp->status, ACQ);
+        if (st != P_RUNNING)
+            __atomic_store_n(&pp->overrun, NULL, __ATOMIC_RELAXED);
         if (st == P_SYSCALL) {
             uint32_t t = atomic_load_explicit(&pp->syscalltick, RLX);
             if (t != pp->sm_syscalltick) {
@@ -75,6 +80,7 @@ static bool retake(int64_t now)
             if (tick != pp->sm_schedtick) {
                 pp->sm_schedtick = tick;
                 pp->sm_when = now;
+                __atomic_store_n(&pp->overrun, NULL, __ATOMIC_RELAXED);
                 continue;
             }
             /* a G waits in runnext, or in the ring, behind a G that has not
@@ -88,14 +94,12 @@ static bool retake(int64_t now)
                 did = true;                 /* keep ticking fast */
             }
             if (now - pp->sm_when > OVERRUN_NS && mp != NULL) {
+                /* relaxed, compared only: a user G (not the M's g0) on a P whose
+                 * tick has not moved is the one running, or has just stopped */
                 struct g *gp = __atomic_load_n(&mp->curg, __ATOMIC_RELAXED);
-                if (gp != NULL && !gp->system &&
-                    atomic_load_explicit(&gp->status, RLX) == G_RUNNING) {
-                    if (!__atomic_load_n(&gp->overran, __ATOMIC_RELAXED))
-                        nlongrunning++;
-                    __atomic_store_n(&gp->overran, 1, __ATOMIC_RELAXED);
-                    atomic_store_explicit(&gp->preempt, 1, RLX);
-                }
+                if (gp != NULL && gp != &mp->g0 &&
+                    __atomic_exchange_n(&pp->overrun, gp, __ATOMIC_RELAXED) != gp)
+                    nlongrunning++;
             }
         }
     }
