@@ -1,4 +1,4 @@
-# weft -- goroutines for C.   make | make test | make test-allocfree | make demo | make bench | make install PREFIX=...
+# weft -- goroutines for C.   make | make test | make test-allocfree | make demo | make demos | make fuzz | make bench | make install PREFIX=...
 # Variables: SAN=address|undefined|thread  DEBUG=1  CC=clang  PREFIX=/usr/local
 .SUFFIXES:
 .DELETE_ON_ERROR:
@@ -83,12 +83,18 @@ lib/weft.pc: Makefile
 
 # ---- deps: install what pkg-config cannot find, with apt-get ----------------
 DEP_PKGS := liburing:liburing-dev libuv:libuv1-dev criterion:libcriterion-dev
+# the clients the demo tests and benchmarks drive the servers with (command:package)
+DEP_CMDS := curl:curl redis-cli:redis-tools redis-benchmark:redis-tools nc:netcat-openbsd wrk:wrk
 deps:
 	@missing=""; \
 	command -v pkg-config >/dev/null 2>&1 || missing="pkg-config"; \
 	for d in $(DEP_PKGS); do \
 	    pc=$${d%%:*}; deb=$${d#*:}; \
 	    pkg-config --exists $$pc 2>/dev/null || missing="$$missing $$deb"; \
+	done; \
+	for d in $(DEP_CMDS); do \
+	    c=$${d%%:*}; deb=$${d#*:}; \
+	    command -v $$c >/dev/null 2>&1 || case " $$missing " in *" $$deb "*) ;; *) missing="$$missing $$deb";; esac; \
 	done; \
 	if [ -n "$$missing" ]; then \
 	    sudo=""; [ "$$(id -u)" -eq 0 ] || sudo="sudo"; \
@@ -139,7 +145,7 @@ test-allocfree: deps
 	@$(MAKE) --no-print-directory test-run TEST_ENV=WEFT_DEBUG=allocfree=1 \
 	    TEST_BIN="$(ALLOCFREE_TESTS:%=$(B)/tests/%)"
 .PHONY: test-run
-test-run: lib $(TEST_BIN) $(TEST_HELPER_BIN)
+test-run: lib $(TEST_BIN) $(TEST_HELPER_BIN) $(DEMO_BIN)
 	@fail=0; for t in $(TEST_BIN); do \
 	    echo "== $$t$(if $(TEST_ENV), ($(TEST_ENV)))"; \
 	    $(TEST_ENV) WEFT_TEST_BUILD=$(B) WEFT_TEST_SAN=$(SAN) LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp \
@@ -155,13 +161,45 @@ $(B)/bench/%: tests/bench/%.c $(B)/lib/libweft.a
 bench: deps lib $(BENCH_BIN)
 	@B=$(B) sh tests/bench/run.sh
 
+# demos/*.c: a program each; demos/lib/*.c: what they share (the parsers, which the
+# fuzz targets test too), linked into every demo.
 DEMO_SRC := $(wildcard demos/*.c)
 DEMO_BIN := $(DEMO_SRC:demos/%.c=$(B)/demos/%)
-$(B)/demos/%: demos/%.c $(B)/lib/libweft.a
+DEMO_LIB_SRC := $(wildcard demos/lib/*.c)
+DEMO_LIB_OBJ := $(DEMO_LIB_SRC:%.c=$(B)/%.o)
+$(DEMO_LIB_OBJ): CPPFLAGS += -Idemos
+$(B)/demos/%: demos/%.c $(DEMO_LIB_OBJ) $(B)/lib/libweft.a
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ $< $(B)/lib/libweft.a $(LDFLAGS) $(LDLIBS)
+	$(CC) $(CPPFLAGS) -Idemos $(CFLAGS) -o $@ $< $(DEMO_LIB_OBJ) $(B)/lib/libweft.a $(LDFLAGS) $(LDLIBS)
+.PHONY: demos
+demos: deps
+	@$(MAKE) --no-print-directory lib $(DEMO_BIN)
 demo: deps
-	@$(MAKE) --no-print-directory lib $(B)/demos/tour && $(B)/demos/tour
+	@$(MAKE) --no-print-directory lib $(DEMO_BIN) && $(B)/demos/tour
+
+# ---- fuzzing: libFuzzer targets for the demos' parsers (clang) ----------------
+# tests/fuzz/fuzz_NAME.c, seeds in tests/fuzz/corpus/NAME/, crashes found and fixed
+# kept in tests/fuzz/regress/NAME/ (replayed by every `make fuzz`). FUZZ_SECS each.
+FUZZ_CC   ?= clang
+FUZZ_SECS ?= 60
+FUZZ_SRC  := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_BIN  := $(FUZZ_SRC:tests/fuzz/%.c=build/fuzz/%)
+build/fuzz/%: tests/fuzz/%.c $(DEMO_LIB_SRC) $(wildcard demos/lib/*.h)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) -g -O1 -std=gnu11 $(WARN) -Iinclude -I. -Idemos -D_GNU_SOURCE -DWEFT_FUZZ=1 \
+	    -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -o $@ $< $(DEMO_LIB_SRC)
+.PHONY: fuzz
+fuzz: $(FUZZ_BIN)
+	@set -e; for f in $(FUZZ_BIN); do \
+	    n=$${f##*/fuzz_}; mkdir -p build/fuzz/corpus-$$n; \
+	    if [ -d tests/fuzz/regress/$$n ] && [ -n "$$(ls tests/fuzz/regress/$$n)" ]; then \
+	        echo "== $$f: regressions"; $$f tests/fuzz/regress/$$n/* >/dev/null 2>&1 || { $$f tests/fuzz/regress/$$n/*; exit 1; }; fi; \
+	    echo "== $$f: $(FUZZ_SECS) s"; \
+	    if $$f -max_total_time=$(FUZZ_SECS) -print_final_stats=1 -artifact_prefix=build/fuzz/$$n- \
+	        build/fuzz/corpus-$$n tests/fuzz/corpus/$$n > build/fuzz/$$n.log 2>&1; then \
+	        grep -E "^stat::(number_of_executed_units|peak_rss_mb|new_units_added)" build/fuzz/$$n.log; \
+	    else tail -60 build/fuzz/$$n.log; echo "== $$f: crashed; the input is in build/fuzz/$$n-*"; exit 1; fi; \
+	done
 
 # ---- aarch64: cross-build the runtime and run a smoke program under qemu-user ----
 A64_CC ?= aarch64-linux-gnu-gcc
