@@ -443,7 +443,12 @@ STATS
 }
 
 # A section is a function bench_NAME, listed here; with no arguments all of them run.
+# tests/bench/section_NAME.sh files (sourced here, with the helpers above) define more,
+# each appending its NAME to SECTIONS.
 SECTIONS="malloc callgrind sched io"
+for f in "$TOP"/tests/bench/section_*.sh; do
+    [ -e "$f" ] && . "$f"
+done
 [ $# -eq 0 ] && set -- $SECTIONS
 for section in "$@"; do
     case " $SECTIONS " in
