@@ -354,6 +354,11 @@ WEFT_API ssize_t weft_recvfrom(int fd, void *buf, size_t n, int flags, struct so
                                socklen_t *len);
 WEFT_API ssize_t weft_sendto(int fd, const void *buf, size_t n, int flags,
                              const struct sockaddr *to, socklen_t len);
+/* Files: what the page cache holds is read (or a buffered write is taken) at once on
+ * the calling thread, with no park (RWF_NOWAIT), so a green thread reading a cached
+ * file in a loop does not yield: weft_yield now and then if others must run; the rest
+ * goes to the poller (io_uring, or libuv's thread pool). pread returns fewer than n
+ * bytes only at end of file or with an error after some bytes. */
 WEFT_API ssize_t weft_pread(int fd, void *buf, size_t n, off_t off);
 WEFT_API ssize_t weft_pwrite(int fd, const void *buf, size_t n, off_t off);  /* all n unless an error */
 WEFT_API int     weft_fsync(int fd);

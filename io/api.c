@@ -10,7 +10,9 @@
  *     that is not a socket (ENOTSOCK: pipes, files, ttys) go to the backend at once,
  *     which never blocks the M (io_uring: poll-armed or on its io-wq; libuv: readiness
  *     or its thread pool);
- *   - accept, connect, pread/pwrite, fsync, open, poll: one backend operation
+ *   - pread/pwrite: preadv2/pwritev2 with RWF_NOWAIT first (what the page cache can
+ *     serve at once: no park), else, and for the rest of a short one, the backend;
+ *   - accept, connect, fsync, open, poll: one backend operation
  *     (io_uring tries each inline, without blocking, before it arms a poll or hands
  *     it to a worker: the "system call first" is inside io_uring_enter);
  *   - writes loop until every byte is written or an error comes (short writes).
@@ -241,6 +243,25 @@ ssize_t weft_readv(int fd, const struct iovec *iov, int iovcnt)
     return do_op(be, &q);
 }
 
+/* Files, from a green thread: preadv2/pwritev2 with RWF_NOWAIT, which the kernel
+ * serves only when it need not wait (the data in the page cache; room for a buffered
+ * write), on the calling M: one system call and no park, as a plain thread's pread.
+ * -EAGAIN: it would wait (or the file system or kernel cannot say: EOPNOTSUPP,
+ * EINVAL), so the backend does it (io_uring inline or on its io-wq; libuv's pool).
+ * EINTR counts as EAGAIN. Other errors are the call's (EBADF, ESPIPE, EISDIR). */
+static ssize_t try_nowait(ssize_t (*op)(int, const struct iovec *, int, off_t, int), int fd,
+                          const void *buf, size_t n, off_t off)
+{
+    struct iovec iov = { .iov_base = (void *)buf, .iov_len = n };
+    ssize_t r = op(fd, &iov, 1, off, RWF_NOWAIT);
+    if (r >= 0)
+        return r;
+    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EOPNOTSUPP || errno == EINVAL ||
+        errno == EINTR)
+        return -EAGAIN;
+    return -errno;
+}
+
 ssize_t weft_pread(int fd, void *buf, size_t n, off_t off)
 {
     if (off < 0)
@@ -255,8 +276,29 @@ ssize_t weft_pread(int fd, void *buf, size_t n, off_t off)
                 return -errno;
         }
     }
-    struct io_req q = { .kind = IO_READ, .fd = fd, .buf = buf, .len = n, .off = off };
-    return do_op(be, &q);
+    /* what the page cache holds now costs one system call and no park */
+    size_t done = 0;
+    ssize_t r = try_nowait(preadv2, fd, buf, n, off);
+    if (r >= 0) {
+        if ((size_t)r == n || r == 0)
+            return r;                   /* all of it, or end of file */
+        done = (size_t)r;
+    } else if (r != -EAGAIN) {
+        return r;
+    }
+    /* the rest from the backend, until end of file: a reader of a file expects a short
+     * count only there */
+    while (done < n) {
+        struct io_req q = { .kind = IO_READ, .fd = fd, .buf = (char *)buf + done,
+                            .len = n - done, .off = off + (off_t)done };
+        r = do_op(be, &q);
+        if (r < 0)
+            return done > 0 ? (ssize_t)done : r;
+        if (r == 0)
+            break;
+        done += (size_t)r;
+    }
+    return (ssize_t)done;
 }
 
 /* ---- writes ----------------------------------------------------------------------- */
@@ -455,9 +497,12 @@ ssize_t weft_pwrite(int fd, const void *buf, size_t n, off_t off)
             if (r < 0)
                 r = -errno;
         } else {
-            struct io_req q = { .kind = IO_WRITE, .fd = fd, .buf = (void *)(p + done),
-                                .len = n - done, .off = off + (off_t)done };
-            r = do_op(be, &q);
+            r = try_nowait(pwritev2, fd, p + done, n - done, off + (off_t)done);
+            if (r == -EAGAIN) {
+                struct io_req q = { .kind = IO_WRITE, .fd = fd, .buf = (void *)(p + done),
+                                    .len = n - done, .off = off + (off_t)done };
+                r = do_op(be, &q);
+            }
         }
         if (r < 0)
             return r;

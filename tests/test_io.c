@@ -1405,6 +1405,40 @@ static int file_main(void *arg)
 
 IO_VARIANTS_M(io, file_round_trip, file_main, NULL, 30)
 
+/* weft_pread first asks the page cache (RWF_NOWAIT) and sends what it cannot serve at
+ * once to the backend: a file dropped from the cache, then one with every other page
+ * cached (short reads served at once, the rest by the backend), read whole either way. */
+static int file_uncached_main(void *arg)
+{
+    (void)arg;
+    char path[256];
+    tmp_path(path, sizeof path);
+    int fd = weft_open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    cr_assert_geq(fd, 0);
+    enum { PAGES = 256 };
+    static uint8_t data[PAGES * 4096], back[PAGES * 4096];
+    fill(data, sizeof data, 7);
+    cr_assert_eq(weft_pwrite(fd, data, sizeof data, 0), (ssize_t)sizeof data);
+    cr_assert_eq(weft_fsync(fd), 0);
+    cr_assert_eq(posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED), 0);
+    memset(back, 0, sizeof back);
+    cr_assert_eq(weft_pread(fd, back, sizeof back, 0), (ssize_t)sizeof back, "uncached");
+    cr_assert_eq(memcmp(back, data, sizeof data), 0);
+    cr_assert_eq(posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED), 0);
+    char one[4096];
+    for (int i = 0; i < PAGES; i += 2)   /* every other page back in the cache */
+        cr_assert_eq(pread(fd, one, sizeof one, (off_t)i * 4096), (ssize_t)sizeof one);
+    memset(back, 0, sizeof back);
+    cr_assert_eq(weft_pread(fd, back, sizeof back, 0), (ssize_t)sizeof back, "half cached");
+    cr_assert_eq(memcmp(back, data, sizeof data), 0);
+    cr_assert_eq(weft_pread(fd, back, sizeof back, 4096 * (PAGES - 1)), 4096, "to the end");
+    cr_assert_eq(weft_close(fd), 0);
+    cr_assert_eq(unlink(path), 0);
+    return 0;
+}
+
+IO_VARIANTS(io, file_pread_uncached, file_uncached_main, NULL, 30)
+
 /* 1,000 green threads at once, each writing its own 4 KiB region, syncing, reading it
  * back; then every region is read back by main. */
 static struct { int fd; _Atomic long done, bad; } fm;
