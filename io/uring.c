@@ -376,8 +376,53 @@ static ssize_t uring_op(struct io_req *r, int64_t deadline)
 }
 
 /* ---- life cycle ---------------------------------------------------------------- */
+/* Teardown, every M joined: green threads may still be parked in operations whose
+ * buffers (and struct uop) are on their stacks, which teardown frees next, and closing
+ * a ring does not wait for its requests (the kernel cancels them later, in a worker;
+ * an io-wq read may still be copying). So: enter what is queued, cancel everything
+ * (IORING_ASYNC_CANCEL_ANY, kernel 5.19) and wait for every final completion, for up
+ * to DRAIN_NS (an io-wq worker in an uninterruptible read finishes that first); what
+ * is left after it is said on stderr. The completions ready nobody. */
+#define DRAIN_NS (10 * 1000000000LL)
+static void drain(void)
+{
+    if (atomic_load_explicit(&inflight, RLX) == 0)
+        return;
+    for (int i = 0; i < nrings; i++) {
+        struct ring *rg = &rings[i];
+        weft__lock(&rg->sqlock);
+        struct io_uring_sqe *sqe = get_sqe(rg);
+        io_uring_prep_cancel64(sqe, 0, IORING_ASYNC_CANCEL_ANY);
+        io_uring_sqe_set_data64(sqe, 0);
+        io_uring_submit(&rg->ring);
+        atomic_store_explicit(&rg->unsub, 0, RLX);
+        weft__unlock(&rg->sqlock);
+    }
+    int64_t until = weft__time_now() + DRAIN_NS;
+    while (atomic_load_explicit(&inflight, RLX) > 0 && weft__time_now() < until) {
+        for (int i = 0; i < nrings; i++) {
+            struct io_uring_cqe *cqe;
+            struct __kernel_timespec ts = { .tv_nsec = 1000000 };
+            /* enters the kernel (task work runs), waits at most 1 ms */
+            if (io_uring_wait_cqe_timeout(&rings[i].ring, &cqe, &ts) != 0)
+                continue;
+            struct io_uring_cqe *cqes[REAP_BATCH];
+            unsigned n = io_uring_peek_batch_cqe(&rings[i].ring, cqes, REAP_BATCH);
+            for (unsigned k = 0; k < n; k++)
+                if (cqes[k]->user_data != 0)
+                    atomic_fetch_sub_explicit(&inflight, 1, RLX);
+            io_uring_cq_advance(&rings[i].ring, n);
+        }
+    }
+    long left = atomic_load_explicit(&inflight, RLX);
+    if (left > 0)
+        weft__io_notice("teardown: %ld io_uring operations still in flight after %lld s; "
+                        "their buffers are freed anyway", left, DRAIN_NS / 1000000000LL);
+}
+
 static void uring_stop(void)
 {
+    drain();
     for (int i = 0; i < nrings; i++)
         io_uring_queue_exit(&rings[i].ring);
     weft_free(rings);

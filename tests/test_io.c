@@ -1899,3 +1899,49 @@ static int idle_timers_main(void *arg)
 }
 
 IO_VARIANTS_M(io, timers_run_while_poller_waits, idle_timers_main, NULL, 30)
+
+/* weft_run returns while green threads are parked in reads (of pipes, of sockets) and
+ * in cached and uncached file reads: teardown cancels what is in flight and waits for
+ * the final completions before it frees their stacks (ASan would see a late write). */
+static int fds_left[64];
+static int nfds_left;
+
+static void parked_reader(void *arg)
+{
+    char buf[4096];
+    weft_read((int)(intptr_t)arg, buf, sizeof buf);
+}
+
+static int teardown_parked_main(void *arg)
+{
+    (void)arg;
+    nfds_left = 0;
+    for (int i = 0; i < 8; i++) {
+        int p[2];
+        cr_assert_eq(pipe2(p, O_CLOEXEC), 0);
+        fds_left[nfds_left++] = p[0];
+        fds_left[nfds_left++] = p[1];
+        cr_assert_eq(weft_spawn(parked_reader, (void *)(intptr_t)p[0]), 0);
+        int sv[2];
+        cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+        fds_left[nfds_left++] = sv[0];
+        fds_left[nfds_left++] = sv[1];
+        cr_assert_eq(weft_spawn(parked_reader, (void *)(intptr_t)sv[0]), 0);
+    }
+    for (int i = 0; i < 20; i++)
+        weft_yield();
+    weft_sleep(20 * 1000000LL);         /* they park */
+    return 0;
+}
+
+static void teardown_parked(int backend)
+{
+    for (int round = 0; round < 2; round++) {
+        run_io(teardown_parked_main, NULL, 2, 0, backend);
+        for (int i = 0; i < nfds_left; i++)
+            close(fds_left[i]);
+    }
+}
+
+Test(io, run_returns_with_reads_parked_uring, .timeout = 60) { teardown_parked(WEFT_IO_URING); }
+Test(io, run_returns_with_reads_parked_uv, .timeout = 60) { teardown_parked(WEFT_IO_UV); }
