@@ -32,7 +32,8 @@
  * Cancellation (io.h): ASYNC_CANCEL by user_data on the operation's ring, after
  * which the operation completes with -ECANCELED (or its result, if it won the race):
  * either way that completion is the final one and readies the G.
- * pending() counts operations submitted and not yet reaped (relaxed).
+ * pending() counts operations submitted and not yet reaped (relaxed). stop() cancels
+ * and drains every operation in flight before it closes the rings (drain()).
  * wait(until): ppoll on every ring's fd (readable when its completion queue is not
  * empty) and the wake eventfd; returns how many rings are readable, reaping nothing
  * (poller.h); wake() writes the eventfd (only ever for the waiting M). poll(pp) reaps
