@@ -1,4 +1,4 @@
-# weft -- goroutines for C.   make | make test | make test-allocfree | make demo | make demos | make fuzz | make bench | make install PREFIX=...
+# weft -- goroutines for C.   make | make test | make test-allocfree | make demo | make demos | make fuzz | make bench [SECTIONS="io http"] | make install PREFIX=...
 # Variables: SAN=address|undefined|thread  DEBUG=1  CC=clang  PREFIX=/usr/local
 .SUFFIXES:
 .DELETE_ON_ERROR:
@@ -158,8 +158,11 @@ BENCH_BIN := $(BENCH_SRC:tests/bench/%.c=$(B)/bench/%)
 $(B)/bench/%: tests/bench/%.c $(B)/lib/libweft.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) -I. $(CFLAGS) -o $@ $< $(B)/lib/libweft.a $(LDFLAGS) $(LDLIBS)
-bench: deps lib $(BENCH_BIN)
-	@B=$(B) sh tests/bench/run.sh
+# the charts (build/bench/*.svg, *.png) are copied to tests/bench/charts/, which the
+# README shows: commit them with the figures they go with
+bench: deps lib $(BENCH_BIN) $(DEMO_BIN)
+	@B=$(B) sh tests/bench/run.sh $(SECTIONS)
+	@mkdir -p tests/bench/charts && cp build/bench/*.svg tests/bench/charts/ 2>/dev/null || true
 
 # demos/*.c: a program each; demos/lib/*.c: what they share (the parsers, which the
 # fuzz targets test too), linked into every demo.

@@ -50,6 +50,15 @@ stats() { sort -g "$1" | awk '{ v[NR] = $1 } END { if (NR == 0) print "nan nan n
 
 # so_path PACKAGE FILE...: where the package's shared library is (multiarch directory, or
 # whatever dpkg -L says), empty if nowhere
+# record AREA "GROUP" "SERIES" VALUE: one bar of AREA's chart (charts.sh draws
+# $BENCH_OUT/AREA.svg and .png after the run); record_title AREA "TITLE" "Y LABEL"
+# starts AREA's data afresh. BENCH_OUT: default build/bench (make bench copies the
+# charts into tests/bench/charts/ for the README).
+BENCH_OUT=${BENCH_OUT:-$TOP/build/bench}
+mkdir -p "$BENCH_OUT"
+record_title() { printf '#%s|%s\n' "$2" "$3" > "$BENCH_OUT/$1.dat"; }
+record() { printf '%s|%s|%s\n' "$2" "$3" "$4" >> "$BENCH_OUT/$1.dat"; }
+
 so_path() {
     so_pkg=$1; shift
     for so_f in "$@"; do
@@ -107,6 +116,8 @@ bench_malloc() {
     echo "   x best: time / the best of the baselines present ($BASELINES);"
     echo "   x least: peak RSS / the smallest of theirs"
     printf '%-9s %-9s %9s %7s %9s %8s %8s\n' workload allocator ns/op spread "RSS MiB" "x best" "x least"
+    record_title malloc "allocator workloads: time / the best baseline's (lower is better)" "time / best"
+    record_title malloc_rss "allocator workloads: peak RSS / the smallest baseline's (lower is better)" "peak RSS / least"
     for w in ${BENCH_WORKLOADS:-pairs ring prodcons larson large regrow64k regrow1m regrowmix}; do
         r=0
         while [ $r -lt "$REPEAT" ]; do
@@ -145,6 +156,8 @@ bench_malloc() {
 $(stats "$tmp/$w.$a.ns")
 STATS
             s=$(median < "$tmp/$w.$a.rss")
+            record malloc "$w" "$a" "$(echo "$m ${best:-0}" | awk '{ print $2 > 0 ? $1 / $2 : "nan" }')"
+            record malloc_rss "$w" "$a" "$(echo "$s ${least:-0}" | awk '{ print $2 > 0 ? $1 / $2 : "nan" }')"
             nfail=$( [ -e "$tmp/$w.$a.fail" ] && wc -l < "$tmp/$w.$a.fail" || echo 0)
             echo "$w $a $m $lo $hi $s ${best:-0} ${least:-0} $nfail $bestname $leastname" | awk '{
                 spread = $3 > 0 ? sprintf("%.0f%%", 100 * ($5 - $4) / $3) : "-"
@@ -219,6 +232,7 @@ bench_sched() {
     echo
     echo "== scheduler: median of $REPEAT runs, weft against Go ($( [ -n "$go_bin" ] && go version | awk '{print $3}' || echo 'not installed'))"
     printf '%-22s %14s %14s %8s\n' benchmark weft Go "weft/Go"
+    record_title sched "scheduler: time / Go's (lower is better)" "time / Go 1.x"
     for spec in "spawn:" "skynet:" "yield:" "parked:" "pingpong:1" "pingpong:2" "chanbuf:" "mutex:2" "sleep:"; do
         b=${spec%%:*}; p=${spec#*:}
         r=0
@@ -235,6 +249,8 @@ bench_sched() {
         g=$([ -s "$tmp/$b$p.go" ] && median < "$tmp/$b$p.go" || echo nan)
         label="$b${p:+ (nprocs $p)}"
         printf '%-22s %11s %-2s %11s %-2s %8s\n' "$label" $w "$unit" $g "$unit" $(echo "$w $g" | awk '{ if ($2 == "nan" || $2 == 0) print "-"; else printf "%.2f", $1 / $2 }')
+        record sched "$label" weft "$(echo "$w $g" | awk '{ print ($2 == "nan" || $2 == 0) ? "nan" : $1 / $2 }')"
+        record sched "$label" Go "$(echo "$g" | awk '{ print ($1 == "nan" || $1 == 0) ? "nan" : 1 }')"
         if [ "$b" = sleep ]; then
             w=$(median < "$tmp/$b$p.weftcpu")
             g=$([ -s "$tmp/$b$p.gocpu" ] && median < "$tmp/$b$p.gocpu" || echo nan)
@@ -358,6 +374,8 @@ bench_io() {
             done
         done
         printf '%-6s %-15s %-9s %9s %6s %9s %9s %7s %8s %7s %7s\n' conns server backend rt/s spread "p50 us" "p99 us" "srv us" "load us" stalled "x best"
+        record_title echo "TCP echo, 64-byte round trips on 127.0.0.1 (higher is better)" "round trips / s"
+        record_title echo_cpu "TCP echo: server CPU per round trip (lower is better)" "us"
         for c in ${BENCH_IO_CONNS:-10 100 1000}; do
             best=""; bestname=""
             for sv in $IO_BASELINES; do
@@ -374,6 +392,8 @@ bench_io() {
                 read -r m lo hi <<STATS
 $(stats "$tmp/$c.$sv.rt_per_s")
 STATS
+                record echo "$c connections" "$(io_label $sv)" "$m"
+                record echo_cpu "$c connections" "$(io_label $sv)" "$(median < "$tmp/$c.$sv.server_cpu_us")"
                 echo "$c|$(io_label $sv)|${be:--}|$m|$lo|$hi|$(median < "$tmp/$c.$sv.p50_us")|$(median < "$tmp/$c.$sv.p99_us")|$(median < "$tmp/$c.$sv.server_cpu_us")|$(median < "$tmp/$c.$sv.load_cpu_us")|${best:-0}|$sv|$(io_label "$bestname")|$(median < "$tmp/$c.$sv.stalled")" | awk -F'|' '{
                     spread = $4 > 0 ? sprintf("%.0f%%", 100 * ($6 - $5) / $4) : "-"
                     xb = $11 > 0 ? sprintf("%.2f", $4 / $11) : "-"
@@ -416,11 +436,13 @@ STATS
         done
         pt=$([ -s "$tmp/pread.pthread" ] && median < "$tmp/pread.pthread" || echo nan)
         printf '%-22s %12s %6s %10s\n' reader preads/s spread "x pthreads"
+        record_title file "4 KiB preads of a cached file, 1000 green threads vs 2 pthreads (higher is better)" "preads / s"
         for be in uring uv; do
             if [ ! -s "$tmp/pread.$be" ]; then printf '%-22s %12s\n' "weft WEFT_IO=$be" failed; continue; fi
             read -r m lo hi <<STATS
 $(stats "$tmp/pread.$be")
 STATS
+            record file "preads" "weft ($(cat "$tmp/pread.$be.backend"))" "$m"
             echo "weft ($(cat "$tmp/pread.$be.backend")) $m $lo $hi $pt" | awk '{
                 spread = $3 > 0 ? sprintf("%.0f%%", 100 * ($5 - $4) / $3) : "-"
                 x = $6 > 0 ? sprintf("[%.2f]", $3 / $6) : "-"
@@ -430,6 +452,7 @@ STATS
             read -r m lo hi <<STATS
 $(stats "$tmp/pread.pthread")
 STATS
+            record file "preads" "pthreads (pread)" "$m"
             echo "$m $lo $hi" | awk '{ spread = $1 > 0 ? sprintf("%.0f%%", 100 * ($3 - $2) / $1) : "-"
                                        printf "%-22s %12.0f %6s %10s\n", "pthreads (pread)", $1, spread, "1.00" }'
         fi
@@ -461,3 +484,7 @@ for section in "$@"; do
     bench_$section
     echo "   ($section: $(($(date +%s) - t0)) s)"
 done
+# the charts of what this run measured (and of earlier runs' areas still in BENCH_OUT)
+install_missing gnuplot-nox
+echo
+sh "$TOP/tests/bench/charts.sh" "$BENCH_OUT"
