@@ -192,7 +192,16 @@ build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c demos/lib/%.c demos/lib/%.h
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) -g -O1 -std=gnu11 $(WARN) -Iinclude -I. -Idemos -D_GNU_SOURCE -DWEFT_FUZZ=1 \
 	    -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -o $@ $< demos/lib/$*.c
-.PHONY: fuzz
+.PHONY: fuzz fuzz-deps
+fuzz-deps:
+	@if ! command -v $(FUZZ_CC) >/dev/null 2>&1; then \
+	    sudo=""; [ "$$(id -u)" -eq 0 ] || sudo="sudo"; \
+	    echo "make fuzz: installing clang with apt-get"; \
+	    $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q clang >/dev/null || \
+	    { $$sudo apt-get update -q >/dev/null && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q clang >/dev/null; } || \
+	    { echo "make fuzz: apt-get install clang failed" >&2; exit 1; }; \
+	fi
+$(FUZZ_BIN): | fuzz-deps
 fuzz: $(FUZZ_BIN)
 	@set -e; for f in $(FUZZ_BIN); do \
 	    n=$${f##*/fuzz_}; mkdir -p build/fuzz/corpus-$$n; \
