@@ -145,7 +145,8 @@ test-allocfree: deps
 	@$(MAKE) --no-print-directory test-run TEST_ENV=WEFT_DEBUG=allocfree=1 \
 	    TEST_BIN="$(ALLOCFREE_TESTS:%=$(B)/tests/%)"
 .PHONY: test-run
-test-run: lib $(TEST_BIN) $(TEST_HELPER_BIN) $(DEMO_BIN)
+# (the demos, which tests/test_demo_*.c drive, are added below, where DEMO_BIN is set)
+test-run: lib $(TEST_BIN) $(TEST_HELPER_BIN)
 	@fail=0; for t in $(TEST_BIN); do \
 	    echo "== $$t$(if $(TEST_ENV), ($(TEST_ENV)))"; \
 	    $(TEST_ENV) WEFT_TEST_BUILD=$(B) WEFT_TEST_SAN=$(SAN) LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp \
@@ -174,6 +175,7 @@ $(DEMO_LIB_OBJ): CPPFLAGS += -Idemos
 $(B)/demos/%: demos/%.c $(DEMO_LIB_OBJ) $(B)/lib/libweft.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) -Idemos $(CFLAGS) -o $@ $< $(DEMO_LIB_OBJ) $(B)/lib/libweft.a $(LDFLAGS) $(LDLIBS)
+test-run: $(DEMO_BIN)
 .PHONY: demos
 demos: deps
 	@$(MAKE) --no-print-directory lib $(DEMO_BIN)

@@ -62,5 +62,16 @@ __attribute__((noreturn, format(printf, 1, 2))) void shim_skip(const char *fmt, 
 #define cr_assert_not_null(p, ...) cr_assert((p) != NULL, __VA_ARGS__)
 #define cr_assert_str_eq(a, b, ...) cr_assert(strcmp((a), (b)) == 0, __VA_ARGS__)
 #define cr_assert_fail(...) shim_fail(__FILE__, __LINE__, "failed", " " __VA_ARGS__)
+/* cr_expect_*: here they end the test at the first failure, as cr_assert_* do */
+#define cr_expect(cond, ...) cr_assert(cond, __VA_ARGS__)
+#define cr_expect_eq cr_assert_eq
+#define cr_expect_neq cr_assert_neq
+#define cr_expect_lt cr_assert_lt
+#define cr_expect_leq cr_assert_leq
+#define cr_expect_gt cr_assert_gt
+#define cr_expect_geq cr_assert_geq
+#define cr_expect_null cr_assert_null
+#define cr_expect_not_null cr_assert_not_null
+#define cr_expect_str_eq cr_assert_str_eq
 #define cr_skip_test(...) shim_skip(" " __VA_ARGS__)
 #endif
