@@ -70,6 +70,8 @@
 #define COPY_BUF      65536                 /* --no-sendfile's buffer */
 #define MAX_BODY      (1024 * 1024)         /* a larger request body: 413 */
 #define WRITE_TIMEOUT (30 * WEFT_SECOND)    /* a client that reads nothing for this long */
+#define LINGER_TIME   (2 * WEFT_SECOND)     /* see linger() */
+#define LINGER_BYTES  (4 * 1024 * 1024)
 
 static const char HELLO[] = "hello, world\n";
 
@@ -483,6 +485,7 @@ static bool handle(struct conn *c, const struct http_request *req)
         }
     }
     if (pn < 0) {
+        keep = keep && pn != -400;      /* a malformed target closes; 403 does not */
         reply_error(c, -pn, keep, minor, head, NULL);
         return keep;
     }
@@ -562,6 +565,27 @@ static bool handle(struct conn *c, const struct http_request *req)
     return keep;
 }
 
+/* The server closes the connection after a reply (an error, Connection: close, HTTP/1.0):
+ * a close with unread bytes in the socket sends the client a reset, which can destroy
+ * the reply before the client read it (a 413 while curl still uploads). So the writing
+ * side is shut first -- the client sees the end of the reply -- and what the client
+ * still sends is read and dropped until it closes, for LINGER_TIME or LINGER_BYTES at
+ * most (the "lingering close" of Apache and nginx). */
+static void linger(struct conn *c)
+{
+    if (flush(c) < 0 || shutdown(c->fd, SHUT_WR) < 0)
+        return;
+    int64_t lt = S.timeout_ns < LINGER_TIME ? S.timeout_ns : LINGER_TIME;
+    weft_deadline(weft_now() + lt);
+    for (size_t total = 0; total < LINGER_BYTES;) {
+        ssize_t n = weft_read(c->fd, c->in, IN_CAP);
+        if (n <= 0)
+            break;
+        total += (size_t)n;
+    }
+    weft_deadline(-1);
+}
+
 /* ---- one connection ---------------------------------------------------------------------- */
 static void http_conn(int fd, void *ctx)
 {
@@ -600,12 +624,12 @@ static void http_conn(int fd, void *ctx)
         c->served = true;
         if (r < 0) {
             reply_error(c, -r, false, 1, false, NULL);
-            flush(c);
+            linger(c);
             return;
         }
         c->pos += (size_t)r;
         if (!handle(c, &req)) {
-            flush(c);
+            linger(c);
             return;
         }
     }
