@@ -41,23 +41,31 @@
 #include "lib/http.h"
 
 /* ---- character classes -------------------------------------------------------- */
-static bool is_tchar(unsigned char c)
+/* One table, a bit per class (GNU range designators: gcc and clang both have them):
+ * T a tchar (also VCHAR and field), V a VCHAR that is not a tchar. */
+enum { C_TCHAR = 1, C_VCHAR = 2, C_FIELD = 4 };
+#define T (C_TCHAR | C_VCHAR | C_FIELD)
+#define V (C_VCHAR | C_FIELD)
+static const unsigned char cls[256] = {
+    ['\t'] = C_FIELD, [' '] = C_FIELD,
+    ['!'] = T, ['"'] = V, ['#' ... '\''] = T, ['('] = V, [')'] = V, ['*'] = T, ['+'] = T,
+    [','] = V, ['-'] = T, ['.'] = T, ['/'] = V, ['0' ... '9'] = T, [':' ... '@'] = V,
+    ['A' ... 'Z'] = T, ['['] = V, ['\\'] = V, [']'] = V, ['^' ... '`'] = T,
+    ['a' ... 'z'] = T, ['{'] = V, ['|'] = T, ['}'] = V, ['~'] = T,
+    [0x80 ... 0xff] = C_FIELD,                          /* obs-text */
+};
+#undef T
+#undef V
+
+static inline bool is_tchar(unsigned char c)
 {
-    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))
-        return true;
-    switch (c) {
-    case '!': case '#': case '$': case '%': case '&': case '\'': case '*': case '+':
-    case '-': case '.': case '^': case '_': case '`': case '|': case '~':
-        return true;
-    default:
-        return false;
-    }
+    return (cls[c] & C_TCHAR) != 0;
 }
 
 /* a byte of a field value: HTAB, SP, VCHAR, obs-text */
-static bool is_vchar_ws(unsigned char c)
+static inline bool is_vchar_ws(unsigned char c)
 {
-    return c == '\t' || (c >= 0x20 && c != 0x7f);
+    return (cls[c] & C_FIELD) != 0;
 }
 
 static int hex_value(unsigned char c)
@@ -70,19 +78,26 @@ static int hex_value(unsigned char c)
     return -1;
 }
 
-static bool slice_ieq(const char *p, size_t n, const char *lit)
+/* p[0..n) equals the lower-case lit[0..k), ignoring case */
+static bool mem_ieq(const char *p, size_t n, const char *lit, size_t k)
 {
-    size_t k = strlen(lit);
     if (n != k)
         return false;
     for (size_t i = 0; i < n; i++) {
-        unsigned char a = (unsigned char)p[i], b = (unsigned char)lit[i];
+        unsigned char a = (unsigned char)p[i];
         if (a >= 'A' && a <= 'Z')
             a |= 0x20;
-        if (a != b)         /* lit is lower case */
+        if (a != (unsigned char)lit[i])
             return false;
     }
     return true;
+}
+
+#define IEQ(p, n, lit) mem_ieq(p, n, lit, sizeof lit - 1)
+
+static bool slice_ieq(const char *p, size_t n, const char *lit)
+{
+    return mem_ieq(p, n, lit, strlen(lit));
 }
 
 static bool is_ows(unsigned char c)
@@ -107,7 +122,7 @@ static int scan_line(const unsigned char *b, size_t start, size_t to, size_t e)
             in_method = false;
             continue;
         }
-        if (c < 0x20 || c > 0x7e) {
+        if (!(cls[c] & C_VCHAR)) {
             if (c == '\r' && k + 1 == e)
                 continue;
             return -400;
@@ -118,22 +133,18 @@ static int scan_line(const unsigned char *b, size_t start, size_t to, size_t e)
     return 0;
 }
 
-/* The request line b[start..le) (without CR LF): fills method, target, minor. */
+/* The request line b[start..le) (without CR LF), which scan_line has passed whole (so
+ * its bytes are SP or VCHAR, its method tchars, and no SP follows another): fills
+ * method, target, minor. */
 static int parse_line(const unsigned char *b, size_t start, size_t le, struct http_request *req)
 {
     const unsigned char *sp1 = memchr(b + start, ' ', le - start);
     if (sp1 == NULL || sp1 == b + start)
         return -400;
-    for (const unsigned char *q = b + start; q < sp1; q++)
-        if (!is_tchar(*q))
-            return -400;
     const unsigned char *t = sp1 + 1;
     const unsigned char *sp2 = memchr(t, ' ', (size_t)(b + le - t));
     if (sp2 == NULL || sp2 == t)
         return -400;
-    for (const unsigned char *q = t; q < sp2; q++)
-        if (*q < 0x21 || *q > 0x7e)
-            return -400;
     const unsigned char *v = sp2 + 1;
     size_t vn = (size_t)(b + le - v);
     if (vn != 8 || memcmp(v, "HTTP/", 5) != 0 || v[5] < '0' || v[5] > '9' || v[6] != '.' ||
@@ -190,7 +201,7 @@ static int list_each(const char *p, size_t n, void (*fn)(const char *, size_t, v
 static void te_elem(const char *p, size_t n, void *arg)
 {
     struct field_state *fs = arg;
-    if (slice_ieq(p, n, "chunked")) {
+    if (IEQ(p, n, "chunked")) {
         fs->te_chunked++;
         fs->te_chunked_last = true;
     } else {
@@ -202,9 +213,9 @@ static void te_elem(const char *p, size_t n, void *arg)
 static void conn_elem(const char *p, size_t n, void *arg)
 {
     struct field_state *fs = arg;
-    if (slice_ieq(p, n, "close"))
+    if (IEQ(p, n, "close"))
         fs->conn_close = true;
-    else if (slice_ieq(p, n, "keep-alive"))
+    else if (IEQ(p, n, "keep-alive"))
         fs->conn_keep_alive = true;
 }
 
@@ -216,7 +227,10 @@ static int field_meaning(const struct http_header *h, struct http_request *req,
     size_t nn = h->name.n;
     const char *v = h->value.p;
     size_t vn = h->value.n;
-    if (slice_ieq(name, nn, "content-length")) {
+    /* by length first: most fields are none of these */
+    if (nn != 4 && nn != 6 && nn != 10 && nn != 14 && nn != 17)
+        return 0;
+    if (IEQ(name, nn, "content-length")) {
         if (vn == 0)
             return -400;
         uint64_t x = 0;
@@ -230,16 +244,16 @@ static int field_meaning(const struct http_header *h, struct http_request *req,
             return -400;
         req->has_length = true;
         req->content_length = x;
-    } else if (slice_ieq(name, nn, "transfer-encoding")) {
+    } else if (IEQ(name, nn, "transfer-encoding")) {
         fs->te_seen = true;
         if (list_each(v, vn, te_elem, fs) == 0)
             return -400;
-    } else if (slice_ieq(name, nn, "connection")) {
+    } else if (IEQ(name, nn, "connection")) {
         list_each(v, vn, conn_elem, fs);
-    } else if (slice_ieq(name, nn, "host")) {
+    } else if (IEQ(name, nn, "host")) {
         fs->hosts++;
-    } else if (slice_ieq(name, nn, "expect")) {
-        if (!slice_ieq(v, vn, "100-continue"))
+    } else if (IEQ(name, nn, "expect")) {
+        if (!IEQ(v, vn, "100-continue"))
             return -417;
         req->expect_continue = req->minor == 1;
     }
@@ -548,7 +562,7 @@ int http_path_normalize(const char *target, size_t n, char *out, size_t cap)
 {
     const unsigned char *t = (const unsigned char *)target;
     size_t i = 0;
-    if (n >= 7 && (slice_ieq(target, 7, "http://") || (n >= 8 && slice_ieq(target, 8, "https://")))) {
+    if (n >= 7 && (IEQ(target, 7, "http://") || (n >= 8 && IEQ(target, 8, "https://")))) {
         i = t[4] == ':' ? 7 : 8;
         while (i < n && t[i] != '/' && t[i] != '?' && t[i] != '#')
             i++;
