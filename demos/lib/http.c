@@ -113,22 +113,23 @@ static bool is_ows(unsigned char c)
  * not a tchar, an empty method, two SPs in a row. */
 static int scan_line(const unsigned char *b, size_t start, size_t to, size_t e)
 {
-    bool in_method = true;
-    for (size_t k = start; k < to; k++) {
+    size_t k = start;
+    while (k < to && is_tchar(b[k]))
+        k++;
+    if (k < to && (b[k] != ' ' || k == start))
+        return b[k] == '\r' && k + 1 == e ? 0 : -400;
+    /* b[k]: the SP after the method, then each byte that ends a run of VCHARs */
+    while (k < to) {
         unsigned char c = b[k];
         if (c == ' ') {
-            if (k == start || b[k - 1] == ' ')
+            if (b[k - 1] == ' ')
                 return -400;
-            in_method = false;
-            continue;
-        }
-        if (!(cls[c] & C_VCHAR)) {
-            if (c == '\r' && k + 1 == e)
-                continue;
+        } else if (c != '\r' || k + 1 != e) {
             return -400;
         }
-        if (in_method && !is_tchar(c))
-            return -400;
+        k++;
+        while (k < to && (cls[b[k]] & C_VCHAR))
+            k++;
     }
     return 0;
 }
