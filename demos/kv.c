@@ -1704,22 +1704,26 @@ static const struct command commands[] = {
 };
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
 
-/* Lookup by name: an open-addressing table of indices + 1, built at start. */
+/* Lookup by name: an open-addressing table of indices + 1, built at start. Names are
+ * lower-case letters: an input byte matches one when (byte | 0x20) equals it, which
+ * is exactly a case-insensitive match for letters (and the hash folds the same way). */
 #define CMD_TABLE 128
 static uint8_t cmd_table[CMD_TABLE];
+static uint8_t cmd_len[NCOMMANDS];
 
 static uint32_t name_hash(const char *p, size_t n)
 {
     uint32_t h = 2166136261u;
     for (size_t i = 0; i < n; i++)
-        h = (h ^ (unsigned char)tolower((unsigned char)p[i])) * 16777619u;
+        h = (h ^ ((unsigned char)p[i] | 0x20u)) * 16777619u;
     return h;
 }
 
 static void cmd_table_init(void)
 {
     for (size_t i = 0; i < NCOMMANDS; i++) {
-        uint32_t k = name_hash(commands[i].name, strlen(commands[i].name)) % CMD_TABLE;
+        cmd_len[i] = (uint8_t)strlen(commands[i].name);
+        uint32_t k = name_hash(commands[i].name, cmd_len[i]) % CMD_TABLE;
         while (cmd_table[k] != 0)
             k = (k + 1) % CMD_TABLE;
         cmd_table[k] = (uint8_t)(i + 1);
@@ -1731,9 +1735,15 @@ static const struct command *cmd_find(const char *p, size_t n)
     if (n == 0 || n > 16)
         return NULL;
     for (uint32_t k = name_hash(p, n) % CMD_TABLE; cmd_table[k] != 0; k = (k + 1) % CMD_TABLE) {
-        const struct command *cmd = &commands[cmd_table[k] - 1];
-        if (strlen(cmd->name) == n && strncasecmp(cmd->name, p, n) == 0)
-            return cmd;
+        size_t ci = cmd_table[k] - 1u;
+        if (cmd_len[ci] != n)
+            continue;
+        const char *name = commands[ci].name;
+        size_t i = 0;
+        while (i < n && ((unsigned char)p[i] | 0x20u) == (unsigned char)name[i])
+            i++;
+        if (i == n)
+            return &commands[ci];
     }
     return NULL;
 }

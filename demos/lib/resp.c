@@ -36,11 +36,19 @@ bool resp_parse_ll(const char *s, size_t n, long long *out)
     if (i == n || s[i] < '1' || s[i] > '9')
         return false;
     unsigned long long v = 0;
+    if (n - i <= 18) {                  /* below 10^18: no overflow possible */
+        for (; i < n; i++) {
+            unsigned d = (unsigned)(unsigned char)s[i] - '0';
+            if (d > 9)
+                return false;
+            v = v * 10 + d;
+        }
+        *out = neg ? -(long long)v : (long long)v;
+        return true;
+    }
     for (; i < n; i++) {
-        if (s[i] < '0' || s[i] > '9')
-            return false;
-        unsigned d = (unsigned)(s[i] - '0');
-        if (v > (~0ULL - d) / 10)
+        unsigned d = (unsigned)(unsigned char)s[i] - '0';
+        if (d > 9 || v > (~0ULL - d) / 10)
             return false;
         v = v * 10 + d;
     }
@@ -70,18 +78,26 @@ static int more(struct resp_parser *p, size_t need)
 
 /* A header line at buf[at..len): its type byte, then a number up to "\r". Returns 1
  * with *num and *end (just past the byte after '\r'), 0 when incomplete, or an error. */
-static int header(struct resp_parser *p, const char *buf, size_t len, size_t at,
-                  long long *num, size_t *end, const char *toobig, const char *invalid)
+/* A header line at buf[at..len): its type byte, then a number up to "\r". Returns 1
+ * with *num and *end (just past the byte after '\r'), 0 when incomplete, or an error. */
+static inline int header(struct resp_parser *p, const char *buf, size_t len, size_t at,
+                         long long *num, size_t *end, const char *toobig, const char *invalid)
 {
-    size_t avail = len - at;
-    size_t scan = avail < RESP_MAX_LINE ? avail : RESP_MAX_LINE;
-    const char *cr = memchr(buf + at, '\r', scan);
-    if (cr == NULL) {
-        if (avail > RESP_MAX_LINE)
-            return fail(p, toobig);
-        return more(p, len + 1);
+    /* the usual case: a few digits and "\r" within the next 24 bytes */
+    size_t stop = len - at < 24 ? len : at + 24, crpos = at + 1;
+    while (crpos < stop && buf[crpos] != '\r')
+        crpos++;
+    if (crpos == stop) {
+        size_t avail = len - at;
+        size_t scan = avail < RESP_MAX_LINE ? avail : RESP_MAX_LINE;
+        const char *cr = memchr(buf + at, '\r', scan);
+        if (cr == NULL) {
+            if (avail > RESP_MAX_LINE)
+                return fail(p, toobig);
+            return more(p, len + 1);
+        }
+        crpos = (size_t)(cr - buf);
     }
-    size_t crpos = (size_t)(cr - buf);
     if (crpos + 2 > len)                       /* the byte after '\r' */
         return more(p, crpos + 2);
     if (!resp_parse_ll(buf + at + 1, crpos - at - 1, num))
