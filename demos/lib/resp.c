@@ -110,8 +110,8 @@ static int multibulk(struct resp_parser *p, const char *buf, size_t len, resp_ar
                      size_t cap, size_t *argc, size_t *used)
 {
     if (p->pos == 0) {
-        long long n;
-        size_t end;
+        long long n = 0;
+        size_t end = 0;
         int r = header(p, buf, len, 0, &n, &end, "too big mbulk count string",
                        "invalid multibulk length");
         if (r != 1)
@@ -144,8 +144,8 @@ static int multibulk(struct resp_parser *p, const char *buf, size_t len, resp_ar
             snprintf(msg, sizeof msg, "expected '$', got '%c'", c);
             return fail(p, msg);
         }
-        long long blen;
-        size_t end;
+        long long blen = 0;
+        size_t end = 0;
         int r = header(p, buf, len, at, &blen, &end, "too big bulk count string",
                        "invalid bulk length");
         if (r != 1)
