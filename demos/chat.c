@@ -553,26 +553,14 @@ int main(int argc, char **argv)
 {
     struct serve_opts o = { .name = "chat", .host = "127.0.0.1", .port = 7001,
                             .conn = chat_conn, .start = chat_start, .stop = chat_stop };
-    for (int i = 1; i < argc; i++) {
+    for (int i = 1, r; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
             usage(stdout);
             return 0;
-        } else if (strcmp(a, "--port") == 0 && i + 1 < argc) {
-            if ((o.port = serve_parse_port(argv[++i])) < 0) {
-                fprintf(stderr, "chat: bad port '%s'\n", argv[i]);
+        } else if ((r = serve_parse_arg(&o, argc, argv, &i)) != 0) {
+            if (r < 0)
                 return 2;
-            }
-        } else if (strcmp(a, "--host") == 0 && i + 1 < argc) {
-            o.host = argv[++i];
-        } else if (strcmp(a, "--procs") == 0 && i + 1 < argc) {
-            char *end;
-            long v = strtol(argv[++i], &end, 10);
-            if (end == argv[i] || *end != '\0' || v < 1 || v > 1024) {
-                fprintf(stderr, "chat: bad --procs '%s' (1-1024)\n", argv[i]);
-                return 2;
-            }
-            o.nprocs = (int)v;
         } else {
             fprintf(stderr, "chat: unknown argument '%s'\n", a);
             usage(stderr);

@@ -664,20 +664,14 @@ int main(int argc, char **argv)
     struct serve_opts o = { .name = "httpd", .host = "127.0.0.1", .port = 8080,
                             .stack_size = 128 * 1024, .conn = http_conn };
     static char root[PATH_MAX];
-    for (int i = 1; i < argc; i++) {
+    for (int i = 1, r; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
             usage(stdout);
             return 0;
-        } else if (strcmp(a, "--port") == 0 && i + 1 < argc) {
-            if ((o.port = serve_parse_port(argv[++i])) < 0) {
-                fprintf(stderr, "httpd: bad port '%s'\n", argv[i]);
+        } else if ((r = serve_parse_arg(&o, argc, argv, &i)) != 0) {
+            if (r < 0)
                 return 2;
-            }
-        } else if (strcmp(a, "--host") == 0 && i + 1 < argc) {
-            o.host = argv[++i];
-        } else if (strcmp(a, "--procs") == 0 && i + 1 < argc) {
-            o.nprocs = atoi(argv[++i]);
         } else if (strcmp(a, "--root") == 0 && i + 1 < argc) {
             struct stat st;
             if (realpath(argv[++i], root) == NULL || stat(root, &st) != 0 || !S_ISDIR(st.st_mode)) {

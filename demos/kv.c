@@ -2331,26 +2331,14 @@ int main(int argc, char **argv)
     struct serve_opts o = { .name = "kv", .host = "127.0.0.1", .port = 6379,
                             .stack_size = 64 * 1024, .conn = kv_conn,
                             .start = kv_start, .stop = kv_stop };
-    for (int i = 1; i < argc; i++) {
+    for (int i = 1, r; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
             usage(stdout);
             return 0;
-        } else if (strcmp(a, "--port") == 0 && i + 1 < argc) {
-            if ((o.port = serve_parse_port(argv[++i])) < 0) {
-                fprintf(stderr, "kv: bad port '%s'\n", argv[i]);
+        } else if ((r = serve_parse_arg(&o, argc, argv, &i)) != 0) {
+            if (r < 0)
                 return 2;
-            }
-        } else if (strcmp(a, "--host") == 0 && i + 1 < argc) {
-            o.host = argv[++i];
-        } else if (strcmp(a, "--procs") == 0 && i + 1 < argc) {
-            char *end;
-            long n = strtol(argv[++i], &end, 10);
-            if (*end != '\0' || n < 1 || n > 1024) {
-                fprintf(stderr, "kv: bad --procs '%s'\n", argv[i]);
-                return 2;
-            }
-            o.nprocs = (int)n;
         } else {
             fprintf(stderr, "kv: unknown argument '%s'\n", a);
             usage(stderr);

@@ -112,6 +112,35 @@ int serve_parse_port(const char *s)
     return (int)v;
 }
 
+int serve_parse_arg(struct serve_opts *o, int argc, char **argv, int *i)
+{
+    const char *a = argv[*i];
+    if (strcmp(a, "--port") != 0 && strcmp(a, "--host") != 0 && strcmp(a, "--procs") != 0)
+        return 0;
+    if (*i + 1 >= argc) {
+        fprintf(stderr, "%s: %s needs a value\n", o->name, a);
+        return -1;
+    }
+    const char *v = argv[++*i];
+    if (strcmp(a, "--host") == 0) {
+        o->host = v;
+    } else if (strcmp(a, "--port") == 0) {
+        if ((o->port = serve_parse_port(v)) < 0) {
+            fprintf(stderr, "%s: bad port '%s'\n", o->name, v);
+            return -1;
+        }
+    } else {
+        char *end;
+        long n = strtol(v, &end, 10);
+        if (end == v || *end != '\0' || n < 1 || n > 1024) {
+            fprintf(stderr, "%s: bad --procs '%s' (1-1024)\n", o->name, v);
+            return -1;
+        }
+        o->nprocs = (int)n;
+    }
+    return 1;
+}
+
 static void *signal_main(void *arg)
 {
     sigset_t *set = arg;

@@ -55,4 +55,9 @@ void serve_stop(void);
 /* Parses a port ("0".."65535"); -1 when it is not one. */
 int serve_parse_port(const char *s);
 
+/* The options every server takes, at argv[*i]: --port P, --host H, --procs N (1-1024).
+ * 1: taken (*i moved past its value); 0: not one of them; -1: a bad or missing value
+ * (said on stderr, with o->name): the caller exits 2. */
+int serve_parse_arg(struct serve_opts *o, int argc, char **argv, int *i);
+
 #endif
