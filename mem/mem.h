@@ -11,7 +11,8 @@
  *                 free objects; one lock round trip per batch moved.
  *   mheap.c       64 MiB arenas reserved from the OS, carved into runs of 8 KiB pages
  *                 (spans); free runs coalesce; weft__mheap_arena_map[addr >> 26] ->
- *                 struct arena, whose spans[] gives the span of a page; the scavenger.
+ *                 struct arena, whose spans[] gives the span of a page; the background
+ *                 scavenger thread.
  *   pagemap.c     weft__pagemap[addr >> 13]: the class of every page in one load (the
  *                 free fast path; 16 GiB of address space on x86-64, VSZ only).
  *   os.c          mmap, madvise, mremap: the allocator's only syscalls on memory.
@@ -56,7 +57,10 @@
  *   1. reg_lock           mcache.c: the cache registry, its pool, dead caches' counts.
  *   2. central[c].lock    mcentral.c: class c's spans and transfer cache; one class at
  *                         a time, but fork_prepare, which takes them all in class order.
- *   3. h.lock             mheap.c: the heap, arena map writes, the page class map
+ *   3. scav_lock          mheap.c: one scavenger at a time (its thread, weft_mem_release);
+ *                         held while it madvises without h.lock; fork_prepare takes it
+ *                         after the mcentral locks, so no span is out during a fork.
+ *   4. h.lock             mheap.c: the heap, arena map writes, the page class map
  *                         (pagemap.c runs under it); the last lock: it takes no other.
  *   -  init_lock          init.c: held alone (taken under none, takes none).
  */
@@ -73,7 +77,9 @@
 #define WEFT_ADDR_BITS   48
 #define WEFT_ARENA_MAP_LEN ((size_t)1 << (WEFT_ADDR_BITS - WEFT_ARENA_SHIFT))
 
-enum { SPAN_FREE = 0, SPAN_SMALL = 1, SPAN_LARGE = 2, SPAN_DEAD = 3 };
+/* SPAN_SCAV: free pages the scavenger took out of the free structures while it gives
+ * them back to the OS without h.lock (mheap.c); neither free nor in use. */
+enum { SPAN_FREE = 0, SPAN_SMALL = 1, SPAN_LARGE = 2, SPAN_DEAD = 3, SPAN_SCAV = 4 };
 
 struct mspan {
     uintptr_t base;            /* first byte; page aligned */
@@ -87,17 +93,21 @@ struct mspan {
     void *freelist;
     uintptr_t bump, limit;
     _Atomic uint64_t *allocbits;   /* WEFT_DEBUG=allocfree: one bit per live object */
-    /* list links: mcentral partial list, or mheap free bin */
+    /* list links: mcentral partial list, or mheap free bin; in the mheap's size-ordered
+     * trees of free spans (HEAP_BINS pages and more), next and prev are the children */
     struct mspan *next, *prev;
     /* mheap dirty list (free spans with pages that may be resident), oldest first */
     struct mspan *dnext, *dprev;
     uint32_t ndirty;           /* free span: its pages whose arena->clean bit is 0 */
 };
 
+#define WEFT_HUGE_SHIFT 21                          /* 2 MiB: the x86-64 and aarch64 huge page */
 struct arena {
     struct mspan *spans[WEFT_ARENA_PAGES];
     uint64_t clean[WEFT_ARENA_PAGES / 64];   /* mheap: page not resident, reads as zero */
+    uint32_t huge;                           /* mheap: 2 MiB chunk i was madvised HUGEPAGE */
 };
+_Static_assert(WEFT_ARENA_SIZE >> WEFT_HUGE_SHIFT <= 32, "a bit per huge chunk of an arena");
 /* weft__mheap_arena_map[i]: the arena at address i << WEFT_ARENA_SHIFT, or NULL where
  * weft owns none. */
 WEFT_HIDDEN extern struct arena *weft__mheap_arena_map[WEFT_ARENA_MAP_LEN];
@@ -253,6 +263,7 @@ WEFT_HIDDEN void weft__mheap_stats(struct heap_stats *out);
 WEFT_HIDDEN void *weft__os_reserve(size_t size, size_t align, uintptr_t hint);
 WEFT_HIDDEN void *weft__os_alloc(size_t size);               /* metadata: zeroed, never freed */
 WEFT_HIDDEN void weft__os_release(void *p, size_t size);     /* MADV_DONTNEED */
+WEFT_HIDDEN void weft__os_hugepage(void *p, size_t size);    /* MADV_HUGEPAGE (a hint) */
 WEFT_HIDDEN void weft__os_unreserve(void *p, size_t size);   /* munmap: never handed out */
 /* Move the page frames of [from, from + size) to `to` (page aligned, both ours), without
  * copying; `from` stays mapped and reads as zero. 0, or -1 (then nothing moved). */

@@ -7,13 +7,17 @@
  * Arenas are carved into spans: runs of 8 KiB pages that are free, hold small
  * objects of one class, or one large object.
  *
- * Free spans live in bins by page count (exact bins below HEAP_BINS pages, one
- * best-fit list above) and, while some of their pages may be resident ("dirty"), on the
- * dirty list in the order they were freed. Neighbouring free spans always coalesce,
- * so two free spans are never adjacent.
+ * Free spans live in exact bins below HEAP_BINS pages and in two size-ordered treaps
+ * above (resident and clean; see "free structures"), and, while some of their pages may
+ * be resident ("dirty"), on the dirty list in the order they were freed. Neighbouring
+ * free spans always coalesce, so two free spans are never adjacent.
  *
- * Large requests (8 pages and more) look for a resident free span first
- * (find_dirty_fit), so that churning large objects reuses memory without faults.
+ * Large requests (DIRTY_FIRST_PAGES and more) take the best-fitting free span with
+ * resident pages first, however large, and from it the end that holds more resident
+ * pages; only when none fits do they take clean (released or fresh) pages, and only
+ * when nothing fits does the heap grow. So churning large objects reuses memory
+ * without page faults. The 2 MiB-aligned interior of a large object is madvised for
+ * transparent huge pages (see "huge pages").
  *
  * A large span can change size in place (weft_realloc): grow into the free span that
  * follows it -- at the heap's top, after reserving the next arena at h.hint, which
@@ -25,20 +29,12 @@
  * is known not to be resident (fresh from the OS, or released and not handed out
  * since). A free span counts its pages whose bit is 0 (ndirty); it is on the dirty
  * list, in the order it was (last) freed, while ndirty > 0. Merging adds the counts,
- * splitting recounts the bits, so a merged span of released and resident parts never
- * sends released pages to madvise again, and calloc skips the memset exactly when
- * every page of the span is clean (needzero = any bit 0).
+ * splitting recounts the bits, and calloc skips the memset exactly when every page of
+ * the span is clean (needzero = any bit 0).
  *
- * Scavenger (runs in weft__mheap_free, under h.lock; sysmon does not pace it yet).
- * Invariant, true whenever h.lock is free: dirty free pages <= retain, where
- *     retain = max(HEAP_RETAIN_MIN = 64 MiB, in-use pages / 4).
- * A free that breaks it releases the oldest dirty spans (MADV_DONTNEED, only the runs
- * of dirty pages) until dirty <= 3/4 retain, so that a burst that is freed gives its
- * pages back at once, without any call, and a steady churn of large objects whose
- * free memory stays under the budget reuses resident pages without faults. The floor
- * is high on purpose (see Rejected). weft_mem_release() scavenges everything. The
- * budget counts whole freed spans as dirty even when the program touched few of their
- * pages; it may overestimate RSS, never underestimate it.
+ * Scavenger: a background thread, paced (see "the scavenger" below). Frees never
+ * release memory themselves; they wake the thread when the resident free pages pass
+ * the slack over what is in use. weft_mem_release() scavenges everything, at once.
  *
  * Locking: h.lock guards everything here, the page class map's writes included
  * (mem/pagemap.c); it is the last lock in the order (mcentral locks may be held when
@@ -51,9 +47,15 @@
  * Rejected: a lower retention floor. On the allocator benchmark's `large` workload (16
  * slots of 64 KiB..4 MiB), a floor of 32 MiB cut peak RSS from 64 to 16 MiB but took
  * 8x the page faults and 10x the time (faults cost 20..300 us on the VMs this runs
- * on); 48 MiB took 3.5x the faults for 58 MiB.
+ * on); 48 MiB took 3.5x the faults for 58 MiB. Also rejected: releasing inside the
+ * free that broke the budget (until 2026-12: a free of one buffer could take
+ * milliseconds of madvise, and a churn of 5..25 MiB buffers released pages that the
+ * next allocation faulted in again: 10x tcmalloc's time on that pattern).
  */
+#include <pthread.h>
+#include <signal.h>
 #include <string.h>
+#include <time.h>
 #include "mem/mem.h"
 
 #define HEAP_BINS 128
@@ -66,17 +68,24 @@ struct arena *weft__mheap_arena_map[WEFT_ARENA_MAP_LEN];
 static struct {
     weft_lock lock;
     struct mspan *bins[HEAP_BINS];       /* free spans of exactly i pages */
-    uint64_t binmask[HEAP_BINS / 64];
-    struct mspan *large;                 /* free spans of >= HEAP_BINS pages */
+    struct mspan *bin_tail[HEAP_BINS];
+    uint64_t binmask[HEAP_BINS / 64];    /* bins[i] != NULL */
+    uint64_t dirtymask[HEAP_BINS / 64];  /* bins[i] has resident pages at its head */
+    struct mspan *tree[2];               /* free spans of >= HEAP_BINS pages: [0] clean,
+                                          * [1] with resident pages; by (npages, base) */
     struct mspan *dirty_head, *dirty_tail;
     uint64_t dirty_pages, released_pages, inuse_pages, sys;
+    uint64_t scav_pages;                 /* in SPAN_SCAV spans (being released) */
+    uint64_t peak_cur, peak_prev;        /* most in-use pages this window, the last one */
+    int64_t window_start;                /* ns (CLOCK_MONOTONIC) */
+    bool scav_idle;                      /* the background scavenger waits for a wake */
     uint64_t large_alloc, large_nmalloc, large_nfree;
     uintptr_t hint;                      /* where the next arena would be contiguous */
     struct mspan *span_pool;             /* dead span structs */
     void *bits_pool;                     /* free debug bitmaps (WEFT_DEBUG=allocfree) */
     char *meta;                          /* metadata chunk being carved */
     size_t meta_left;
-} h = { .lock = WEFT_LOCK_INIT };
+} h = { .lock = WEFT_LOCK_INIT, .scav_idle = true };
 
 /* ---- span structs: a fixalloc (Go) -- never unmapped ---------------------- */
 static struct mspan *span_new(void)
@@ -223,67 +232,170 @@ static void mark(uintptr_t a, size_t n, int v)
     bits_apply(a, n, v ? BITS_SET : BITS_CLEAR);
 }
 
-/* First index in [i, end) whose bit equals v, or end. */
-static size_t next_bit(const uint64_t *w, size_t i, size_t end, int v)
+/* The number of pages of [a, a + n pages) before the first that may be resident
+ * (clean bit 0); n when there is none. */
+static size_t clean_prefix(uintptr_t a, size_t n)
 {
-    while (i < end) {
-        size_t b = i % 64;
-        uint64_t x = (v ? w[i / 64] : ~w[i / 64]) & (~(uint64_t)0 << b);
-        if (x != 0) {
-            size_t j = i - b + (size_t)__builtin_ctzll(x);
-            return j < end ? j : end;
-        }
-        i += 64 - b;
-    }
-    return end;
-}
-
-/* Give the dirty pages of [a, a + n pages) back to the OS, one madvise per run. */
-static void release_dirty(uintptr_t a, size_t n)
-{
-    while (n > 0) {
+    size_t done = 0;
+    while (done < n) {
         uint64_t *w;
-        size_t i, k = piece(a, n, &w, &i);
-        uintptr_t base = a - i * PAGE;
-        for (size_t j = next_bit(w, i, i + k, 0); j < i + k; ) {
-            size_t e = next_bit(w, j, i + k, 1);
-            weft__os_release((void *)(base + j * PAGE), (e - j) * PAGE);
-            j = next_bit(w, e, i + k, 0);
+        size_t i, k = piece(a, n - done, &w, &i);
+        for (size_t j = i; j < i + k; ) {
+            size_t b = j % 64;
+            uint64_t x = ~w[j / 64] & (~(uint64_t)0 << b);
+            if (x != 0) {
+                size_t at = j - b + (size_t)__builtin_ctzll(x);
+                if (at < i + k)
+                    return done + (at - i);
+                break;
+            }
+            j += 64 - b;
         }
-        mark(a, k, 1);
+        done += k;
         a += k * PAGE;
-        n -= k;
     }
+    return n;
 }
 
-/* ---- free structures ------------------------------------------------------ */
-static void dlist_push(struct mspan **head, struct mspan *s, int at_tail)
+/* ---- free structures ------------------------------------------------------ *
+ * Spans below HEAP_BINS pages: an exact bin per page count, a doubly linked list with
+ * the spans that have resident pages at its head and the clean ones at its tail, and
+ * two bitmaps, binmask (bin not empty) and dirtymask (the bin's head has resident
+ * pages), so that the smallest fitting bin -- or the smallest fitting bin with resident
+ * pages -- is a few word scans away. Larger spans: two treaps ordered by (npages, base),
+ * one of spans with resident pages (ndirty > 0), one of clean spans; the best fit is
+ * the leftmost node with enough pages (a lower bound: O(log n), lowest address first
+ * among equals, which keeps the heap's low end dense). A treap node's priority is a
+ * hash of its base, so that no state is kept for balance.                            */
+static void bin_mask_update(size_t n)
 {
-    s->prev = NULL;
-    s->next = *head;
-    if (at_tail && *head != NULL) {     /* bins are short; tail insert walks */
-        struct mspan *t = *head;
-        while (t->next != NULL)
-            t = t->next;
-        t->next = s;
-        s->prev = t;
+    uint64_t bit = (uint64_t)1 << (n % 64);
+    struct mspan *head = h.bins[n];
+    if (head != NULL)
+        h.binmask[n / 64] |= bit;
+    else
+        h.binmask[n / 64] &= ~bit;
+    if (head != NULL && head->ndirty > 0)
+        h.dirtymask[n / 64] |= bit;
+    else
+        h.dirtymask[n / 64] &= ~bit;
+}
+
+static void bin_push(struct mspan *s)
+{
+    size_t n = s->npages;
+    if (s->ndirty > 0 || h.bins[n] == NULL) {             /* at the head */
+        s->prev = NULL;
+        s->next = h.bins[n];
+        if (s->next != NULL)
+            s->next->prev = s;
+        else
+            h.bin_tail[n] = s;
+        h.bins[n] = s;
+    } else {                                              /* clean: at the tail */
         s->next = NULL;
-        return;
+        s->prev = h.bin_tail[n];
+        s->prev->next = s;
+        h.bin_tail[n] = s;
     }
-    if (*head != NULL)
-        (*head)->prev = s;
-    *head = s;
+    bin_mask_update(n);
 }
 
-static void dlist_remove(struct mspan **head, struct mspan *s)
+static void bin_remove(struct mspan *s)
 {
+    size_t n = s->npages;
     if (s->prev != NULL)
         s->prev->next = s->next;
     else
-        *head = s->next;
+        h.bins[n] = s->next;
     if (s->next != NULL)
         s->next->prev = s->prev;
+    else
+        h.bin_tail[n] = s->prev;
     s->next = s->prev = NULL;
+    bin_mask_update(n);
+}
+
+#define T_LEFT(s)  ((s)->prev)
+#define T_RIGHT(s) ((s)->next)
+
+static inline bool tkey_less(const struct mspan *a, const struct mspan *b)
+{
+    return a->npages != b->npages ? a->npages < b->npages : a->base < b->base;
+}
+
+static inline uint64_t tprio(const struct mspan *s)
+{
+    uint64_t x = (s->base >> WEFT_PAGE_SHIFT) * 0x9e3779b97f4a7c15ull;
+    return x ^ (x >> 29);
+}
+
+/* The child of t on the left (right = 0) or the right (1). */
+static inline struct mspan **kid(struct mspan *t, int right)
+{
+    return right ? &T_RIGHT(t) : &T_LEFT(t);
+}
+
+static struct mspan *treap_insert(struct mspan *t, struct mspan *s)
+{
+    if (t == NULL) {
+        T_LEFT(s) = T_RIGHT(s) = NULL;
+        return s;
+    }
+    int d = !tkey_less(s, t);
+    struct mspan *c = *kid(t, d) = treap_insert(*kid(t, d), s);
+    if (tprio(c) <= tprio(t))
+        return t;
+    *kid(t, d) = *kid(c, !d);                        /* rotate c up */
+    *kid(c, !d) = t;
+    return c;
+}
+
+/* The union of treaps a and b, every key of a below every key of b. */
+static struct mspan *treap_join(struct mspan *a, struct mspan *b)
+{
+    if (a == NULL)
+        return b;
+    if (b == NULL)
+        return a;
+    if (tprio(a) > tprio(b)) {
+        T_RIGHT(a) = treap_join(T_RIGHT(a), b);
+        return a;
+    }
+    T_LEFT(b) = treap_join(a, T_LEFT(b));
+    return b;
+}
+
+static struct mspan *treap_remove(struct mspan *t, struct mspan *s)
+{
+    if (t == s) {
+        struct mspan *j = treap_join(T_LEFT(s), T_RIGHT(s));
+        T_LEFT(s) = T_RIGHT(s) = NULL;
+        return j;
+    }
+    if (t == NULL)
+        weft__throw("mheap: a free span is missing from its tree");
+    if (tkey_less(s, t))
+        T_LEFT(t) = treap_remove(T_LEFT(t), s);
+    else
+        T_RIGHT(t) = treap_remove(T_RIGHT(t), s);
+    return t;
+}
+
+/* The smallest span of the treap with at least n pages (the lowest address among
+ * equals), or NULL. */
+static struct mspan *treap_fit(struct mspan *t, size_t n)
+{
+    struct mspan *best = NULL;
+    while (t != NULL) {
+        if (t->npages >= n) {
+            best = t;
+            t = T_LEFT(t);
+        } else {
+            t = T_RIGHT(t);
+        }
+    }
+    return best;
 }
 
 static void free_insert(struct mspan *s)
@@ -291,13 +403,10 @@ static void free_insert(struct mspan *s)
     s->state = SPAN_FREE;
     s->cls = 0;
     map_ends(s);
-    /* dirty spans at the head of their bin: reused first, no page faults */
-    if (s->npages < HEAP_BINS) {
-        dlist_push(&h.bins[s->npages], s, s->ndirty == 0);
-        h.binmask[s->npages / 64] |= (uint64_t)1 << (s->npages % 64);
-    } else {
-        dlist_push(&h.large, s, 0);
-    }
+    if (s->npages < HEAP_BINS)
+        bin_push(s);
+    else
+        h.tree[s->ndirty > 0] = treap_insert(h.tree[s->ndirty > 0], s);
     h.released_pages += s->npages - s->ndirty;
     if (s->ndirty > 0) {
         h.dirty_pages += s->ndirty;
@@ -313,13 +422,10 @@ static void free_insert(struct mspan *s)
 
 static void free_remove(struct mspan *s)
 {
-    if (s->npages < HEAP_BINS) {
-        dlist_remove(&h.bins[s->npages], s);
-        if (h.bins[s->npages] == NULL)
-            h.binmask[s->npages / 64] &= ~((uint64_t)1 << (s->npages % 64));
-    } else {
-        dlist_remove(&h.large, s);
-    }
+    if (s->npages < HEAP_BINS)
+        bin_remove(s);
+    else
+        h.tree[s->ndirty > 0] = treap_remove(h.tree[s->ndirty > 0], s);
     h.released_pages -= s->npages - s->ndirty;
     if (s->ndirty > 0) {
         h.dirty_pages -= s->ndirty;
@@ -363,24 +469,6 @@ static void free_coalesce_insert(struct mspan *s)
         span_dispose(t);
     }
     free_insert(s);
-}
-
-static void scavenge_locked(uint64_t target_pages)
-{
-    while (h.dirty_head != NULL && h.dirty_pages > target_pages) {
-        struct mspan *s = h.dirty_head;
-        free_remove(s);
-        release_dirty(s->base, s->npages);
-        s->ndirty = 0;
-        free_insert(s);
-    }
-}
-
-static uint64_t retain_pages(void)
-{
-    uint64_t r = h.inuse_pages / 4;
-    uint64_t min = HEAP_RETAIN_MIN / PAGE;
-    return r > min ? r : min;
 }
 
 /* ---- growth --------------------------------------------------------------- */
@@ -427,36 +515,26 @@ fail:
     return -1;
 }
 
-/* Smallest free span with at least n pages, or NULL. */
-static struct mspan *find_fit(size_t n)
+/* The smallest free span with at least n pages, or NULL; with resident pages only
+ * when dirty is set. Among bins, a bin's head is its most recently freed resident span
+ * where it has one. */
+static struct mspan *find_fit(size_t n, bool dirty)
 {
+    const uint64_t *mask = dirty ? h.dirtymask : h.binmask;
     if (n < HEAP_BINS) {
         for (size_t w = n / 64; w < HEAP_BINS / 64; w++) {
-            uint64_t m = h.binmask[w];
+            uint64_t m = mask[w];
             if (w == n / 64)
                 m &= ~(uint64_t)0 << (n % 64);
             if (m != 0)
                 return h.bins[w * 64 + (size_t)__builtin_ctzll(m)];
         }
     }
-    struct mspan *best = NULL;
-    for (struct mspan *s = h.large; s != NULL; s = s->next)
-        if (s->npages >= n && (best == NULL || s->npages < best->npages))
-            best = s;
-    return best;
-}
-
-/* Large requests prefer resident (dirty) free spans, even larger ones, to fresh or
- * released pages that would fault in again: the best fit among the most recently
- * freed dirty spans (a bounded look). */
-static struct mspan *find_dirty_fit(size_t n)
-{
-    struct mspan *best = NULL;
-    int look = 64;
-    for (struct mspan *s = h.dirty_tail; s != NULL && look > 0; s = s->dprev, look--)
-        if (s->npages >= n && (best == NULL || s->npages < best->npages))
-            best = s;
-    return best;
+    struct mspan *d = treap_fit(h.tree[1], n);
+    if (dirty)
+        return d;
+    struct mspan *c = treap_fit(h.tree[0], n);
+    return d == NULL || (c != NULL && c->npages < d->npages) ? c : d;
 }
 
 /* Split the first n pages off free span s (already removed); the rest goes back. */
@@ -476,42 +554,81 @@ static int split_tail(struct mspan *s, size_t n)
     return 0;
 }
 
+/* The first n pages of free span s (already removed) go back as a free span of their
+ * own; s keeps the rest. */
+static int split_lead(struct mspan *s, size_t n)
+{
+    if (n == 0)
+        return 0;
+    struct mspan *lead = span_new();
+    if (lead == NULL)
+        return -1;
+    lead->base = s->base;
+    lead->npages = (uint32_t)n;
+    lead->ndirty = (uint32_t)count_dirty(lead->base, n);
+    s->ndirty -= lead->ndirty;
+    s->base += n * PAGE;
+    s->npages -= (uint32_t)n;
+    free_insert(lead);       /* its neighbours are a non-free span and s (in use) */
+    return 0;
+}
+
+static bool scav_want_locked(void);
+static void scav_wake(void);
+
+/* ---- huge pages for large objects ------------------------------------------- *
+ * The 2 MiB-aligned interior of a large object is madvised MADV_HUGEPAGE the first
+ * time an object covers it (arena->huge remembers it; the flag stays with the address
+ * range): one fault per 2 MiB. On the VMs this runs on a 4 KiB fault costs 12-20 us,
+ * so a fresh 16 MiB buffer took 57 ms to fault in, and 28 ms with huge pages (1.3 ms
+ * when the kernel has freed huge pages at hand); MADV_DONTNEED of whole huge pages is
+ * 10x cheaper too. Small spans stay on 4 KiB pages unless they reuse such a range. */
+#define HUGE ((uintptr_t)1 << WEFT_HUGE_SHIFT)
+
+/* h.lock held: flag the huge chunks inside [base, end); returns whether some were new,
+ * with the range to madvise (after unlocking) in *lo, *hi. */
+static bool huge_flag(uintptr_t base, uintptr_t end, uintptr_t *lo, uintptr_t *hi)
+{
+    uintptr_t a = (base + HUGE - 1) & ~(HUGE - 1), b = end & ~(HUGE - 1);
+    bool fresh = false;
+    for (uintptr_t c = a; c < b; c += HUGE) {
+        struct arena *ar = weft__mheap_arena_of(c);
+        uint32_t bit = (uint32_t)1 << ((c >> WEFT_HUGE_SHIFT) & ((WEFT_ARENA_SIZE >> WEFT_HUGE_SHIFT) - 1));
+        if (!(ar->huge & bit)) {
+            ar->huge |= bit;
+            fresh = true;
+        }
+    }
+    *lo = a;
+    *hi = b;
+    return fresh;
+}
+
 struct mspan *weft__mheap_alloc(size_t npages, size_t align_pages, int state, unsigned cls)
 {
     if (npages == 0 || npages > ((size_t)1 << 31) / 2)
         return NULL;
     size_t want = npages + (align_pages > 1 ? align_pages - 1 : 0);
     weft__lock(&h.lock);
-    struct mspan *s = want >= DIRTY_FIRST_PAGES ? find_dirty_fit(want) : NULL;
+    struct mspan *s = want >= DIRTY_FIRST_PAGES ? find_fit(want, true) : NULL;
     if (s == NULL)
-        s = find_fit(want);
+        s = find_fit(want, false);
     if (s == NULL) {
-        if (grow(want) != 0 || (s = find_fit(want)) == NULL) {
+        if (grow(want) != 0 || (s = find_fit(want, false)) == NULL) {
             weft__unlock(&h.lock);
             return NULL;
         }
     }
     free_remove(s);
+    size_t lead = 0;
     if (align_pages > 1) {
         uintptr_t align = align_pages * PAGE;
-        uintptr_t start = (s->base + align - 1) & ~(align - 1);
-        if (start != s->base) {
-            struct mspan *lead = span_new();
-            if (lead == NULL) {
-                free_insert(s);
-                weft__unlock(&h.lock);
-                return NULL;
-            }
-            lead->base = s->base;
-            lead->npages = (uint32_t)((start - s->base) / PAGE);
-            lead->ndirty = (uint32_t)count_dirty(lead->base, lead->npages);
-            s->ndirty -= lead->ndirty;
-            s->base = start;
-            s->npages -= lead->npages;
-            free_insert(lead);
-        }
+        lead = (((s->base + align - 1) & ~(align - 1)) - s->base) / PAGE;
+    } else if (s->npages > npages && s->ndirty > 0 && s->ndirty < s->npages &&
+               count_dirty(span_end(s) - npages * PAGE, npages) > count_dirty(s->base, npages)) {
+        lead = s->npages - npages;    /* the resident pages are at the end: take those */
     }
-    if (split_tail(s, npages) != 0) {
+    if (split_lead(s, lead) != 0 || split_tail(s, npages) != 0) {
         free_coalesce_insert(s);
         weft__unlock(&h.lock);
         return NULL;
@@ -522,6 +639,8 @@ struct mspan *weft__mheap_alloc(size_t npages, size_t align_pages, int state, un
     s->state = (uint8_t)state;
     s->cls = (uint8_t)cls;
     h.inuse_pages += npages;
+    if (h.inuse_pages > h.peak_cur)
+        h.peak_cur = h.inuse_pages;
     if (state == SPAN_SMALL) {
         if (weft__debug.allocfree && (s->allocbits = bits_new()) == NULL) {
             free_coalesce_insert(s);
@@ -533,12 +652,17 @@ struct mspan *weft__mheap_alloc(size_t npages, size_t align_pages, int state, un
             weft__mheap_arena_of(a)->spans[weft__mheap_page_index(a)] = s;
             weft__pagemap_set(a, cls);
         }
-    } else {
-        map_ends(s);
-        h.large_alloc += npages * PAGE;
-        h.large_nmalloc++;
+        weft__unlock(&h.lock);
+        return s;
     }
+    map_ends(s);
+    h.large_alloc += npages * PAGE;
+    h.large_nmalloc++;
+    uintptr_t lo, hi;
+    bool huge = huge_flag(s->base, span_end(s), &lo, &hi);
     weft__unlock(&h.lock);
+    if (huge)
+        weft__os_hugepage((void *)lo, hi - lo);
     return s;
 }
 
@@ -570,10 +694,10 @@ void weft__mheap_free_released(struct mspan *s, size_t released)
         bits_dispose(s->allocbits);
     s->allocbits = NULL;
     free_coalesce_insert(s);
-    uint64_t retain = retain_pages();
-    if (h.dirty_pages > retain)
-        scavenge_locked(retain - retain / 4);
+    bool wake = scav_want_locked();
     weft__unlock(&h.lock);
+    if (wake)
+        scav_wake();
 }
 
 /* ---- resizing a large object in place (weft_realloc) ------------------------ */
@@ -612,8 +736,14 @@ int weft__mheap_grow_inplace(struct mspan *s, size_t npages)
     s->ndirty = s->npages;
     map_ends(s);
     h.inuse_pages += need;
+    if (h.inuse_pages > h.peak_cur)
+        h.peak_cur = h.inuse_pages;
     h.large_alloc += need * PAGE;
+    uintptr_t lo, hi;
+    bool huge = huge_flag(s->base, span_end(s), &lo, &hi);
     weft__unlock(&h.lock);
+    if (huge)
+        weft__os_hugepage((void *)lo, hi - lo);
     return 0;
 }
 
@@ -638,24 +768,201 @@ void weft__mheap_shrink(struct mspan *s, size_t npages)
     h.inuse_pages -= cut;
     h.large_alloc -= cut * PAGE;
     free_coalesce_insert(r);
-    uint64_t retain = retain_pages();
-    if (h.dirty_pages > retain)
-        scavenge_locked(retain - retain / 4);
+    bool wake = scav_want_locked();
     weft__unlock(&h.lock);
+    if (wake)
+        scav_wake();
+}
+
+/* ---- the scavenger ---------------------------------------------------------- *
+ * Free pages stay resident while the heap may need them again: the goal is the most
+ * pages in use during the last two windows (SCAV_WINDOW_NS each), plus a slack of
+ * max(HEAP_RETAIN_MIN, an eighth of that peak); resident free pages beyond it are
+ * given back, the longest-free spans first, SCAV_STEP_PAGES at most every
+ * SCAV_PERIOD_NS, by a background thread of mem/'s own (the frees never do it: their
+ * cost stays the cost of a free). The thread exists once some free first leaves more
+ * resident free pages than the slack over what is in use; it sleeps on scav_word
+ * while there are not, and ticks while there are (the peak decays as windows pass,
+ * so a burst that was freed goes back within about 2 windows plus its release time).
+ * weft_mem_release() is the explicit "now": everything, at once, in the caller.
+ *
+ * The pages are released without h.lock: the span leaves the free structures as
+ * SPAN_SCAV (neither free nor in use: nothing merges with it, span_of does not accept
+ * it, allocations look elsewhere), madvise runs, and the span comes back clean and is
+ * merged again. scav_lock serialises scavengers (the thread, weft_mem_release) and
+ * keeps fork from copying a span that is out (fork_prepare takes it first).
+ *
+ * The thread was not put in sysmon (sched/): a program that uses weft only as its
+ * malloc (libweft-malloc.so, plain threads) has no sysmon, and one pacer for both kinds
+ * of program is simpler than two.
+ *
+ * No lost wake-up: the thread reads scav_word, then (under h.lock) decides to sleep and
+ * sets h.scav_idle; a free that finds scav_idle set (under h.lock, so after that
+ * decision) clears it and bumps scav_word after unlocking, which the thread's futex
+ * wait sees as a changed word. */
+#define SCAV_WINDOW_NS  500000000
+#define SCAV_PERIOD_NS  10000000
+#define SCAV_STEP_PAGES (((size_t)16 << 20) / PAGE)
+
+static weft_lock scav_lock = WEFT_LOCK_INIT;
+static _Atomic uint32_t scav_word;
+static _Atomic int scav_thread;          /* 0 none, 1 started, 2 could not start */
+static int scav_err;                     /* why it could not: an errno */
+
+static int64_t mono_ns(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
+}
+
+static uint64_t slack_pages(uint64_t inuse)
+{
+    uint64_t r = inuse / 8, min = HEAP_RETAIN_MIN / PAGE;
+    return r > min ? r : min;
+}
+
+/* h.lock held: the resident free pages the heap may keep now. */
+static uint64_t dirty_goal(void)
+{
+    uint64_t peak = h.peak_cur > h.peak_prev ? h.peak_cur : h.peak_prev;
+    if (peak < h.inuse_pages)
+        peak = h.inuse_pages;
+    return peak - h.inuse_pages + slack_pages(peak);
+}
+
+/* h.lock held: whether the (sleeping) scavenger should look; if so it is no longer
+ * counted as sleeping, and the caller wakes it (scav_wake) after unlocking. */
+static bool scav_want_locked(void)
+{
+    if (!h.scav_idle || h.dirty_pages <= slack_pages(h.inuse_pages))
+        return false;
+    h.scav_idle = false;
+    return true;
+}
+
+/* Release up to `budget` resident free pages, oldest first, while more than the goal
+ * are resident (every one with all). Takes scav_lock and h.lock; call with neither.
+ * Returns whether the thread should tick again (false: it sleeps, h.scav_idle set). */
+static bool scavenge(uint64_t budget, bool all)
+{
+    uint64_t done = 0;
+    weft__lock(&scav_lock);
+    weft__lock(&h.lock);
+    if (!all) {
+        int64_t now = mono_ns();
+        if (now - h.window_start >= SCAV_WINDOW_NS) {
+            h.peak_prev = h.peak_cur;
+            h.peak_cur = h.inuse_pages;
+            h.window_start = now;
+        }
+    }
+    while (done < budget && h.dirty_head != NULL && h.dirty_pages > (all ? 0 : dirty_goal())) {
+        struct mspan *s = h.dirty_head;
+        free_remove(s);
+        /* a span larger than what is left of the budget: the pages from its first
+         * resident one only (the clean ones before it and the rest go back as free
+         * spans), so that one step stays one step */
+        if (budget - done < s->npages &&
+            (split_lead(s, clean_prefix(s->base, s->npages)) != 0 ||
+             split_tail(s, s->npages < budget - done ? s->npages : (size_t)(budget - done)) != 0)) {
+            free_coalesce_insert(s);
+            break;
+        }
+        s->state = SPAN_SCAV;
+        h.scav_pages += s->npages;
+        done += s->ndirty;
+        weft__unlock(&h.lock);
+        /* the whole span: its clean pages are not resident, and cost the kernel a
+         * page-table walk only */
+        weft__os_release((void *)s->base, (size_t)s->npages * PAGE);
+        weft__lock(&h.lock);
+        h.scav_pages -= s->npages;
+        mark(s->base, s->npages, 1);
+        s->ndirty = 0;
+        free_coalesce_insert(s);
+    }
+    bool more = true;
+    if (!all && h.dirty_pages <= slack_pages(h.inuse_pages)) {
+        h.scav_idle = true;
+        more = false;
+    }
+    weft__unlock(&h.lock);
+    weft__unlock(&scav_lock);
+    return more;
+}
+
+static void *scav_main(void *arg)
+{
+    (void)arg;
+    for (;;) {
+        /* acquire: pairs with the release bump in scav_wake */
+        uint32_t seen = atomic_load_explicit(&scav_word, ACQ);
+        if (!scavenge(SCAV_STEP_PAGES, false)) {
+            weft__futex_wait(&scav_word, seen);
+        } else {
+            struct timespec ts = { 0, SCAV_PERIOD_NS };
+            nanosleep(&ts, NULL);
+        }
+    }
+    return NULL;
+}
+
+/* Start the thread, with every signal blocked (the program's handlers never run on
+ * it); 0, or -1. */
+static int scav_start(void)
+{
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_attr_t attr;
+    if ((scav_err = pthread_attr_init(&attr)) != 0)
+        return -1;
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    pthread_t t;
+    int err = pthread_create(&t, &attr, scav_main, NULL);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    pthread_attr_destroy(&attr);
+    if ((scav_err = err) != 0)
+        return -1;
+    pthread_setname_np(t, "weft-scavenge");
+    return 0;
+}
+
+/* A free left too many resident free pages: wake the thread, starting it the first
+ * time. Where no thread can start, the caller scavenges to the goal itself. */
+static void scav_wake(void)
+{
+    int st = atomic_load_explicit(&scav_thread, ACQ);
+    if (st == 0) {
+        /* acq_rel: one starter; the others see 1 (or 2) and wake (or scavenge) */
+        if (atomic_compare_exchange_strong_explicit(&scav_thread, &st, 1, memory_order_acq_rel, ACQ)) {
+            if (scav_start() == 0)
+                return;
+            weft__printf("mheap: cannot start the scavenger thread (%s); frees give memory back themselves", weft_strerror(-scav_err));
+            atomic_store_explicit(&scav_thread, 2, REL);
+            st = 2;
+        }
+    }
+    if (st == 2) {
+        scavenge(UINT64_MAX, false);
+        return;
+    }
+    /* release: the thread's acquire load of the word orders its look after our free */
+    atomic_fetch_add_explicit(&scav_word, 1, REL);
+    weft__futex_wake(&scav_word, 1);
 }
 
 void weft__mheap_scavenge_all(void)
 {
-    weft__lock(&h.lock);
-    scavenge_locked(0);
-    weft__unlock(&h.lock);
+    scavenge(UINT64_MAX, true);
 }
 
 void weft__mheap_stats(struct heap_stats *out)
 {
     weft__lock(&h.lock);
     out->sys = h.sys;
-    out->released = h.released_pages * PAGE;
+    out->released = (h.released_pages + h.scav_pages) * PAGE;   /* being released: released */
     out->inuse = h.inuse_pages * PAGE;
     out->large_alloc = h.large_alloc;
     out->large_nmalloc = h.large_nmalloc;
@@ -665,13 +972,20 @@ void weft__mheap_stats(struct heap_stats *out)
 
 void weft__mheap_lock_fork(void)
 {
+    weft__lock(&scav_lock);
     weft__lock(&h.lock);
 }
 
+/* In the child, the scavenger thread is gone: the next free that needs one starts it. */
 void weft__mheap_unlock_fork(int child)
 {
-    if (child)
+    if (child) {
         weft__lock_reinit(&h.lock);
-    else
+        weft__lock_reinit(&scav_lock);
+        h.scav_idle = true;
+        atomic_store_explicit(&scav_thread, 0, RLX);
+    } else {
         weft__unlock(&h.lock);
+        weft__unlock(&scav_lock);
+    }
 }

@@ -54,6 +54,18 @@ void weft__os_release(void *p, size_t size)
     madvise(p, size, MADV_DONTNEED);
 }
 
+/* Ask for transparent huge pages on [p, p + size) (2 MiB aligned): one fault per
+ * 2 MiB instead of 512. A hint: where THP is off ("never") or the kernel has none,
+ * nothing changes; with THP "always" it is already so. */
+void weft__os_hugepage(void *p, size_t size)
+{
+#ifdef MADV_HUGEPAGE
+    madvise(p, size, MADV_HUGEPAGE);
+#else
+    (void)p; (void)size;
+#endif
+}
+
 /* mremap with MREMAP_DONTUNMAP (Linux 5.7; any private anonymous mapping): the frames
  * move and the source range stays mapped with no pages, so no other thread's mmap can
  * land in a hole in our arenas. Fails (EINVAL on older kernels, EFAULT when the range

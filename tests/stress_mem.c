@@ -265,3 +265,93 @@ Test(stress_mem, short_lived_threads_flush_their_caches)
     cr_assert_eq(c.frees - a.frees, c.mallocs - a.mallocs);
     cr_assert_eq(c.heap_alloc, a.heap_alloc);
 }
+
+/* ---- large spans: the heap's free structures and the scavenger under churn ------------ *
+ * Two threads churn 48 slots each of 32 KiB .. 24 MiB (most below 2 MiB, where spans
+ * split and merge most), every object patterned and checked before it is freed, some
+ * grown or shrunk by realloc; a third thread calls weft_mem_release() every millisecond,
+ * so that spans leave for madvise and come back while the others allocate and free
+ * around them. */
+static _Atomic int large_stop;
+
+static size_t large_size(uint64_t *s)
+{
+    uint64_t r = rnd(s) % 16;
+    if (r < 12)
+        return 32769 + rnd(s) % ((2 << 20) - 32768);
+    return (2 << 20) + rnd(s) % (22 << 20);
+}
+
+static void *large_churn(void *arg)
+{
+    enum { NSLOT = 48 };
+    uint64_t s = 0xabcdef12345ull * (uint64_t)((intptr_t)arg + 1);
+    struct obj slot[NSLOT] = { { 0 } };
+    long steps = sanitized() ? 150 : 1500;
+    for (long i = 0; i < steps; i++) {
+        struct obj *o = &slot[rnd(&s) % NSLOT];
+        if (o->p != NULL && rnd(&s) % 4 == 0) {          /* resize: the contents stay */
+            size_t keep = o->size;
+            struct obj n = { NULL, large_size(&s), o->id };
+            n.p = weft_realloc(o->p, n.size);
+            if (n.p == NULL) {                           /* counted as damage */
+                report(o);
+                return NULL;
+            }
+            /* the kept prefix came along (the pattern is the old address's) */
+            size_t m = keep < n.size ? keep : n.size, h = m < HEAD ? m : HEAD;
+            for (size_t k = 0; k < h; k++)
+                if (n.p[k] != pat(o, k)) {
+                    report(&n);
+                    break;
+                }
+            *o = n;
+            fill(o);
+            continue;
+        }
+        if (o->p != NULL)
+            check_free(o);
+        o->size = large_size(&s);
+        o->id = (uint64_t)i * 2 + (uint64_t)(intptr_t)arg;
+        o->p = weft_malloc(o->size);
+        if (o->p == NULL) {
+            report(o);
+            return NULL;
+        }
+        fill(o);
+    }
+    for (int k = 0; k < NSLOT; k++)
+        if (slot[k].p != NULL)
+            check_free(&slot[k]);
+    return NULL;
+}
+
+static void *large_releaser(void *arg)
+{
+    (void)arg;
+    while (!atomic_load(&large_stop)) {
+        weft_mem_release();
+        usleep(2000);
+    }
+    return NULL;
+}
+
+Test(stress_mem, large_spans_churn_while_released)
+{
+    pthread_t t[3];
+    atomic_store(&bad, 0);
+    atomic_store(&first_bad, NULL);
+    cr_assert_eq(pthread_create(&t[2], NULL, large_releaser, NULL), 0);
+    for (int i = 0; i < 2; i++)
+        cr_assert_eq(pthread_create(&t[i], NULL, large_churn, (void *)(intptr_t)i), 0);
+    for (int i = 0; i < 2; i++)
+        pthread_join(t[i], NULL);
+    atomic_store(&large_stop, 1);
+    pthread_join(t[2], NULL);
+    cr_assert_eq(atomic_load(&bad), 0, "%ld damaged objects, the first at %p", atomic_load(&bad),
+                 atomic_load(&first_bad));
+    weft_mem_stats st;
+    weft_mem_stats_read(&st);
+    cr_assert_leq(st.heap_released, st.heap_sys);
+    cr_assert_leq(st.heap_inuse, st.heap_sys);
+}

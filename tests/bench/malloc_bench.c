@@ -12,8 +12,14 @@
  *   larson    two threads, each with 4096 slots of 16 B..1 KiB (1 in 64: up to 8 KiB),
  *             replace random slots; every 256 steps a thread hands a slice of 32 of its
  *             objects to the other thread, which frees them (cross-thread frees)
+ *   xthread   two threads, random sizes 8..16,000 B, 2048 live slots each; a replaced
+ *             slot's object is freed by its own thread on even steps and handed to the
+ *             other thread on odd ones (every 2nd free is remote; rptest's pattern)
  *   large     64 KiB..4 MiB blocks churned through 16 slots on one thread, the first and
  *             last byte of each new block written (its pages get faulted in)
+ *   bigbuf    20 live buffers of 5..25 MiB on one thread, each zero-filled by the
+ *             program (memset) when it is allocated; one random buffer is replaced per
+ *             step, 500 steps (a tensor or image pipeline's large scratch buffers)
  *   regrow64k one buffer grown by realloc in +64 KiB steps from 64 KiB to 64 MiB, each
  *             step writing the new part (memset, as a growing string or bytearray does)
  *             and checking that the old contents came along; then freed
@@ -297,6 +303,54 @@ static struct box box[2];       /* box[i]: objects for thread i to free */
 static long l_steps;
 static long l_ops[2];
 
+/* Put n objects into b for its thread to free (those beyond its capacity are freed
+ * here); returns how many were freed here. */
+static long box_put(struct box *b, void **item, int n)
+{
+    long freed = 0;
+    pthread_mutex_lock(&b->mu);
+    for (int j = 0; j < n; j++) {
+        if (b->n < L_BOX) {
+            b->item[b->n++] = item[j];
+        } else {
+            free(item[j]);
+            freed++;
+        }
+    }
+    pthread_mutex_unlock(&b->mu);
+    return freed;
+}
+
+/* Free everything in b; returns the count. */
+static long box_free_all(struct box *b)
+{
+    pthread_mutex_lock(&b->mu);
+    long n = b->n;
+    for (int j = 0; j < b->n; j++)
+        free(b->item[j]);
+    b->n = 0;
+    pthread_mutex_unlock(&b->mu);
+    return n;
+}
+
+/* Runs fn(0) and fn(1) on two threads that trade objects through box[]; each stores
+ * its op count in ops[id]. ns per op, as described at the top. */
+static double run_pair(thread_fn fn, long *ops)
+{
+    for (int i = 0; i < 2; i++) {
+        pthread_mutex_init(&box[i].mu, NULL);
+        box[i].n = 0;
+    }
+    thread_fn f[2] = { fn, fn };
+    void *arg[2] = { (void *)0, (void *)1 };
+    double t0 = now_s();
+    run_threads(2, f, arg);
+    double t = now_s() - t0;
+    for (int i = 0; i < 2; i++)          /* the last hand-offs, untimed */
+        box_free_all(&box[i]);
+    return t * 2 * 1e9 / (double)(ops[0] + ops[1]);
+}
+
 static size_t larson_size(uint64_t *s)
 {
     if (rnd(s) % 64 == 0)
@@ -328,23 +382,16 @@ static void *larson_thread(void *arg)
         if (i % L_ROUND != 0)
             continue;
         /* hand a slice of our objects to the other thread ... */
-        int from = (int)(rnd(&s) % (L_SLOTS - L_SLICE));
-        struct box *b = &box[1 - id];
-        pthread_mutex_lock(&b->mu);
-        for (int j = from; j < from + L_SLICE && b->n < L_BOX; j++)
+        int from = (int)(rnd(&s) % (L_SLOTS - L_SLICE)), n = 0;
+        void *slice[L_SLICE];
+        for (int j = from; j < from + L_SLICE; j++)
             if (slot[j] != NULL) {
-                b->item[b->n++] = slot[j];
+                slice[n++] = slot[j];
                 slot[j] = NULL;
             }
-        pthread_mutex_unlock(&b->mu);
+        ops += box_put(&box[1 - id], slice, n);
         /* ... and free what it handed to us */
-        b = &box[id];
-        pthread_mutex_lock(&b->mu);
-        for (int j = 0; j < b->n; j++)
-            free(b->item[j]);
-        ops += b->n;
-        b->n = 0;
-        pthread_mutex_unlock(&b->mu);
+        ops += box_free_all(&box[id]);
     }
     for (int k = 0; k < L_SLOTS; k++)
         if (slot[k] != NULL) {
@@ -359,17 +406,7 @@ static void *larson_thread(void *arg)
 static double larson(void)
 {
     l_steps = scaled(3000000);
-    for (int i = 0; i < 2; i++)
-        pthread_mutex_init(&box[i].mu, NULL);
-    thread_fn fn[2] = { larson_thread, larson_thread };
-    void *arg[2] = { (void *)0, (void *)1 };
-    double t0 = now_s();
-    run_threads(2, fn, arg);
-    double t = now_s() - t0;
-    for (int i = 0; i < 2; i++)          /* the last hand-offs, untimed */
-        for (int j = 0; j < box[i].n; j++)
-            free(box[i].item[j]);
-    return t * 2 * 1e9 / (double)(l_ops[0] + l_ops[1]);
+    return run_pair(larson_thread, l_ops);
 }
 
 /* ---- large ----------------------------------------------------------------------- */
@@ -400,6 +437,95 @@ static double large(void)
             free(slot[k]);
             ops++;
         }
+    double t = now_s() - t0;
+    return t * 1e9 / (double)ops;
+}
+
+/* ---- xthread ---------------------------------------------------------------------- *
+ * rptest's pattern: random sizes over a wide range, half the frees on the other thread.
+ * Remote objects travel in batches of X_BATCH through the other thread's box (larson's),
+ * which it empties every X_BATCH steps.                                                       */
+#define X_SLOTS 2048
+#define X_BATCH 32
+static long x_steps;
+static long x_ops[2];
+
+static void *xthread_thread(void *arg)
+{
+    int id = (int)(intptr_t)arg;
+    uint64_t s = 0x9e3779b97f4a7c15ull * (uint64_t)(id + 3);
+    long ops = 0;
+    void **slot = calloc(X_SLOTS, sizeof *slot);
+    void *out[X_BATCH];
+    int nout = 0;
+    check(slot);
+    for (long i = 1; i <= x_steps; i++) {
+        int k = (int)(rnd(&s) % X_SLOTS);
+        if (slot[k] != NULL) {
+            if (i & 1) {
+                out[nout++] = slot[k];
+            } else {
+                free(slot[k]);
+                ops++;
+            }
+        }
+        size_t sz = 8 + rnd(&s) % (16000 - 8 + 1);
+        slot[k] = malloc(sz);
+        check(slot[k]);
+        use(slot[k], i);
+        ((volatile char *)slot[k])[sz - 1] = (char)i;
+        ops++;
+        if (nout == X_BATCH) {              /* hand the batch to the other thread */
+            ops += box_put(&box[1 - id], out, nout);
+            nout = 0;
+        }
+        if (i % X_BATCH == 0)               /* free what the other thread handed us */
+            ops += box_free_all(&box[id]);
+    }
+    for (int j = 0; j < nout; j++)
+        free(out[j]);
+    for (int k = 0; k < X_SLOTS; k++)
+        free(slot[k]);
+    ops += nout + X_SLOTS;
+    free(slot);
+    x_ops[id] = ops;
+    return NULL;
+}
+
+static double xthread(void)
+{
+    x_steps = scaled(2000000);
+    return run_pair(xthread_thread, x_ops);
+}
+
+/* ---- bigbuf ------------------------------------------------------------------------ */
+static double bigbuf(void)
+{
+    enum { SLOTS = 20 };
+    const size_t lo = (size_t)5 << 20, hi = (size_t)25 << 20;
+    long n = scaled(500), ops = 0;
+    char *slot[SLOTS] = { 0 };
+    uint64_t s = 7;
+    double t0 = now_s();
+    for (long i = 0; i < n + SLOTS; i++) {
+        int k = i < SLOTS ? (int)i : (int)(rnd(&s) % SLOTS);
+        if (slot[k] != NULL) {
+            free(slot[k]);
+            ops++;
+        }
+        size_t sz = lo + rnd(&s) % (hi - lo + 1);
+        char *p = malloc(sz);
+        check(p);
+        ops++;
+        __asm__ volatile("" : "+r"(p));   /* no fusing malloc + memset 0 into calloc */
+        memset(p, 0, sz);
+        __asm__ volatile("" : : "r"(p) : "memory");   /* the memset is observable */
+        slot[k] = p;
+    }
+    for (int k = 0; k < SLOTS; k++) {
+        free(slot[k]);
+        ops++;
+    }
     double t = now_s() - t0;
     return t * 1e9 / (double)ops;
 }
@@ -528,7 +654,8 @@ int main(int argc, char **argv)
         double (*fn)(void);
     } w[] = {
         { "pairs", pairs }, { "ring", ring }, { "prodcons", prodcons },
-        { "larson", larson }, { "large", large }, { "regrow64k", regrow64k },
+        { "larson", larson }, { "xthread", xthread }, { "large", large },
+        { "bigbuf", bigbuf }, { "regrow64k", regrow64k },
         { "regrow1m", regrow1m }, { "regrowmix", regrowmix },
     };
     if (argc > 2)
@@ -542,7 +669,7 @@ int main(int argc, char **argv)
             printf("%s ns_per_op=%.2f rss_kb=%ld\n", w[i].name, ns, ru.ru_maxrss);
             return 0;
         }
-    fprintf(stderr, "usage: malloc_bench pairs|ring|prodcons|larson|large|regrow64k|regrow1m|"
+    fprintf(stderr, "usage: malloc_bench pairs|ring|prodcons|larson|xthread|large|bigbuf|regrow64k|regrow1m|"
                     "regrowmix [SCALE]\n");
     return 2;
 }
