@@ -114,6 +114,10 @@ static void *alloc_large(size_t n, size_t align_pages, int zero)
     if (n > MAX_REQUEST)
         return enomem();
     weft__mem_init();
+    /* a thread's first object may be large: it gets its cache now, so that its frees
+     * decrement its own room[0] (free's fast path), not the shared empty cache's */
+    if (WEFT_UNLIKELY(weft__mcache_tls == &weft__mcache_empty))
+        weft__mcache_thread();
     struct mspan *s = weft__mheap_alloc((n + PAGE - 1) / PAGE, align_pages, SPAN_LARGE, 0);
     if (s == NULL)
         return enomem();
@@ -174,6 +178,8 @@ static WEFT_NOINLINE void free_slow(void *p, size_t s, struct mcache *c)
         return;
     struct mspan *sp = owner_span(p, "weft_free");
     if (sp->state == SPAN_LARGE) {
+        if (WEFT_UNLIKELY(c == &weft__mcache_empty))   /* as in alloc_large */
+            weft__mcache_thread();
         weft__mheap_free(sp);
         return;
     }

@@ -44,13 +44,17 @@
  * the free paths call it on any pointer (span structs and arena records are never
  * unmapped).
  *
- * Rejected: a lower retention floor. On the allocator benchmark's `large` workload (16
- * slots of 64 KiB..4 MiB), a floor of 32 MiB cut peak RSS from 64 to 16 MiB but took
- * 8x the page faults and 10x the time (faults cost 20..300 us on the VMs this runs
- * on); 48 MiB took 3.5x the faults for 58 MiB. Also rejected: releasing inside the
- * free that broke the budget (until 2026-12: a free of one buffer could take
- * milliseconds of madvise, and a churn of 5..25 MiB buffers released pages that the
- * next allocation faulted in again: 10x tcmalloc's time on that pattern).
+ * Tuning (malloc_bench bigbuf: 20 buffers of 5..25 MiB churned, 2-core VM, against
+ * tcmalloc's time and glibc's peak RSS): a slack of max(32 MiB, peak / 16) gave
+ * 1.1x tcmalloc's time at 0.96x glibc's RSS; max(64 MiB, peak / 8) 0.7-0.9x the time
+ * at 1.02-1.04x the RSS; max(128 MiB, ...) 0.25x the time at 1.09x (no release at
+ * all). max(48 MiB, peak / 8) is at 1.0-1.1x and 0.98-1.0x. Every point of that curve
+ * is the cost of page faults (refaults after a release) against resident pages.
+ * Rejected: releasing inside the free that broke the budget (until 2026-12: a free of
+ * one buffer could take milliseconds of madvise, and a churn of 5..25 MiB buffers
+ * released pages that the next allocation faulted in again: 10x tcmalloc's time on
+ * that pattern); releasing the smallest resident spans first instead of the oldest
+ * (more faults, same RSS, on bigbuf).
  */
 #include <pthread.h>
 #include <signal.h>
@@ -59,7 +63,7 @@
 #include "mem/mem.h"
 
 #define HEAP_BINS 128
-#define HEAP_RETAIN_MIN ((uint64_t)64 << 20)
+#define HEAP_RETAIN_MIN ((uint64_t)48 << 20)
 #define DIRTY_FIRST_PAGES 8
 #define PAGE WEFT_PAGE_SIZE
 
@@ -777,7 +781,7 @@ void weft__mheap_shrink(struct mspan *s, size_t npages)
 /* ---- the scavenger ---------------------------------------------------------- *
  * Free pages stay resident while the heap may need them again: the goal is the most
  * pages in use during the last two windows (SCAV_WINDOW_NS each), plus a slack of
- * max(HEAP_RETAIN_MIN, an eighth of that peak); resident free pages beyond it are
+ * max(HEAP_RETAIN_MIN = 48 MiB, an eighth of that peak); resident free pages beyond it are
  * given back, the longest-free spans first, SCAV_STEP_PAGES at most every
  * SCAV_PERIOD_NS, by a background thread of mem/'s own (the frees never do it: their
  * cost stays the cost of a free). The thread exists once some free first leaves more

@@ -18,8 +18,9 @@
  *   large     64 KiB..4 MiB blocks churned through 16 slots on one thread, the first and
  *             last byte of each new block written (its pages get faulted in)
  *   bigbuf    20 live buffers of 5..25 MiB on one thread, each zero-filled by the
- *             program (memset) when it is allocated; one random buffer is replaced per
- *             step, 500 steps (a tensor or image pipeline's large scratch buffers)
+ *             program (memset) when it is allocated; one random slot is filled or
+ *             replaced per step, 500 steps (an image or tensor pipeline's scratch
+ *             buffers)
  *   regrow64k one buffer grown by realloc in +64 KiB steps from 64 KiB to 64 MiB, each
  *             step writing the new part (memset, as a growing string or bytearray does)
  *             and checking that the old contents came along; then freed
@@ -410,16 +411,16 @@ static double larson(void)
 }
 
 /* ---- large ----------------------------------------------------------------------- */
-static double large(void)
+/* nslot slots of lo..hi bytes, n times one random slot replaced (free, malloc), on one
+ * thread; each new block has its first and last byte written (whole = 0), or is
+ * zero-filled by the program (whole = 1). Frees of the last blocks are timed too. */
+static double churn(int nslot, size_t lo, size_t hi, long n, uint64_t s, int whole)
 {
-    enum { SLOTS = 16 };
-    const size_t lo = (size_t)64 << 10, hi = (size_t)4 << 20;
-    long n = scaled(400000), ops = 0;
-    char *slot[SLOTS] = { 0 };
-    uint64_t s = 99;
+    long ops = 0;
+    char *slot[32] = { 0 };
     double t0 = now_s();
     for (long i = 0; i < n; i++) {
-        int k = (int)(rnd(&s) % SLOTS);
+        int k = (int)(rnd(&s) % (uint64_t)nslot);
         if (slot[k] != NULL) {
             free(slot[k]);
             ops++;
@@ -428,17 +429,33 @@ static double large(void)
         char *p = malloc(sz);
         check(p);
         ops++;
-        ((volatile char *)p)[0] = (char)i;
-        ((volatile char *)p)[sz - 1] = (char)i;
+        if (whole) {
+            __asm__ volatile("" : "+r"(p));   /* no fusing malloc + memset 0 into calloc */
+            memset(p, 0, sz);
+            __asm__ volatile("" : : "r"(p) : "memory");   /* the memset is observable */
+        } else {
+            ((volatile char *)p)[0] = (char)i;
+            ((volatile char *)p)[sz - 1] = (char)i;
+        }
         slot[k] = p;
     }
-    for (int k = 0; k < SLOTS; k++)
+    for (int k = 0; k < nslot; k++)
         if (slot[k] != NULL) {
             free(slot[k]);
             ops++;
         }
     double t = now_s() - t0;
     return t * 1e9 / (double)ops;
+}
+
+static double large(void)
+{
+    return churn(16, (size_t)64 << 10, (size_t)4 << 20, scaled(400000), 99, 0);
+}
+
+static double bigbuf(void)
+{
+    return churn(20, (size_t)5 << 20, (size_t)25 << 20, scaled(500), 7, 1);
 }
 
 /* ---- xthread ---------------------------------------------------------------------- *
@@ -498,37 +515,6 @@ static double xthread(void)
     return run_pair(xthread_thread, x_ops);
 }
 
-/* ---- bigbuf ------------------------------------------------------------------------ */
-static double bigbuf(void)
-{
-    enum { SLOTS = 20 };
-    const size_t lo = (size_t)5 << 20, hi = (size_t)25 << 20;
-    long n = scaled(500), ops = 0;
-    char *slot[SLOTS] = { 0 };
-    uint64_t s = 7;
-    double t0 = now_s();
-    for (long i = 0; i < n + SLOTS; i++) {
-        int k = i < SLOTS ? (int)i : (int)(rnd(&s) % SLOTS);
-        if (slot[k] != NULL) {
-            free(slot[k]);
-            ops++;
-        }
-        size_t sz = lo + rnd(&s) % (hi - lo + 1);
-        char *p = malloc(sz);
-        check(p);
-        ops++;
-        __asm__ volatile("" : "+r"(p));   /* no fusing malloc + memset 0 into calloc */
-        memset(p, 0, sz);
-        __asm__ volatile("" : : "r"(p) : "memory");   /* the memset is observable */
-        slot[k] = p;
-    }
-    for (int k = 0; k < SLOTS; k++) {
-        free(slot[k]);
-        ops++;
-    }
-    double t = now_s() - t0;
-    return t * 1e9 / (double)ops;
-}
 
 /* ---- regrow64k, regrow1m, regrowmix ------------------------------------------------ *
  * A buffer grown by realloc the way a growing string or bytearray is: each step asks
