@@ -7,8 +7,9 @@
  * 1, free takes 1 and may push only while room was positive, so a list never grows
  * past cap; a free that finds no room gives a batch back to mcentral here (room is
  * then batch - 1: the next batch of frees are fast again). A malloc that finds the
- * list empty takes a batch from mcentral. cap is 2 * batch, or one batch on a class
- * that the thread only frees (no pop since the last slow path: the consumer of a
+ * list empty takes a batch from mcentral. cap is 2 * batch times the class's mult (1,
+ * doubled up to MULT_MAX by churn: see "the bound of a list grows"), or one batch on a
+ * class that the thread only frees (no pop since the last slow path: the consumer of a
  * producer/consumer pair), which then parks at most one batch of it. cap changes on
  * slow paths only, with room moved by the same amount.
  *
@@ -59,6 +60,35 @@ static inline int32_t class_max(unsigned cls)
     return (int32_t)(2 * weft__mcentral_batch(cls));
 }
 
+/* ---- the bound of a list grows with churn ----------------------------------- *
+ * A class that a thread both allocates and frees at random makes its list's length
+ * a random walk between 0 and cap, which reaches an end -- a slow path, a lock round
+ * trip to mcentral -- after about (cap / 2)^2 operations: 4 for a class of 2-object
+ * batches (4 KiB and up). So a slow path that turns the walk around (a refill after a
+ * flush, or a flush after a refill) doubles the class's bound, up to MULT_MAX times
+ * 2 batches, while the growth of all the cache's bounds stays within CACHE_EXTRA
+ * bytes and the half bound within HALF_MAX objects (classes of 32 objects a batch or
+ * more, 256 B and less, keep their bound: their walks are long already, and ring's
+ * peak RSS rose 10% when they grew); refills then fill to half the bound and flushes
+ * give back to half. A class
+ * that only flows one way (a producer refills, a consumer flushes) never grows: its
+ * slow paths come once a batch whatever the bound. Bounds never shrink while the
+ * cache lives (weft_mem_release empties the lists, not the bounds). */
+#define MULT_MAX 8
+#define HALF_MAX 32                      /* objects: a half bound never grows past it */
+#define CACHE_EXTRA ((uint32_t)2 << 20)
+enum { SLOW_REFILL = 1, SLOW_FLUSH = 2 };
+
+static void grow_bound(struct mcache *c, unsigned cls)
+{
+    uint32_t more = (uint32_t)c->mult[cls] * (uint32_t)class_max(cls) * weft__class_size[cls];
+    if (c->mult[cls] >= MULT_MAX || c->extra_bytes + more > CACHE_EXTRA ||
+        2u * c->mult[cls] * weft__mcentral_batch(cls) > HALF_MAX)
+        return;
+    c->extra_bytes += more;
+    c->mult[cls] *= 2;
+}
+
 struct mcache *weft__mcache_create(int kind)
 {
     weft__mem_init();                   /* WEFT_DEBUG is read before any cache is used */
@@ -75,8 +105,10 @@ struct mcache *weft__mcache_create(int kind)
     }
     memset(c, 0, sizeof *c);
     c->kind = kind;
-    for (unsigned cls = 1; cls < WEFT_NCLASS; cls++)
+    for (unsigned cls = 1; cls < WEFT_NCLASS; cls++) {
         WEFT_MC_ROOM(c, cls) = c->room_sync[cls] = c->cap[cls] = class_max(cls);
+        c->mult[cls] = 1;
+    }
     for (size_t n = 0; n <= 1024; n++)
         c->class_of[n] = (uint8_t)(WEFT_SLOT_BIAS + weft__class_of_small[n]);
     c->reg_next = reg_head;
@@ -102,14 +134,30 @@ static inline void sync_class(struct mcache *c, unsigned cls)
 void *weft__mcache_refill_alloc(struct mcache *c, unsigned cls)
 {
     weft_assert(WEFT_MC_HEAD(c, cls) == NULL && list_len(c, cls) == 0);
+    if (c->last_slow[cls] == SLOW_FLUSH)
+        grow_bound(c, cls);
+    c->last_slow[cls] = SLOW_REFILL;
+    unsigned batch = weft__mcentral_batch(cls), want = c->mult[cls] * batch;
     void *head;
-    unsigned n = weft__mcentral_get(cls, weft__mcentral_batch(cls), &head);
+    unsigned n = weft__mcentral_get(cls, batch, &head);
     if (n == 0)
         return NULL;
+    /* a grown bound: fill to half of it (n stays below the bound: n < want + batch) */
+    while (n < want) {
+        void *more, *t;
+        unsigned m = weft__mcentral_get(cls, batch, &more);
+        if (m == 0)
+            break;
+        for (t = more; *(void **)t != NULL; t = *(void **)t)
+            ;
+        *(void **)t = head;
+        head = more;
+        n += m;
+    }
     WEFT_MC_HEAD(c, cls) = *(void **)head;
     c->nget[cls] += n;
     /* the thread allocates this class: the full bound again (the list is empty) */
-    c->cap[cls] = class_max(cls);
+    c->cap[cls] = (int32_t)c->mult[cls] * class_max(cls);
     WEFT_MC_ROOM(c, cls) = c->cap[cls] - (int32_t)(n - 1);
     sync_class(c, cls);
     c->room_sync[cls]--;                /* this refill's pop counts as one */
@@ -139,9 +187,14 @@ void weft__mcache_free_slow(struct mcache *c, void *p, unsigned cls)
         int32_t batch = (int32_t)weft__mcentral_batch(cls);
         int64_t pops = (int64_t)WEFT_MC_ROOM(c, cls) - c->room_sync[cls] +
                        (int64_t)(c->nfree[cls] - c->nfree_sync[cls]);
-        int32_t cap = pops == 0 ? batch : class_max(cls);
+        if (pops > 0 && c->last_slow[cls] == SLOW_REFILL)
+            grow_bound(c, cls);
+        c->last_slow[cls] = SLOW_FLUSH;
+        int32_t cap = pops == 0 ? batch : (int32_t)c->mult[cls] * class_max(cls);
+        /* down to below one batch (a class only freed here), or to half the bound */
+        int32_t keep = pops == 0 ? 0 : cap / 2;
         int32_t len = (int32_t)list_len(c, cls);
-        while (len >= cap && len >= batch) {
+        while (len > keep && len >= batch) {
             weft__mcentral_put(cls, cut(c, cls, (unsigned)batch), (unsigned)batch);
             c->nput[cls] += (uint64_t)batch;
             len -= batch;

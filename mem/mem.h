@@ -209,6 +209,9 @@ struct mcache {
     uint64_t nget[WEFT_NCLASS];         /* objects taken from mcentral */
     uint64_t nput[WEFT_NCLASS];         /* objects given back to mcentral */
     int32_t cap[WEFT_NCLASS];           /* the list's bound: room = cap - length */
+    uint8_t mult[WEFT_NCLASS];          /* cap = mult * 2 batches (grown by churn) */
+    uint8_t last_slow[WEFT_NCLASS];     /* SLOW_REFILL or SLOW_FLUSH: the last slow path */
+    uint32_t extra_bytes;               /* sum of the growth of every class's bound */
     int32_t room_sync[WEFT_NCLASS];     /* room and nfree at the last slow path: pops */
     uint64_t nfree_sync[WEFT_NCLASS];   /* since then = room rise + frees since then */
     int kind;                           /* MCACHE_THREAD, MCACHE_P; 0 on the empty cache;

@@ -525,6 +525,58 @@ Test(api_mem, stats_exact_under_churn)
     churn_counts_exactly();
 }
 
+/* A class that a thread allocates and frees at random grows its list's bound (fewer
+ * trips to mcentral: mem/mcache.c), never past MULT_MAX x 2 batches, and all growth of
+ * one cache stays within its budget; a class only allocated never grows. */
+struct bound_out { int mult_churn, mult_alloc_only; uint32_t extra; int32_t len, cap; };
+
+static void *bound_churn(void *arg)
+{
+    struct bound_out *o = arg;
+    enum { N = 64, STEPS = 20000 };
+    void *p[N] = { 0 }, *keep[200];
+    unsigned churn = weft__size_to_class(16000), once = weft__size_to_class(9000);
+    uint32_t x = 7;
+    for (int i = 0; i < STEPS; i++) {
+        x = x * 1103515245u + 12345u;
+        int k = (int)((x >> 16) % N);
+        if (p[k] != NULL) {
+            weft_free(p[k]);
+            p[k] = NULL;
+        } else {
+            p[k] = weft_malloc(16000);
+        }
+    }
+    for (int i = 0; i < 200; i++)          /* allocated only: refills, never a flush */
+        keep[i] = weft_malloc(9000);
+    struct mcache *c = weft__mcache_tls;
+    o->mult_churn = c->mult[churn];
+    o->mult_alloc_only = c->mult[once];
+    o->extra = c->extra_bytes;
+    o->cap = c->cap[churn];
+    o->len = c->cap[churn] - WEFT_MC_ROOM(c, churn);
+    for (int i = 0; i < 200; i++)
+        weft_free(keep[i]);
+    for (int k = 0; k < N; k++)
+        weft_free(p[k]);
+    return NULL;
+}
+
+Test(api_mem, churn_grows_a_class_bound_within_budget)
+{
+    if (weft__debug.allocfree)
+        cr_skip_test("WEFT_DEBUG=allocfree: no caches");
+    struct bound_out o;
+    pthread_t t;
+    cr_assert_eq(pthread_create(&t, NULL, bound_churn, &o), 0);
+    pthread_join(t, NULL);
+    cr_assert_gt(o.mult_churn, 1, "the churned class kept its first bound");
+    cr_assert_leq(o.mult_churn, 8);
+    cr_assert_eq(o.mult_alloc_only, 1, "a class only allocated grew (x%d)", o.mult_alloc_only);
+    cr_assert_leq(o.extra, 2u << 20);
+    cr_assert(o.len >= 0 && o.len <= o.cap, "list %d of bound %d", o.len, o.cap);
+}
+
 /* ---- the page class map (mem/pagemap.c) and its fallback ---------------------------------- */
 Test(api_mem, class_map_knows_small_pages_only)
 {

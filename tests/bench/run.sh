@@ -7,7 +7,7 @@
 # Environment: B (build flavour directory, default build/release: the binaries are
 # $B/bench/*), BENCH_REPEAT (runs per cell, default 5), BENCH_ALLOCATORS (default
 # "glibc jemalloc tcmalloc mimalloc weft"), BENCH_WORKLOADS (default "pairs ring
-# prodcons larson large regrow64k regrow1m regrowmix"), BENCH_SCALE (multiplies the
+# prodcons larson xthread large bigbuf regrow64k regrow1m regrowmix"), BENCH_SCALE (multiplies the
 # workloads' op counts, default 1), BENCH_FASTPATH_K (malloc/free pairs under callgrind,
 # default 100000), BENCH_WEFT_LIB (the "weft" allocator, default lib/libweft-malloc.so:
 # another build to compare), BENCH_IO_SECS (io: each echo run's measurement window,
@@ -118,7 +118,7 @@ bench_malloc() {
     printf '%-9s %-9s %9s %7s %9s %8s %8s\n' workload allocator ns/op spread "RSS MiB" "x best" "x least"
     record_title malloc "allocator workloads: time / the best baseline's (lower is better)" "time / best"
     record_title malloc_rss "allocator workloads: peak RSS / the smallest baseline's (lower is better)" "peak RSS / least"
-    for w in ${BENCH_WORKLOADS:-pairs ring prodcons larson large regrow64k regrow1m regrowmix}; do
+    for w in ${BENCH_WORKLOADS:-pairs ring prodcons larson xthread large bigbuf regrow64k regrow1m regrowmix}; do
         r=0
         while [ $r -lt "$REPEAT" ]; do
             for a in $allocs; do
@@ -156,8 +156,8 @@ bench_malloc() {
 $(stats "$tmp/$w.$a.ns")
 STATS
             s=$(median < "$tmp/$w.$a.rss")
-            record malloc "$w" "$a" "$(echo "$m ${best:-0}" | awk '{ print $2 > 0 ? $1 / $2 : "nan" }')"
-            record malloc_rss "$w" "$a" "$(echo "$s ${least:-0}" | awk '{ print $2 > 0 ? $1 / $2 : "nan" }')"
+            record malloc "$w" "$a" "$(echo "$m ${best:-0}" | awk '{ print ($2 > 0 ? $1 / $2 : "nan") }')"
+            record malloc_rss "$w" "$a" "$(echo "$s ${least:-0}" | awk '{ print ($2 > 0 ? $1 / $2 : "nan") }')"
             nfail=$( [ -e "$tmp/$w.$a.fail" ] && wc -l < "$tmp/$w.$a.fail" || echo 0)
             echo "$w $a $m $lo $hi $s ${best:-0} ${least:-0} $nfail $bestname $leastname" | awk '{
                 spread = $3 > 0 ? sprintf("%.0f%%", 100 * ($5 - $4) / $3) : "-"
