@@ -551,7 +551,10 @@ static int split_tail(struct mspan *s, size_t n)
         return -1;
     r->base = s->base + n * PAGE;
     r->npages = s->npages - (uint32_t)n;
-    r->ndirty = (uint32_t)count_dirty(r->base, r->npages);
+    /* count the bits of the smaller side: a small span cut off a large free one must
+     * not cost a count over the whole heap */
+    r->ndirty = (uint32_t)(r->npages <= n ? count_dirty(r->base, r->npages)
+                                          : s->ndirty - count_dirty(s->base, n));
     s->ndirty -= r->ndirty;
     s->npages = (uint32_t)n;
     free_insert(r);          /* its neighbours are s (in use) and a non-free span */
@@ -569,7 +572,9 @@ static int split_lead(struct mspan *s, size_t n)
         return -1;
     lead->base = s->base;
     lead->npages = (uint32_t)n;
-    lead->ndirty = (uint32_t)count_dirty(lead->base, n);
+    size_t rest = s->npages - n;      /* count the bits of the smaller side */
+    lead->ndirty = (uint32_t)(n <= rest ? count_dirty(s->base, n)
+                                        : s->ndirty - count_dirty(s->base + n * PAGE, rest));
     s->ndirty -= lead->ndirty;
     s->base += n * PAGE;
     s->npages -= (uint32_t)n;
