@@ -140,6 +140,12 @@ void *weft_malloc(size_t n)
         void *p = cache_pop(c, c->class_of[n]);   /* class 0's slot on the empty cache */
         if (WEFT_LIKELY(p != NULL))
             return p;
+    } else if (n <= WEFT_MAX_SMALL) {
+        /* medium sizes: the class from the second table, the same pop (on the empty
+         * cache every head is NULL: the slow path) */
+        void *p = cache_pop(c, WEFT_SLOT_BIAS + weft__class_of_medium[(n - 1024 + 127) >> 7]);
+        if (WEFT_LIKELY(p != NULL))
+            return p;
     }
     return malloc_slow(n);
 }
