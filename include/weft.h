@@ -304,8 +304,11 @@ WEFT_API void   weft_free(void *p);                   /* NULL is fine; foreign p
 /* Bytes usable at p (>= the size asked for); 0 for NULL. */
 WEFT_API size_t weft_usable_size(const void *p);
 /* Return free memory to the OS now: the calling thread's cache, the central lists and
- * the free pages (other threads' caches keep theirs). Without it, free pages beyond
- * max(64 MiB, in-use / 4) go back on their own. */
+ * the free pages (other threads' caches keep theirs). Without it, free pages stay
+ * resident up to the most pages in use over the last second or so plus
+ * max(48 MiB, 1/8 of that), and a background thread ("weft-scavenge", started by the
+ * first free that leaves more than that, every signal blocked) gives the rest back,
+ * 16 MiB per 10 ms at most: RSS falls within about a second after a burst is freed. */
 WEFT_API void   weft_mem_release(void);
 
 typedef struct weft_mem_stats {
