@@ -165,7 +165,15 @@ static struct mspan *owner_span(const void *p, const char *fn)
  * NULL), slot 0 (NULL, a large object, a free page, a foreign pointer), no room in
  * slot s of c (a full list, or c the empty cache), or p at the head of the list of slot
  * s (a double free: weft__mcache_free_slow aborts). */
+static void free_slow_body(void *p, size_t s, struct mcache *c);
+
 static WEFT_NOINLINE void free_slow(void *p, size_t s, struct mcache *c)
+{
+    free_slow_body(p, s, c);
+    weft__mheap_scav_kick();            /* the cache is consistent again */
+}
+
+static void free_slow_body(void *p, size_t s, struct mcache *c)
 {
     if (c != NULL) {
         /* undo the fast path's decrement; on the shared empty cache just reset it
@@ -317,7 +325,9 @@ void *weft_realloc(void *p, size_t n)
     if (old > WEFT_MAX_SMALL && n > WEFT_MAX_SMALL) {
         if (n > MAX_REQUEST)
             return enomem();
-        return realloc_large(weft__mheap_span_of((uintptr_t)p), n);
+        void *q = realloc_large(weft__mheap_span_of((uintptr_t)p), n);
+        weft__mheap_scav_kick();
+        return q;
     }
     void *q = weft_malloc(n);
     if (q == NULL)
@@ -363,6 +373,7 @@ void weft_mem_release(void)
         weft__mcache_flush(c);
     weft__mcentral_drain();
     weft__mheap_scavenge_all();
+    weft__mheap_scav_kick();
 }
 
 void weft_mem_stats_read(weft_mem_stats *out)

@@ -189,7 +189,8 @@ void weft__mcache_free_slow(struct mcache *c, void *p, unsigned cls)
                        (int64_t)(c->nfree[cls] - c->nfree_sync[cls]);
         if (pops > 0 && c->last_slow[cls] == SLOW_REFILL)
             grow_bound(c, cls);
-        c->last_slow[cls] = SLOW_FLUSH;
+        /* a class only freed here is no walk: its first refill later must not grow it */
+        c->last_slow[cls] = pops > 0 ? SLOW_FLUSH : 0;
         int32_t cap = pops == 0 ? batch : (int32_t)c->mult[cls] * class_max(cls);
         /* down to below one batch (a class only freed here), or to half the bound */
         int32_t keep = pops == 0 ? 0 : cap / 2;
@@ -221,6 +222,7 @@ void weft__mcache_flush(struct mcache *c)
             WEFT_MC_ROOM(c, cls) += (int32_t)n;
             len -= n;
         }
+        sync_class(c, cls);             /* room rose by the flush, not by pops */
     }
 }
 

@@ -257,6 +257,16 @@ WEFT_HIDDEN void weft__mheap_free_released(struct mspan *s, size_t released_page
 WEFT_HIDDEN int weft__mheap_grow_inplace(struct mspan *s, size_t npages);   /* large s */
 WEFT_HIDDEN void weft__mheap_shrink(struct mspan *s, size_t npages);        /* large s */
 WEFT_HIDDEN void weft__mheap_scavenge_all(void);
+/* The allocator's outer calls (no cache half-updated on this thread): start the
+ * background scavenger if a free deep inside asked for it (mheap.c). */
+WEFT_HIDDEN void weft__mheap_scav_kick_slow(void);
+WEFT_HIDDEN extern _Atomic int weft__mheap_scav_pending;
+static inline void weft__mheap_scav_kick(void)
+{
+    /* relaxed: a stale 0 only delays the start to the next outer call */
+    if (WEFT_UNLIKELY(atomic_load_explicit(&weft__mheap_scav_pending, RLX)))
+        weft__mheap_scav_kick_slow();
+}
 WEFT_HIDDEN void weft__mheap_lock_fork(void);
 WEFT_HIDDEN void weft__mheap_unlock_fork(int child);
 struct heap_stats { uint64_t sys, released, inuse, large_alloc, large_nmalloc, large_nfree; };

@@ -790,9 +790,12 @@ void weft__mheap_shrink(struct mspan *s, size_t npages)
  * given back, the longest-free spans first, SCAV_STEP_PAGES at most every
  * SCAV_PERIOD_NS, by a background thread of mem/'s own (the frees never do it: their
  * cost stays the cost of a free). The thread exists once some free first leaves more
- * resident free pages than the slack over what is in use; it sleeps on scav_word
- * while there are not, and ticks while there are (the peak decays as windows pass,
- * so a burst that was freed goes back within about 2 windows plus its release time).
+ * resident free pages than the slack over what is in use (it is started from the
+ * allocator's outer calls, weft__mheap_scav_kick: see scav_wake); it sleeps on
+ * scav_word while there are not, and ticks while there are (the peak decays as windows
+ * pass, so a burst that was freed goes back within about 2 windows plus its release
+ * time; under a steady churn above the slack it ticks at 100 Hz, a lock round trip
+ * each). Where no thread can start, the free's outer call releases down to the slack.
  * weft_mem_release() is the explicit "now": everything, at once, in the caller.
  *
  * The pages are released without h.lock: the span leaves the free structures as
@@ -850,15 +853,21 @@ static bool scav_want_locked(void)
     return true;
 }
 
-/* Release up to `budget` resident free pages, oldest first, while more than the goal
- * are resident (every one with all). Takes scav_lock and h.lock; call with neither.
- * Returns whether the thread should tick again (false: it sleeps, h.scav_idle set). */
-static bool scavenge(uint64_t budget, bool all)
+/* SCAV_PACED: the thread's step, down to the goal; SCAV_NOW: a freeing thread where no
+ * scavenger thread could start, down to the slack over what is in use; SCAV_ALL:
+ * weft_mem_release, everything. */
+enum { SCAV_PACED, SCAV_NOW, SCAV_ALL };
+
+/* Release up to `budget` resident free pages, oldest first, while more than the mode's
+ * target are resident. Takes scav_lock and h.lock; call with neither. Returns whether
+ * the thread should tick again (false: it sleeps, h.scav_idle set). */
+static bool scavenge(uint64_t budget, int mode)
 {
     uint64_t done = 0;
+    bool all = mode == SCAV_ALL;
     weft__lock(&scav_lock);
     weft__lock(&h.lock);
-    if (!all) {
+    if (mode == SCAV_PACED) {
         int64_t now = mono_ns();
         if (now - h.window_start >= SCAV_WINDOW_NS) {
             h.peak_prev = h.peak_cur;
@@ -866,7 +875,8 @@ static bool scavenge(uint64_t budget, bool all)
             h.window_start = now;
         }
     }
-    while (done < budget && h.dirty_head != NULL && h.dirty_pages > (all ? 0 : dirty_goal())) {
+    uint64_t target = all ? 0 : mode == SCAV_NOW ? slack_pages(h.inuse_pages) : dirty_goal();
+    while (done < budget && h.dirty_head != NULL && h.dirty_pages > target) {
         struct mspan *s = h.dirty_head;
         free_remove(s);
         /* a span larger than what is left of the budget: the pages from its first
@@ -902,7 +912,8 @@ static bool scavenge(uint64_t budget, bool all)
         free_coalesce_insert(s);
     }
     bool more = true;
-    if (!all && h.dirty_pages <= slack_pages(h.inuse_pages)) {
+    /* SCAV_NOW: there is no thread to tick; the next free past the slack calls again */
+    if (mode == SCAV_NOW || (mode == SCAV_PACED && h.dirty_pages <= slack_pages(h.inuse_pages))) {
         h.scav_idle = true;
         more = false;
     }
@@ -917,7 +928,7 @@ static void *scav_main(void *arg)
     for (;;) {
         /* acquire: pairs with the release bump in scav_wake */
         uint32_t seen = atomic_load_explicit(&scav_word, ACQ);
-        if (!scavenge(SCAV_STEP_PAGES, false)) {
+        if (!scavenge(SCAV_STEP_PAGES, SCAV_PACED)) {
             weft__futex_wait(&scav_word, seen);
         } else {
             struct timespec ts = { 0, SCAV_PERIOD_NS };
@@ -948,23 +959,17 @@ static int scav_start(void)
     return 0;
 }
 
-/* A free left too many resident free pages: wake the thread, starting it the first
- * time. Where no thread can start, the caller scavenges to the goal itself. */
+/* A free left too many resident free pages: wake the thread. Before it exists, only
+ * note that it is wanted: this runs deep inside a free (mcentral giving a span back in
+ * the middle of a cache's flush), and pthread_create allocates (glibc callocs on the
+ * calling thread): the cache's lists are not consistent there. weft__mheap_scav_kick
+ * starts it from the allocator's outer calls. */
+_Atomic int weft__mheap_scav_pending;
+
 static void scav_wake(void)
 {
-    int st = atomic_load_explicit(&scav_thread, ACQ);
-    if (st == 0) {
-        /* acq_rel: one starter; the others see 1 (or 2) and wake (or scavenge) */
-        if (atomic_compare_exchange_strong_explicit(&scav_thread, &st, 1, memory_order_acq_rel, ACQ)) {
-            if (scav_start() == 0)
-                return;
-            weft__printf("mheap: cannot start the scavenger thread (%s); frees give memory back themselves", weft_strerror(-scav_err));
-            atomic_store_explicit(&scav_thread, 2, REL);
-            st = 2;
-        }
-    }
-    if (st == 2) {
-        scavenge(UINT64_MAX, false);
+    if (atomic_load_explicit(&scav_thread, ACQ) != 1) {
+        atomic_store_explicit(&weft__mheap_scav_pending, 1, REL);
         return;
     }
     /* release: the thread's acquire load of the word orders its look after our free */
@@ -972,9 +977,31 @@ static void scav_wake(void)
     weft__futex_wake(&scav_word, 1);
 }
 
+void weft__mheap_scav_kick_slow(void)
+{
+    /* acquire: pairs with scav_wake's release store */
+    if (!atomic_exchange_explicit(&weft__mheap_scav_pending, 0, ACQ))
+        return;
+    int st = atomic_load_explicit(&scav_thread, ACQ);
+    /* acq_rel: one starter; the others see 1 (or 2) and wake (or scavenge) */
+    if (st == 0 && atomic_compare_exchange_strong_explicit(&scav_thread, &st, 1,
+                                                           memory_order_acq_rel, ACQ)) {
+        if (scav_start() == 0)
+            return;                   /* its first step looks at once */
+        weft__printf("mheap: cannot start the scavenger thread (%s); frees give memory back "
+                     "themselves", weft_strerror(-scav_err));
+        atomic_store_explicit(&scav_thread, 2, REL);
+        st = 2;
+    }
+    if (st == 2)
+        scavenge(UINT64_MAX, SCAV_NOW);
+    else
+        scav_wake();
+}
+
 void weft__mheap_scavenge_all(void)
 {
-    scavenge(UINT64_MAX, true);
+    scavenge(UINT64_MAX, SCAV_ALL);
 }
 
 void weft__mheap_stats(struct heap_stats *out)
@@ -1002,7 +1029,7 @@ void weft__mheap_unlock_fork(int child)
         weft__lock_reinit(&h.lock);
         weft__lock_reinit(&scav_lock);
         h.scav_idle = true;
-        atomic_store_explicit(&scav_thread, 0, RLX);
+        atomic_store_explicit(&scav_thread, 0, RLX);   /* a pending start stays pending */
     } else {
         weft__unlock(&h.lock);
         weft__unlock(&scav_lock);

@@ -9,6 +9,7 @@
  * message (which must name the call and the address in hex).
  */
 #include <criterion/criterion.h>
+#include <limits.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
@@ -564,6 +565,7 @@ static void *bound_churn(void *arg)
 
 Test(api_mem, churn_grows_a_class_bound_within_budget)
 {
+    weft_free(weft_malloc(1));          /* WEFT_DEBUG is read at the first call */
     if (weft__debug.allocfree)
         cr_skip_test("WEFT_DEBUG=allocfree: no caches");
     struct bound_out o;
@@ -695,6 +697,26 @@ Test(api_mem, rss_falls_after_a_large_burst_without_any_call)
     cr_assert_geq(st.heap_released, (uint64_t)(N / 2) << 20, "released %llu",
                   (unsigned long long)st.heap_released);
     free(l);
+}
+
+/* Where no scavenger thread can start (tests/helpers/scav_nothread: its pthread_create
+ * fails), the frees give memory back themselves, round after round, and say so once. */
+Test(api_mem, no_scavenger_thread_frees_release_themselves)
+{
+    if (shadowed())
+        cr_skip_test("the sanitizers' runtimes need pthread_create under %s", san());
+    const char *b = getenv("WEFT_TEST_BUILD");
+    char cmd[PATH_MAX];
+    snprintf(cmd, sizeof cmd, "%s/tests/helpers/scav_nothread 2>&1", b != NULL ? b : "build/release");
+    FILE *f = popen(cmd, "r");
+    cr_assert_not_null(f);
+    char out[4096];
+    size_t n = fread(out, 1, sizeof out - 1, f);
+    out[n] = 0;
+    int st = pclose(f);
+    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "status %d, output:\n%s", st, out);
+    cr_assert_not_null(strstr(out, "cannot start the scavenger thread"), "output:\n%s", out);
+    cr_assert_not_null(strstr(out, "round 3"), "output:\n%s", out);
 }
 
 /* A steady churn of large buffers reuses resident pages: after the first round, a
