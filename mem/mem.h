@@ -276,7 +276,7 @@ WEFT_HIDDEN void weft__mheap_stats(struct heap_stats *out);
 WEFT_HIDDEN void *weft__os_reserve(size_t size, size_t align, uintptr_t hint);
 WEFT_HIDDEN void *weft__os_alloc(size_t size);               /* metadata: zeroed, never freed */
 WEFT_HIDDEN void weft__os_release(void *p, size_t size);     /* MADV_DONTNEED */
-WEFT_HIDDEN void weft__os_hugepage(void *p, size_t size);    /* MADV_HUGEPAGE (a hint) */
+WEFT_HIDDEN void weft__os_hugepage(void *p, size_t size, bool on);  /* MADV_(NO)HUGEPAGE */
 WEFT_HIDDEN void weft__os_unreserve(void *p, size_t size);   /* munmap: never handed out */
 /* Move the page frames of [from, from + size) to `to` (page aligned, both ours), without
  * copying; `from` stays mapped and reads as zero. 0, or -1 (then nothing moved). */

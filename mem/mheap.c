@@ -594,23 +594,27 @@ static void scav_wake(void);
  * 10x cheaper too. Small spans stay on 4 KiB pages unless they reuse such a range. */
 #define HUGE ((uintptr_t)1 << WEFT_HUGE_SHIFT)
 
-/* h.lock held: flag the huge chunks inside [base, end); returns whether some were new,
- * with the range to madvise (after unlocking) in *lo, *hi. */
-static bool huge_flag(uintptr_t base, uintptr_t end, uintptr_t *lo, uintptr_t *hi)
+/* h.lock held. set: flag the huge chunks inside [base, end); clear: unflag every chunk
+ * that [base, end) touches. Returns whether some flag changed, with the range to
+ * madvise (after unlocking) in *lo, *hi. Two threads' madvise calls may land in the
+ * other order than their flag changes: a chunk then keeps the other setting until
+ * its next change (a cost in faults or RSS, never in correctness). */
+static bool huge_mark(uintptr_t base, uintptr_t end, bool set, uintptr_t *lo, uintptr_t *hi)
 {
-    uintptr_t a = (base + HUGE - 1) & ~(HUGE - 1), b = end & ~(HUGE - 1);
-    bool fresh = false;
+    uintptr_t a = set ? (base + HUGE - 1) & ~(HUGE - 1) : base & ~(HUGE - 1);
+    uintptr_t b = set ? end & ~(HUGE - 1) : (end + HUGE - 1) & ~(HUGE - 1);
+    bool changed = false;
     for (uintptr_t c = a; c < b; c += HUGE) {
         struct arena *ar = weft__mheap_arena_of(c);
         uint32_t bit = (uint32_t)1 << ((c >> WEFT_HUGE_SHIFT) & ((WEFT_ARENA_SIZE >> WEFT_HUGE_SHIFT) - 1));
-        if (!(ar->huge & bit)) {
-            ar->huge |= bit;
-            fresh = true;
+        if (!(ar->huge & bit) == set) {
+            ar->huge ^= bit;
+            changed = true;
         }
     }
     *lo = a;
     *hi = b;
-    return fresh;
+    return changed;
 }
 
 struct mspan *weft__mheap_alloc(size_t npages, size_t align_pages, int state, unsigned cls)
@@ -661,17 +665,24 @@ struct mspan *weft__mheap_alloc(size_t npages, size_t align_pages, int state, un
             weft__mheap_arena_of(a)->spans[weft__mheap_page_index(a)] = s;
             weft__pagemap_set(a, cls);
         }
+        /* small objects in a range a large one had: back to 4 KiB pages, or the first
+         * touch of a released chunk would fault in 2 MiB for a few KiB, resident pages
+         * that the clean bits do not know of */
+        uintptr_t lo, hi;
+        bool unhuge = huge_mark(s->base, span_end(s), false, &lo, &hi);
         weft__unlock(&h.lock);
+        if (unhuge)
+            weft__os_hugepage((void *)lo, hi - lo, false);
         return s;
     }
     map_ends(s);
     h.large_alloc += npages * PAGE;
     h.large_nmalloc++;
     uintptr_t lo, hi;
-    bool huge = huge_flag(s->base, span_end(s), &lo, &hi);
+    bool huge = huge_mark(s->base, span_end(s), true, &lo, &hi);
     weft__unlock(&h.lock);
     if (huge)
-        weft__os_hugepage((void *)lo, hi - lo);
+        weft__os_hugepage((void *)lo, hi - lo, true);
     return s;
 }
 
@@ -749,10 +760,10 @@ int weft__mheap_grow_inplace(struct mspan *s, size_t npages)
         h.peak_cur = h.inuse_pages;
     h.large_alloc += need * PAGE;
     uintptr_t lo, hi;
-    bool huge = huge_flag(s->base, span_end(s), &lo, &hi);
+    bool huge = huge_mark(s->base, span_end(s), true, &lo, &hi);
     weft__unlock(&h.lock);
     if (huge)
-        weft__os_hugepage((void *)lo, hi - lo);
+        weft__os_hugepage((void *)lo, hi - lo, true);
     return 0;
 }
 
@@ -899,10 +910,21 @@ static bool scavenge(uint64_t budget, int mode)
             lo = s->base;
             hi = span_end(s);
         }
+        /* a release that ends inside a chunk: that chunk goes back to 4 KiB pages, or
+         * khugepaged (max_ptes_none 511) may fill its released pages in again (the
+         * chunks wholly inside are empty after the release: nothing to collapse) */
+        uintptr_t edge[2] = { lo & ~(HUGE - 1), (hi - 1) & ~(HUGE - 1) }, x, y;
+        bool unhuge[2] = { false, false };
+        for (int e = 0; e < 2; e++)
+            if ((e == 0 ? lo : hi) & (HUGE - 1))
+                unhuge[e] = huge_mark(edge[e], edge[e] + 1, false, &x, &y);
         uint32_t before = s->ndirty;
         s->state = SPAN_SCAV;
         h.scav_pages += s->npages;
         weft__unlock(&h.lock);
+        for (int e = 0; e < 2; e++)
+            if (unhuge[e])
+                weft__os_hugepage((void *)edge[e], HUGE, false);
         weft__os_release((void *)lo, hi - lo);
         weft__lock(&h.lock);
         h.scav_pages -= s->npages;

@@ -54,15 +54,15 @@ void weft__os_release(void *p, size_t size)
     madvise(p, size, MADV_DONTNEED);
 }
 
-/* Ask for transparent huge pages on [p, p + size) (2 MiB aligned): one fault per
- * 2 MiB instead of 512. A hint: where THP is off ("never") or the kernel has none,
- * nothing changes; with THP "always" it is already so. */
-void weft__os_hugepage(void *p, size_t size)
+/* Ask for transparent huge pages on [p, p + size) (2 MiB aligned), or no longer (on =
+ * false): one fault per 2 MiB instead of 512. A hint: where THP is off ("never") or the
+ * kernel has none, nothing changes; with THP "always" it is already so. */
+void weft__os_hugepage(void *p, size_t size, bool on)
 {
-#ifdef MADV_HUGEPAGE
-    madvise(p, size, MADV_HUGEPAGE);
+#if defined(MADV_HUGEPAGE) && defined(MADV_NOHUGEPAGE)
+    madvise(p, size, on ? MADV_HUGEPAGE : MADV_NOHUGEPAGE);
 #else
-    (void)p; (void)size;
+    (void)p; (void)size; (void)on;
 #endif
 }
 
