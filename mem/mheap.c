@@ -591,7 +591,9 @@ static void scav_wake(void);
  * range): one fault per 2 MiB. On the VMs this runs on a 4 KiB fault costs 12-20 us,
  * so a fresh 16 MiB buffer took 57 ms to fault in, and 28 ms with huge pages (1.3 ms
  * when the kernel has freed huge pages at hand); MADV_DONTNEED of whole huge pages is
- * 10x cheaper too. Small spans stay on 4 KiB pages unless they reuse such a range. */
+ * 10x cheaper too. A small span taken in a flagged chunk, and a release that ends
+ * inside one, unflag that chunk (MADV_NOHUGEPAGE): huge pages there would make pages
+ * resident that the clean bits count as released. */
 #define HUGE ((uintptr_t)1 << WEFT_HUGE_SHIFT)
 
 /* h.lock held. set: flag the huge chunks inside [base, end); clear: unflag every chunk
