@@ -14,6 +14,8 @@ command -v gnuplot >/dev/null 2>&1 || { echo "charts: gnuplot missing, no charts
 for dat in "$DIR"/*.dat; do
     [ -e "$dat" ] || continue
     area=$(basename "$dat" .dat)
+    # a section that recorded no number (all "nan" or empty) has no chart to draw
+    grep -q '|[0-9.eE+-]*[0-9]$' "$dat" || { echo "charts: $area: no figures, skipped"; continue; }
     table="$DIR/$area.table"
     # rows: groups in order of first appearance; columns: series in order of first appearance
     awk -F'|' '
