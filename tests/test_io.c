@@ -1158,8 +1158,20 @@ static int close_wakes_main(void *arg)
         }
         pk.kind = kind;
         atomic_store(&pk.done, 0);
+        /* wait until the waiter has parked: its operation is then attached to the fd
+         * (io/fdtab.c), which the close synchronises with. A sleep of 30 ms was not
+         * always enough under ThreadSanitizer at 2 Ps: the close then raced with the
+         * waiter's first send. This thread only yields meanwhile, so the only park
+         * counted is the waiter's. */
+        weft_sched_stats st;
+        weft_sched_stats_read(&st);
+        uint64_t parks0 = st.parks;
         cr_assert_eq(weft_spawn(pk_waiter, NULL), 0);
-        weft_sleep(30 * MS);           /* it has most likely parked by now */
+        for (int64_t end = weft_now() + 10 * WEFT_SECOND; st.parks == parks0; weft_sched_stats_read(&st)) {
+            cr_assert_lt(weft_now(), end, "%s: the waiter never parked", pk_names[kind]);
+            weft_yield();
+        }
+        weft_sleep(5 * MS);
         cr_assert_eq(atomic_load(&pk.done), 0, "%s: returned %zd before the close", pk_names[kind], pk.res);
         int64_t t0 = weft_now();
         cr_assert_eq(weft_close(pk.fd), 0, "%s: weft_close", pk_names[kind]);
